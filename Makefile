@@ -1,0 +1,39 @@
+# make demo / make test do all their own set-up: .venv with dmf installed, Cassandra jars,
+# openssh-server, and the local test bed (Cassandra + sshd + S3 on loopback).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+STAMP := $(VENV)/.installed-stamp
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export DO_NOT_TRACK ?= 1
+
+.PHONY: install demo test unit testbed-up testbed-status testbed-down bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+install: $(STAMP)
+
+demo: install
+	$(VENV)/bin/dmf-testbed up --nodes 3
+	$(VENV)/bin/dmf-testbed status
+
+test: install
+	$(VENV)/bin/python -m pytest
+
+unit: install
+	$(VENV)/bin/python -m pytest tests/unit
+
+testbed-up: install
+	$(VENV)/bin/dmf-testbed up --nodes 3
+
+testbed-status: install
+	$(VENV)/bin/dmf-testbed status
+
+testbed-down: install
+	$(VENV)/bin/dmf-testbed down
+
+clean: testbed-down
+	rm -rf .testbed

@@ -1,0 +1,66 @@
+"""The Cassandra cluster: its hosts, how to reach them over SSH, their directories and tools, CQL access."""
+from __future__ import annotations
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+
+from prefect.blocks.core import Block
+
+from dmf.core.errors import InputError
+from dmf.core.targets import parse_hosts
+
+
+class CassandraHost(BaseModel):
+    """One node. `address` is the node's Cassandra address, the name it has in the bucket layout."""
+
+    address: str = Field(description="The node's listen/rpc address (its identity in S3 keys).")
+    ssh_host: str | None = Field(default=None, description="SSH address; defaults to `address`.")
+    ssh_port: int = Field(default=22, ge=1, le=65535)
+    jmx_host: str = Field(default="127.0.0.1", description="JMX address nodetool uses, seen from the node.")
+    jmx_port: int = Field(default=7199, ge=1, le=65535)
+    data_dirs: list[str] = Field(default_factory=lambda: ["/var/lib/cassandra/data"])
+    commitlog_dir: str = "/var/lib/cassandra/commitlog"
+    commitlog_archive_dir: str = Field(default="/var/lib/cassandra/commitlog_archive",
+                                       description="Where archive_command puts closed commit-log segments.")
+    config_dir: str = Field(default="/etc/cassandra", description="cassandra.yaml and friends (registry backup).")
+    nodetool: str = Field(default="nodetool", description="nodetool command on the node.")
+    sstableloader: str = Field(default="sstableloader", description="sstableloader command on the node.")
+
+    @field_validator("address")
+    @classmethod
+    def _valid_address(cls, value: str) -> str:
+        return parse_hosts(value)[0]
+
+    @property
+    def ssh_address(self) -> str:
+        return self.ssh_host or self.address
+
+
+class CassandraCluster(Block):
+    """Hosts, SSH access and CQL access of one Cassandra cluster. Secrets are secret fields."""
+
+    _block_type_name = "dmf Cassandra Cluster"
+    _block_type_slug = "dmf-cassandra-cluster"
+    _description = "Hosts, SSH access, directories, tool commands and CQL access of a Cassandra cluster."
+
+    hosts: list[CassandraHost] = Field(description="The cluster's nodes.")
+    ssh_user: str = "cassandra"
+    ssh_private_key: SecretStr | None = Field(default=None, description="Private key (OpenSSH PEM text).")
+    ssh_private_key_path: str | None = Field(default=None, description="Or a path to the private key on the worker.")
+    known_hosts: str | None = Field(default=None, description="known_hosts lines for the hosts (public keys).")
+    known_hosts_path: str | None = Field(default=None, description="Or a known_hosts file on the worker.")
+    strict_host_key_checking: bool = Field(default=True, description="Refuse hosts whose key is unknown.")
+    ssh_connect_timeout: float = Field(default=15, gt=0)
+    cql_contact_points: list[str] = Field(default_factory=list, description="Defaults to the hosts' addresses.")
+    cql_port: int = Field(default=9042, ge=1, le=65535)
+    cql_username: str | None = None
+    cql_password: SecretStr | None = None
+
+    def host(self, address: str) -> CassandraHost:
+        for host in self.hosts:
+            if address in (host.address, host.ssh_host):
+                return host
+        known = ", ".join(h.address for h in self.hosts)
+        raise InputError(f"host {address!r} is not in the cluster block (known: {known})")
+
+    def contact_points(self) -> list[str]:
+        return self.cql_contact_points or [h.address for h in self.hosts]

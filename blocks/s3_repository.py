@@ -1,0 +1,35 @@
+"""The S3 repository a cluster is backed up to: bucket, endpoint and credentials, plus transfer tuning."""
+from __future__ import annotations
+
+from typing import Any
+
+from botocore.config import Config
+from prefect.blocks.core import Block
+from prefect_aws import AwsCredentials
+from pydantic import Field
+
+
+class S3Repository(Block):
+    """Where backups live. Credentials are a prefect-aws `AwsCredentials` block (secret key kept secret)."""
+
+    _block_type_name = "dmf S3 Repository"
+    _block_type_slug = "dmf-s3-repository"
+    _description = "Bucket, endpoint and credentials of the dmf backup repository."
+
+    bucket: str = Field(description="Bucket that holds the backups.")
+    credentials: AwsCredentials = Field(default_factory=AwsCredentials,
+                                        description="Access key, secret, region and endpoint (aws_client_parameters).")
+    part_size_mib: int = Field(default=64, ge=5, le=5120,
+                               description="Multipart part size in MiB; a part is the unit held in memory per transfer.")
+    max_concurrency: int = Field(default=8, ge=1, le=64,
+                                 description="Parallel object transfers per host.")
+
+    def client(self) -> Any:
+        """A boto3 S3 client sized for `max_concurrency` transfers (boto3 clients are thread-safe)."""
+        params = self.credentials.aws_client_parameters.get_params_override()
+        extra = params.pop("config", None)
+        config = Config(max_pool_connections=self.max_concurrency * 2 + 4,
+                        retries={"max_attempts": 8, "mode": "adaptive"})
+        if extra is not None:
+            config = config.merge(extra if isinstance(extra, Config) else Config(**extra))
+        return self.credentials.get_boto3_session().client("s3", config=config, **params)

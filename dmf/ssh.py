@@ -1,0 +1,226 @@
+"""The remote layer: commands and file streams on a Cassandra host over SSH (paramiko).
+
+Every argument is shell-quoted here, in one place; host keys are checked against known_hosts
+and unknown keys are refused unless the cluster block says otherwise.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import select
+import shlex
+import socket
+import time
+import stat as stat_mode
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import paramiko
+
+from dmf.blocks.cassandra_cluster import CassandraCluster, CassandraHost
+from dmf.core.errors import DmfError
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1024 * 1024
+# Larger SSH windows keep the pipe full on fast links (paramiko's default is 2 MiB).
+WINDOW = 16 * 1024 * 1024
+_KEY_TYPES = (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey)
+
+
+class RemoteError(DmfError):
+    """A host could not be reached or a remote command failed."""
+
+
+class HostKeyRefused(RemoteError):
+    pass
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    argv: tuple[str, ...]
+    exit_status: int
+    stdout: str
+    stderr: str
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    path: str      # relative to the listed directory
+    size: int
+    mtime: float
+
+
+def command_argv(command: str, *args: str) -> list[str]:
+    """A block's command string (`nodetool`, `/opt/c/bin/nodetool`, `sudo -u cassandra nodetool`) plus arguments."""
+    return [*shlex.split(command), *args]
+
+
+def _load_private_key(text: str) -> paramiko.PKey:
+    for key_type in _KEY_TYPES:
+        try:
+            return key_type.from_private_key(io.StringIO(text))
+        except paramiko.SSHException:
+            continue
+    raise RemoteError("the cluster block's SSH private key is not a supported unencrypted OpenSSH/PEM key")
+
+
+class RemoteHost:
+    """One SSH connection to one host. Not thread-safe for commands; open one per worker."""
+
+    def __init__(self, cluster: CassandraCluster, host: CassandraHost):
+        self.cluster = cluster
+        self.host = host
+        self._client: paramiko.SSHClient | None = None
+        self._sftp: paramiko.SFTPClient | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.cluster.ssh_user}@{self.host.ssh_address}:{self.host.ssh_port}"
+
+    def connect(self) -> RemoteHost:
+        client = paramiko.SSHClient()
+        if self.cluster.known_hosts_path:
+            client.load_host_keys(self.cluster.known_hosts_path)
+        if self.cluster.known_hosts:
+            for line in self.cluster.known_hosts.splitlines():
+                entry = paramiko.hostkeys.HostKeyEntry.from_line(line)
+                if entry is not None:
+                    for name in entry.hostnames:
+                        client.get_host_keys().add(name, entry.key.get_name(), entry.key)
+        client.set_missing_host_key_policy(
+            paramiko.RejectPolicy() if self.cluster.strict_host_key_checking else paramiko.WarningPolicy())
+        pkey = (_load_private_key(self.cluster.ssh_private_key.get_secret_value())
+                if self.cluster.ssh_private_key else None)
+        try:
+            client.connect(
+                self.host.ssh_address, port=self.host.ssh_port, username=self.cluster.ssh_user,
+                pkey=pkey, key_filename=self.cluster.ssh_private_key_path if pkey is None else None,
+                timeout=self.cluster.ssh_connect_timeout, banner_timeout=self.cluster.ssh_connect_timeout,
+                auth_timeout=self.cluster.ssh_connect_timeout, allow_agent=False, look_for_keys=False)
+        except paramiko.BadHostKeyException:
+            raise HostKeyRefused(f"{self.label}: host key does not match known_hosts; refusing to connect") from None
+        except paramiko.SSHException as exc:
+            if "not found in known_hosts" in str(exc):
+                raise HostKeyRefused(f"{self.label}: host key is not in known_hosts; refusing to connect "
+                                     "(add it to the cluster block's known_hosts)") from None
+            raise RemoteError(f"{self.label}: SSH failed: {exc}") from None
+        except (OSError, socket.timeout) as exc:
+            raise RemoteError(f"{self.label}: cannot connect: {exc.strerror or exc}") from None
+        transport = client.get_transport()
+        transport.set_keepalive(30)
+        transport.default_window_size = WINDOW
+        self._client = client
+        return self
+
+    def close(self) -> None:
+        if self._sftp is not None:
+            self._sftp.close()
+        if self._client is not None:
+            self._client.close()
+        self._client = self._sftp = None
+
+    def __enter__(self) -> RemoteHost:
+        return self.connect() if self._client is None else self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def client(self) -> paramiko.SSHClient:
+        if self._client is None:
+            self.connect()
+        return self._client
+
+    @property
+    def sftp(self) -> paramiko.SFTPClient:
+        if self._sftp is None:
+            self._sftp = self.client.open_sftp()
+        return self._sftp
+
+    def _channel(self, argv: Sequence[str], timeout: float | None) -> paramiko.Channel:
+        channel = self.client.get_transport().open_session(window_size=WINDOW, max_packet_size=32768)
+        channel.settimeout(timeout)
+        channel.exec_command(shlex.join(argv))
+        return channel
+
+    def run(self, argv: Sequence[str], *, check: bool = True, timeout: float | None = 600) -> CommandResult:
+        """Runs argv on the host (each argument quoted); raises RemoteError on a non-zero exit if `check`."""
+        channel = self._channel(argv, timeout=None)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        stdout, stderr = bytearray(), bytearray()
+        try:
+            # Drain both streams as they come, so neither fills its window and stalls the command.
+            while not (channel.exit_status_ready() and not channel.recv_ready()
+                       and not channel.recv_stderr_ready()):
+                select.select([channel], [], [], 0.1)
+                if channel.recv_ready():
+                    stdout += channel.recv(CHUNK)
+                if channel.recv_stderr_ready():
+                    stderr += channel.recv_stderr(CHUNK)
+                if deadline is not None and time.monotonic() > deadline:
+                    raise RemoteError(f"{self.host.address}: `{argv[0]}` timed out after {timeout:.0f}s")
+            status = channel.recv_exit_status()
+        finally:
+            channel.close()
+        result = CommandResult(tuple(argv), status, stdout.decode(errors="replace"), stderr.decode(errors="replace"))
+        if check and status != 0:
+            detail = (result.stderr.strip() or result.stdout.strip()).splitlines()
+            raise RemoteError(f"{self.host.address}: `{shlex.join(argv)[:200]}` exited {status}"
+                              + (f": {detail[-1][:300]}" if detail else ""))
+        return result
+
+    def list_files(self, directory: str) -> list[RemoteFile]:
+        """Regular files below `directory` (recursive), paths relative to it; empty if it does not exist."""
+        result = self.run(["find", directory, "-type", "f", "-printf", r"%s\t%T@\t%P\0"], check=False)
+        if result.exit_status != 0:
+            if "No such file or directory" in result.stderr:
+                return []
+            raise RemoteError(f"{self.host.address}: cannot list {directory}: {result.stderr.strip()[:300]}")
+        files = []
+        for record in result.stdout.split("\0"):
+            if record:
+                size, mtime, path = record.split("\t", 2)
+                files.append(RemoteFile(path=path, size=int(size), mtime=float(mtime)))
+        return files
+
+    def stat(self, path: str) -> paramiko.SFTPAttributes:
+        try:
+            return self.sftp.stat(path)
+        except FileNotFoundError:
+            raise RemoteError(f"{self.host.address}: {path} does not exist") from None
+
+    def is_dir(self, path: str) -> bool:
+        try:
+            return stat_mode.S_ISDIR(self.sftp.stat(path).st_mode)
+        except FileNotFoundError:
+            return False
+
+    def iter_file(self, path: str, chunk: int = CHUNK) -> Iterator[bytes]:
+        """Streams a remote file in chunks (never whole in memory) over an exec channel running `cat`."""
+        channel = self._channel(["cat", "--", path], timeout=300)
+        try:
+            while True:
+                data = channel.recv(chunk)
+                if not data:
+                    break
+                yield data
+            status = channel.recv_exit_status()
+            if status != 0:
+                err = channel.recv_stderr(4096).decode(errors="replace").strip()
+                raise RemoteError(f"{self.host.address}: cannot read {path}: {err or f'cat exited {status}'}")
+        except socket.timeout:
+            raise RemoteError(f"{self.host.address}: reading {path} timed out") from None
+        finally:
+            channel.close()
+
+    def write_file(self, path: str, source: BinaryIO, chunk: int = CHUNK) -> int:
+        """Streams `source` into a remote file via SFTP; returns the bytes written."""
+        written = 0
+        with self.sftp.open(path, "wb") as remote:
+            remote.set_pipelined(True)
+            while data := source.read(chunk):
+                remote.write(data)
+                written += len(data)
+        return written

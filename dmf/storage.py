@@ -1,0 +1,231 @@
+"""S3 operations the product needs, over an `S3Repository` block: streamed, verified transfers.
+
+Verification does not depend on optional S3 checksum features: every object's ETag is computed
+locally while the bytes stream (MD5 for a single PUT, MD5 of the part MD5s for multipart) and
+compared with what S3 reports, together with the size. The SHA-256 of the whole file goes into
+the set's manifest for the restore to check.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from dmf.blocks.s3_repository import S3Repository
+from dmf.core.errors import DmfError
+
+log = logging.getLogger(__name__)
+
+MIB = 1024 * 1024
+MAX_PARTS = 10_000
+SHA256_META = "sha256"
+
+
+class StorageError(DmfError):
+    pass
+
+
+class VerificationError(StorageError):
+    pass
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    size: int
+    sha256: str
+
+
+def part_size_for(size: int, preferred: int) -> int:
+    """The preferred part size, grown when needed to keep a file within S3's 10,000 parts."""
+    return max(preferred, math.ceil(size / MAX_PARTS), 5 * MIB)
+
+
+def multipart_etag(part_md5s: list[bytes]) -> str:
+    return f"{hashlib.md5(b''.join(part_md5s)).hexdigest()}-{len(part_md5s)}"
+
+
+class _Rechunker:
+    """Turns an iterator of arbitrary chunks into parts of exactly `size` bytes (last one shorter)."""
+
+    def __init__(self, chunks: Iterable[bytes], size: int):
+        self._chunks = iter(chunks)
+        self._size = size
+        self._buffer = bytearray()
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._chunks:
+            self._buffer += chunk
+            while len(self._buffer) >= self._size:
+                part = bytes(self._buffer[: self._size])
+                del self._buffer[: self._size]
+                yield part
+        if self._buffer:
+            yield bytes(self._buffer)
+
+
+class Storage:
+    def __init__(self, repository: S3Repository, client: Any | None = None):
+        self.repository = repository
+        self.bucket = repository.bucket
+        self.s3 = client or repository.client()
+
+    def _fail(self, action: str, key: str, exc: Exception) -> StorageError:
+        if isinstance(exc, ClientError):
+            err = exc.response.get("Error", {})
+            detail = f"{err.get('Code', '?')}: {err.get('Message', '')}".strip()
+        else:
+            detail = str(exc)
+        return StorageError(f"S3 {action} s3://{self.bucket}/{key} failed: {detail}")
+
+    # ---- listing -------------------------------------------------------------------------
+    def list_prefixes(self, prefix: str = "") -> list[str]:
+        """Common prefixes one level below `prefix` (delimiter listing: cost follows folders, not files)."""
+        found: list[str] = []
+        try:
+            for page in self.s3.get_paginator("list_objects_v2").paginate(
+                    Bucket=self.bucket, Prefix=prefix, Delimiter="/"):
+                found.extend(p["Prefix"] for p in page.get("CommonPrefixes", []))
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail("list", prefix, exc) from None
+        return found
+
+    def list_objects(self, prefix: str) -> Iterator[dict]:
+        try:
+            for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+                yield from page.get("Contents", [])
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail("list", prefix, exc) from None
+
+    def head(self, key: str) -> dict | None:
+        try:
+            return self.s3.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise self._fail("head", key, exc) from None
+        except BotoCoreError as exc:
+            raise self._fail("head", key, exc) from None
+
+    def exists(self, key: str) -> bool:
+        return self.head(key) is not None
+
+    def match_existing(self, key: str, size: int, chunks: Callable[[], Iterable[bytes]]) -> StoredObject | None:
+        """The object already at `key`, if it is a verified copy of the file (a retried run resumes).
+
+        A single PUT carries its SHA-256 as metadata; a multipart object is checked by re-reading
+        the source (`chunks()`, hashed, not uploaded) and comparing its multipart ETag.
+        """
+        head = self.head(key)
+        if head is None or head["ContentLength"] != size:
+            return None
+        stored = head.get("Metadata", {}).get(SHA256_META)
+        if stored is not None:
+            return StoredObject(key, size, stored)
+        sha256, md5s = hashlib.sha256(), []
+        for part in _Rechunker(chunks(), part_size_for(size, self.repository.part_size_mib * MIB)):
+            sha256.update(part)
+            md5s.append(hashlib.md5(part).digest())
+        return StoredObject(key, size, sha256.hexdigest()) if head["ETag"].strip('"') == multipart_etag(md5s) else None
+
+    # ---- small objects ------------------------------------------------------------------
+    def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> StoredObject:
+        sha256 = hashlib.sha256(data).hexdigest()
+        try:
+            response = self.s3.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type,
+                                          Metadata={SHA256_META: sha256})
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail("put", key, exc) from None
+        self._verify(key, response.get("ETag"), hashlib.md5(data).hexdigest(), len(data))
+        return StoredObject(key, len(data), sha256)
+
+    def get_bytes(self, key: str, missing_ok: bool = False) -> bytes | None:
+        try:
+            return self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            if missing_ok and exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise self._fail("get", key, exc) from None
+        except BotoCoreError as exc:
+            raise self._fail("get", key, exc) from None
+
+    # ---- streamed upload ----------------------------------------------------------------
+    def upload_stream(self, key: str, chunks: Iterable[bytes], size: int,
+                      progress: Callable[[int], None] | None = None) -> StoredObject:
+        """Uploads a stream of known `size`; holds at most one part in memory; verifies size and ETag."""
+        part_size = part_size_for(size, self.repository.part_size_mib * MIB)
+        sha256 = hashlib.sha256()
+        if size <= part_size:
+            data = b"".join(chunks)
+            if len(data) != size:
+                raise VerificationError(f"{key}: read {len(data)} bytes, expected {size} (file changed?)")
+            stored = self.put_bytes(key, data)
+            if progress:
+                progress(size)
+            return stored
+        try:
+            upload_id = self.s3.create_multipart_upload(Bucket=self.bucket, Key=key)["UploadId"]
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail("create multipart upload", key, exc) from None
+        try:
+            parts, md5s, total = [], [], 0
+            for number, part in enumerate(_Rechunker(chunks, part_size), start=1):
+                sha256.update(part)
+                md5s.append(hashlib.md5(part).digest())
+                response = self.s3.upload_part(Bucket=self.bucket, Key=key, UploadId=upload_id,
+                                               PartNumber=number, Body=part)
+                parts.append({"PartNumber": number, "ETag": response["ETag"]})
+                total += len(part)
+                if progress:
+                    progress(len(part))
+            if total != size:
+                raise VerificationError(f"{key}: read {total} bytes, expected {size} (file changed?)")
+            response = self.s3.complete_multipart_upload(
+                Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts})
+        except BaseException as exc:
+            self._abort(key, upload_id)
+            if isinstance(exc, (ClientError, BotoCoreError)):
+                raise self._fail("upload", key, exc) from None
+            raise
+        self._verify(key, response.get("ETag"), multipart_etag(md5s), size)
+        return StoredObject(key, size, sha256.hexdigest())
+
+    def _abort(self, key: str, upload_id: str) -> None:
+        try:
+            self.s3.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except (ClientError, BotoCoreError):
+            log.warning("could not abort multipart upload of %s; the bucket's lifecycle rule should", key)
+
+    def _verify(self, key: str, etag: str | None, expected_etag: str, size: int) -> None:
+        head = self.head(key)
+        if head is None or head["ContentLength"] != size:
+            got = None if head is None else head["ContentLength"]
+            raise VerificationError(f"s3://{self.bucket}/{key}: stored size {got}, expected {size}")
+        stored = (etag or head.get("ETag", "")).strip('"')
+        if stored != expected_etag:
+            raise VerificationError(f"s3://{self.bucket}/{key}: ETag {stored} does not match the bytes sent")
+
+    # ---- streamed download --------------------------------------------------------------
+    def iter_object(self, key: str, chunk: int = MIB) -> Iterator[bytes]:
+        try:
+            body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"]
+            yield from body.iter_chunks(chunk)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail("get", key, exc) from None
+
+    def delete_keys(self, keys: list[str]) -> None:
+        for start in range(0, len(keys), 1000):
+            batch = keys[start:start + 1000]
+            try:
+                response = self.s3.delete_objects(Bucket=self.bucket, Delete={
+                    "Objects": [{"Key": k} for k in batch], "Quiet": True})
+            except (ClientError, BotoCoreError) as exc:
+                raise self._fail("delete", batch[0], exc) from None
+            if response.get("Errors"):
+                first = response["Errors"][0]
+                raise StorageError(f"S3 delete of {first.get('Key')} failed: {first.get('Message')}")

@@ -1,0 +1,99 @@
+"""dmf-testbed up [--nodes 1|3] | status | down — a local Cassandra + OpenSSH + S3 bed on loopback."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from . import blocks, cassandra, prefect_server, procs, s3, sshd
+from .layout import MAX_NODES, Testbed
+
+
+def running_nodes(tb: Testbed) -> list:
+    return [n for n in tb.nodes(MAX_NODES) if cassandra.is_running(n)]
+
+
+def up(tb: Testbed, count: int, save_blocks: bool = True) -> None:
+    """Idempotent: starts only what is not running; a 1-node bed grows to 3 by adding nodes 2 and 3."""
+    cassandra.ensure_jars(tb)
+    cassandra.write_tool_wrappers(tb)
+    tb.logs.mkdir(parents=True, exist_ok=True)
+    if not sshd.is_running(tb):
+        print("starting sshd on 127.0.0.1-3 port", tb.ssh_port, flush=True)
+        sshd.start(tb)
+    if not s3.is_running(tb):
+        print("starting S3 server (moto) on", tb.s3_endpoint, flush=True)
+        s3.start(tb)
+    s3.ensure_bucket(tb)
+    if not prefect_server.is_running(tb):
+        print("starting Prefect server on", prefect_server.api_url(tb), flush=True)
+        prefect_server.start(tb)
+    prefect_server.point_profile(tb)
+    already = running_nodes(tb)
+    size = MAX_NODES if count == MAX_NODES or len(already) > 1 else 1
+    wanted = tb.nodes(size)
+    for node in wanted:
+        if not cassandra.is_running(node):
+            print(f"starting cassandra {node.name} on {node.address} (jmx {node.jmx_port})", flush=True)
+            cassandra.configure(tb, node, size)
+            cassandra.start(tb, node)
+        cassandra.wait_ready(tb, node, expect_up=wanted[: node.index])
+    cassandra.wait_ready(tb, wanted[0], expect_up=wanted)
+    if save_blocks:
+        with temporary_settings({PREFECT_API_URL: prefect_server.api_url(tb)}):
+            blocks.save_defaults(tb, wanted)
+
+
+def status(tb: Testbed) -> int:
+    nodes = running_nodes(tb)
+    print(f"sshd       {'running' if sshd.is_running(tb) else 'stopped'}  (127.0.0.1-{MAX_NODES}:{tb.ssh_port})")
+    print(f"s3 (moto)  {'running' if s3.is_running(tb) else 'stopped'}  ({tb.s3_endpoint})")
+    print(f"prefect    {'running' if prefect_server.is_running(tb) else 'stopped'}  "
+          f"({prefect_server.api_url(tb)}, UI http://127.0.0.1:{tb.prefect_port})")
+    if not nodes:
+        print("cassandra  stopped")
+        return 1
+    result = cassandra.nodetool(tb, nodes[0], "status")
+    print(result.stdout if result.returncode == 0 else result.stderr)
+    services = sshd.is_running(tb) and s3.is_running(tb) and prefect_server.is_running(tb)
+    return 0 if result.returncode == 0 and services else 1
+
+
+def down(tb: Testbed) -> None:
+    for node in reversed(tb.nodes(MAX_NODES)):
+        if cassandra.stop(tb, node):
+            print(f"stopped cassandra {node.name}")
+    if s3.stop(tb):
+        print("stopped S3 server")
+    if sshd.stop(tb):
+        print("stopped sshd")
+    if prefect_server.stop(tb):
+        print("stopped Prefect server")
+    prefect_server.unpoint_profile(tb)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dmf-testbed", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    up_parser = sub.add_parser("up", help="start what is not running (default: 3 nodes)")
+    up_parser.add_argument("--nodes", type=int, choices=(1, 3), default=3)
+    sub.add_parser("status", help="show the services and `nodetool status`")
+    sub.add_parser("down", help="stop the processes the test bed started (by pid)")
+    args = parser.parse_args(argv)
+    tb = Testbed.from_env()
+    try:
+        if args.command == "up":
+            up(tb, args.nodes)
+            return status(tb)
+        if args.command == "status":
+            return status(tb)
+        down(tb)
+        return 0
+    except procs.StartError as exc:
+        print(f"dmf-testbed: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

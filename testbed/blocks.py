@@ -1,0 +1,40 @@
+"""Saves the `default` blocks that point the product at the test bed, so `dmf` needs no flags."""
+from __future__ import annotations
+
+from prefect_aws import AwsCredentials
+from prefect_aws.client_parameters import AwsClientParameters
+from pydantic import SecretStr
+
+from dmf.blocks import DEFAULT_BLOCK, CassandraCluster, CassandraHost, S3Repository
+
+from .layout import BUCKET, CQL_PASSWORD, CQL_USER, S3_ACCESS_KEY, S3_SECRET_KEY, Node, Testbed
+
+
+def repository(tb: Testbed) -> S3Repository:
+    return S3Repository(
+        bucket=BUCKET,
+        credentials=AwsCredentials(
+            aws_access_key_id=S3_ACCESS_KEY, aws_secret_access_key=SecretStr(S3_SECRET_KEY),
+            region_name="us-east-1",
+            aws_client_parameters=AwsClientParameters(endpoint_url=tb.s3_endpoint)),
+    )
+
+
+def cluster(tb: Testbed, nodes: list[Node]) -> CassandraCluster:
+    return CassandraCluster(
+        hosts=[CassandraHost(
+            address=n.address, ssh_port=tb.ssh_port, jmx_port=n.jmx_port,
+            data_dirs=[str(n.dir("data"))], commitlog_dir=str(n.dir("commitlog")),
+            commitlog_archive_dir=str(n.dir("commitlog_archive")), config_dir=str(n.dir("conf")),
+            nodetool=str(tb.bin / "nodetool"), sstableloader=str(tb.bin / "sstableloader"),
+        ) for n in nodes],
+        ssh_user="root",
+        ssh_private_key_path=str(tb.ssh / "id_ed25519"),
+        known_hosts_path=str(tb.ssh / "known_hosts"),
+        cql_username=CQL_USER, cql_password=SecretStr(CQL_PASSWORD),
+    )
+
+
+def save_defaults(tb: Testbed, nodes: list[Node]) -> None:
+    repository(tb).save(DEFAULT_BLOCK, overwrite=True)
+    cluster(tb, nodes).save(DEFAULT_BLOCK, overwrite=True)

@@ -1,0 +1,193 @@
+"""Apache Cassandra from Maven Central's jars: configuration, tool wrappers, start and readiness."""
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+from . import jvm, procs
+from .layout import CASSANDRA_VERSION, TOKENS, Node, Testbed
+
+POM = Path(__file__).with_name("pom.xml")
+DAEMON = "org.apache.cassandra.service.CassandraDaemon"
+TOOLS = {"nodetool": "org.apache.cassandra.tools.NodeTool",
+         "sstableloader": "org.apache.cassandra.tools.BulkLoader"}
+
+
+def ensure_jars(tb: Testbed) -> Path:
+    """Resolves cassandra-all and its runtime dependencies into the git-ignored cache, once."""
+    marker = tb.lib / ".complete"
+    if marker.exists():
+        return tb.lib
+    if shutil.which("mvn") is None or shutil.which("java") is None:
+        raise procs.StartError("the test bed needs java (17) and mvn on PATH")
+    tb.lib.mkdir(parents=True, exist_ok=True)
+    print(f"fetching cassandra-all {CASSANDRA_VERSION} and its dependencies with Maven ...", flush=True)
+    result = subprocess.run(
+        ["mvn", "-q", "-B", "-f", str(POM), f"-Dcassandra.version={CASSANDRA_VERSION}",
+         "dependency:copy-dependencies", "-DincludeScope=runtime", f"-DoutputDirectory={tb.lib}"],
+        capture_output=True, text=True)
+    if result.returncode != 0:
+        raise procs.StartError(f"mvn dependency:copy-dependencies failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
+    if not any(tb.lib.glob(f"cassandra-all-{CASSANDRA_VERSION}.jar")):
+        raise procs.StartError(f"cassandra-all-{CASSANDRA_VERSION}.jar missing from {tb.lib} after mvn")
+    marker.touch()
+    return tb.lib
+
+
+def jamm_jar(tb: Testbed) -> Path:
+    jars = sorted(tb.lib.glob("jamm-*.jar"))
+    if not jars:
+        raise procs.StartError(f"no jamm jar in {tb.lib}")
+    return jars[-1]
+
+
+def _yaml(node: Node, seeds: str, token: str) -> str:
+    d = node.dir
+    return f"""\
+cluster_name: dmf-testbed
+num_tokens: 1
+initial_token: "{token}"
+partitioner: org.apache.cassandra.dht.Murmur3Partitioner
+data_file_directories: [{d('data')}]
+commitlog_directory: {d('commitlog')}
+saved_caches_directory: {d('saved_caches')}
+hints_directory: {d('hints')}
+cdc_raw_directory: {d('cdc_raw')}
+commitlog_sync: periodic
+commitlog_sync_period: 10000ms
+# Small segments so closed (archived) segments follow writes closely: the shipped RPO.
+commitlog_segment_size: 1MiB
+seed_provider:
+  - class_name: org.apache.cassandra.locator.SimpleSeedProvider
+    parameters:
+      - seeds: "{seeds}"
+listen_address: {node.address}
+rpc_address: {node.address}
+storage_port: 7000
+native_transport_port: 9042
+start_native_transport: true
+endpoint_snitch: SimpleSnitch
+incremental_backups: true
+authenticator: PasswordAuthenticator
+authorizer: AllowAllAuthorizer
+concurrent_compactors: 1
+memtable_heap_space: 64MiB
+memtable_offheap_space: 64MiB
+"""
+
+
+LOGBACK = """\
+<configuration scan="false">
+  <appender name="FILE" class="ch.qos.logback.core.FileAppender">
+    <file>${cassandra.logdir}/system.log</file>
+    <encoder><pattern>%-5level [%thread] %date{ISO8601} %F:%L - %msg%n</pattern></encoder>
+  </appender>
+  <root level="INFO"><appender-ref ref="FILE"/></root>
+</configuration>
+"""
+
+LOGBACK_TOOLS = """\
+<configuration scan="false">
+  <appender name="STDERR" class="ch.qos.logback.core.ConsoleAppender">
+    <target>System.err</target>
+    <encoder><pattern>%-5level %date{ISO8601} %msg%n</pattern></encoder>
+  </appender>
+  <root level="WARN"><appender-ref ref="STDERR"/></root>
+</configuration>
+"""
+
+NODE_DIRS = ("conf", "data", "commitlog", "saved_caches", "hints", "cdc_raw", "commitlog_archive", "logs")
+
+
+def configure(tb: Testbed, node: Node, cluster_size: int) -> None:
+    """Writes the node's conf/ (cassandra.yaml, logback.xml, commitlog_archiving.properties)."""
+    for name in NODE_DIRS:
+        node.dir(name).mkdir(parents=True, exist_ok=True)
+    conf = node.dir("conf")
+    token = TOKENS[cluster_size][node.index - 1]
+    (conf / "cassandra.yaml").write_text(_yaml(node, "127.0.0.1:7000", token))
+    (conf / "logback.xml").write_text(LOGBACK)
+    # Read as a classpath resource; commands are split on spaces and run without a shell.
+    (conf / "commitlog_archiving.properties").write_text(
+        f"archive_command=/bin/ln %path {node.dir('commitlog_archive')}/%name\n")
+
+
+def write_tool_wrappers(tb: Testbed) -> None:
+    """`nodetool` and `sstableloader` as commands, so the product calls them as on a real node."""
+    tb.bin.mkdir(parents=True, exist_ok=True)
+    tools_conf = tb.root / "conf-tools"
+    tools_conf.mkdir(parents=True, exist_ok=True)
+    (tools_conf / "logback-tools.xml").write_text(LOGBACK_TOOLS)
+    flags = " ".join(shlex.quote(f) for f in jvm.CLIENT_JPMS)
+    for tool, main_class in TOOLS.items():
+        script = tb.bin / tool
+        script.write_text(
+            "#!/bin/sh\n"
+            f"exec java -Xmx512m {flags} "
+            f"-Dlogback.configurationFile={shlex.quote((tools_conf / 'logback-tools.xml').as_uri())} "
+            f"-Dcassandra.storagedir={shlex.quote(str(tb.root / 'tools-storage'))} "
+            f"-cp {shlex.quote(str(tools_conf))}:{shlex.quote(str(tb.lib))}/'*' {main_class} \"$@\"\n")
+        script.chmod(0o755)
+
+
+def _pid_file(node: Node) -> Path:
+    return node.dir("cassandra.pid")
+
+
+def _log_file(node: Node) -> Path:
+    return node.dir("logs") / "stdout.log"
+
+
+def is_running(node: Node) -> bool:
+    return procs.read_pid(_pid_file(node)) is not None
+
+
+def start(tb: Testbed, node: Node, heap: str = "768m") -> None:
+    conf = node.dir("conf")
+    argv = [
+        "java", f"-Xms{heap}", f"-Xmx{heap}", "-Xss256k", *jvm.SERVER_GC,
+        f"-javaagent:{jamm_jar(tb)}", *jvm.SERVER_JPMS, *jvm.QUICK_START,
+        f"-Dcassandra.config={(conf / 'cassandra.yaml').as_uri()}",
+        f"-Dcassandra.storagedir={node.home}",
+        f"-Dcassandra.logdir={node.dir('logs')}",
+        f"-Dlogback.configurationFile={(conf / 'logback.xml').as_uri()}",
+        "-Dcassandra-foreground=yes",
+        f"-Dcassandra.jmx.local.port={node.jmx_port}",
+        "-cp", f"{conf}:{tb.lib}/*", DAEMON,
+    ]
+    procs.spawn(argv, log_file=_log_file(node), pid_file=_pid_file(node))
+
+
+def nodetool(tb: Testbed, node: Node, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([str(tb.bin / "nodetool"), "-h", "127.0.0.1", "-p", str(node.jmx_port), *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def ring_states(tb: Testbed, node: Node) -> dict[str, str]:
+    """Address → two-letter state (UN, DN, UJ, …) as `nodetool status` reports it."""
+    result = nodetool(tb, node, "status")
+    if result.returncode != 0:
+        return {}
+    states = {}
+    for line in result.stdout.splitlines():
+        parts = line.split()
+        if len(parts) > 2 and len(parts[0]) == 2 and parts[0][0] in "UD" and parts[1].count(".") == 3:
+            states[parts[1]] = parts[0]
+    return states
+
+
+def wait_ready(tb: Testbed, node: Node, expect_up: list[Node], timeout: float = 240) -> None:
+    """Ready = CQL port answers and every expected node shows UN from this node's point of view."""
+    def ready() -> bool:
+        if not procs.port_open(node.address, 9042):
+            return False
+        states = ring_states(tb, node)
+        return all(states.get(n.address) == "UN" for n in expect_up)
+    procs.wait_until(ready, what=f"cassandra {node.name} ({node.address})", timeout=timeout,
+                     pid_file=_pid_file(node), log_file=node.dir("logs") / "system.log")
+
+
+def stop(tb: Testbed, node: Node) -> bool:
+    return procs.stop(_pid_file(node), marker=str(node.home))

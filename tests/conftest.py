@@ -1,0 +1,50 @@
+"""Session-wide fixtures: one test bed (3 Cassandra nodes, sshd, S3) shared by every integration test."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+@pytest.fixture(scope="session")
+def testbed():
+    """Brings the bed up (idempotent) and stops it at the end only if this session started it."""
+    from dmf.testbed.__main__ import running_nodes, up, down
+    from dmf.testbed import s3, sshd
+    from dmf.testbed.layout import Testbed
+
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from dmf.testbed import prefect_server
+
+    tb = Testbed.from_env()
+    was_up = (len(running_nodes(tb)) == 3 and sshd.is_running(tb) and s3.is_running(tb)
+              and prefect_server.is_running(tb))
+    up(tb, 3)
+    with temporary_settings({PREFECT_API_URL: prefect_server.api_url(tb)}):
+        yield tb
+        drain_prefect_workers()
+    if not was_up and not os.environ.get("DMF_KEEP_TESTBED"):
+        down(tb)
+
+
+def drain_prefect_workers() -> None:
+    """Flushes Prefect's log and event senders while pytest still owns the streams they report to."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    APILogWorker.drain_all(timeout=10)
+    EventsWorker.drain_all(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def cluster_block(testbed):
+    from dmf.testbed.blocks import cluster
+    return cluster(testbed, testbed.nodes(3))
+
+
+@pytest.fixture(scope="session")
+def repository_block(testbed):
+    from dmf.testbed.blocks import repository
+    return repository(testbed)
