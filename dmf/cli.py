@@ -40,6 +40,9 @@ def run_guarded(call):
         fail(str(exc), 1)
     except KeyboardInterrupt:
         fail("interrupted; nothing of the unfinished sets is marked complete", 130)
+    except Exception as exc:  # noqa: BLE001 — an operator gets one line; the flow run keeps the traceback
+        fail(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'unexpected failure'} "
+             "(the Prefect flow run's logs have the details)", 1)
 
 
 def print_summary(summary: dict) -> None:

@@ -6,10 +6,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from cassandra.auth import PlainTextAuthProvider
-from cassandra.cluster import Cluster, Session
+from cassandra.cluster import Cluster, NoHostAvailable, Session
 from cassandra.policies import RoundRobinPolicy
 
 from dmf.blocks.cassandra_cluster import CassandraCluster
+from dmf.core.errors import DmfError
 from dmf.core.targets import SYSTEM_KEYSPACES, DbTarget
 
 
@@ -24,7 +25,12 @@ def connect(cluster: CassandraCluster, contact_points: list[str] | None = None,
                      load_balancing_policy=RoundRobinPolicy(), protocol_version=5,
                      connect_timeout=timeout, control_connection_timeout=timeout)
     try:
-        session = driver.connect()
+        try:
+            session = driver.connect()
+        except NoHostAvailable as exc:
+            points = ", ".join(contact_points or cluster.contact_points())
+            raise DmfError(f"cannot reach Cassandra over CQL at {points}:{cluster.cql_port}: "
+                           f"{'; '.join(str(e) for e in exc.errors.values())[:300]}") from None
         session.default_timeout = timeout
         yield session
     finally:
@@ -41,19 +47,22 @@ class NodeFacts:
 
 
 def node_facts(session: Session) -> dict[str, NodeFacts]:
-    """Every node's host ID, tokens, version and schema version, keyed by listen and rpc address."""
+    """Every node's host ID, tokens, version and schema version, keyed by its addresses.
+
+    Taken from the driver's cluster metadata (read by its control connection from system.local
+    and system.peers_v2 of one node), so no query has to reach a particular node.
+    """
+    metadata = session.cluster.metadata
+    tokens: dict[object, list[str]] = {}
+    for token, owner in metadata.token_map.token_to_host_owner.items():
+        tokens.setdefault(owner, []).append(str(token.value))
+    schema_version = str(session.execute("SELECT schema_version FROM system.local").one().schema_version)
     facts: dict[str, NodeFacts] = {}
-    local = session.execute("SELECT broadcast_address, rpc_address, host_id, tokens, release_version, "
-                            "schema_version FROM system.local").one()
-    rows = [(local, [local.broadcast_address, local.rpc_address])]
-    for peer in session.execute("SELECT peer, native_address, host_id, tokens, release_version, "
-                                "schema_version FROM system.peers_v2"):
-        rows.append((peer, [peer.peer, peer.native_address]))
-    for row, addresses in rows:
-        fact = NodeFacts(str(addresses[0]), str(row.host_id), tuple(sorted(row.tokens or (), key=int)),
-                         row.release_version or "", str(row.schema_version or ""))
-        for address in addresses:
-            if address is not None:
+    for host in metadata.all_hosts():
+        fact = NodeFacts(str(host.broadcast_address or host.address), str(host.host_id),
+                         tuple(sorted(tokens.get(host, ()), key=int)), host.release_version or "", schema_version)
+        for address in {host.address, host.broadcast_address, host.broadcast_rpc_address}:
+            if address:
                 facts[str(address)] = fact
     return facts
 

@@ -1,0 +1,1 @@
+"""Prefect flows, one per command: read each as the DAG it runs."""

@@ -1,0 +1,70 @@
+"""backup-registry: the manager's own configuration (its blocks, secrets never written) and each
+node's Cassandra configuration files, under `registry/<ts>/`, sealed by a manifest written last."""
+from __future__ import annotations
+
+import json
+import re
+
+from prefect import flow, get_run_logger, task
+from prefect.client.orchestration import get_client
+
+from dmf.blocks import DEFAULT_BLOCK, CassandraCluster, S3Repository
+from dmf.core.timestamps import format_ts, utcnow
+from dmf.core.keys import registry_prefix
+from dmf.ssh import RemoteHost
+from dmf.storage import Storage
+from dmf.tasks.common import RETRY, TASK_DEFAULTS
+
+CONFIG_FILE = re.compile(r"[A-Za-z0-9_.-]+\.(yaml|yml|properties|xml|options|sh|cql)")
+BLOCK_TYPES = (CassandraCluster, S3Repository)
+
+
+def redacted_blocks() -> dict[str, dict]:
+    """Every dmf block document, as JSON with secret fields masked by pydantic (never their values)."""
+    documents: dict[str, dict] = {}
+    with get_client(sync_client=True) as client:
+        for block_type in BLOCK_TYPES:
+            slug = block_type.get_block_type_slug()
+            for doc in client.read_block_documents_by_type(slug):
+                if doc.name and not doc.is_anonymous:
+                    block = block_type.load(doc.name)
+                    documents[f"{slug}/{doc.name}"] = json.loads(block.model_dump_json())
+    return documents
+
+
+@task(name="backup-node-config", task_run_name="backup-config-{address}", **TASK_DEFAULTS, **RETRY)
+def backup_node_config(cluster: CassandraCluster, repository: S3Repository, address: str, prefix: str) -> list[dict]:
+    host = cluster.host(address)
+    storage = Storage(repository)
+    entries = []
+    with RemoteHost(cluster, host) as remote:
+        for f in remote.list_files(host.config_dir):
+            if "/" in f.path or not CONFIG_FILE.fullmatch(f.path):
+                continue
+            key = f"{prefix}nodes/{address}/{f.path}"
+            stored = storage.upload_stream(key, remote.iter_file(f"{host.config_dir.rstrip('/')}/{f.path}"), f.size)
+            entries.append({"key": key, "size": stored.size, "sha256": stored.sha256})
+    return entries
+
+
+@flow(name="backup-registry")
+def backup_registry(cluster_block: str = DEFAULT_BLOCK, repository_block: str = DEFAULT_BLOCK) -> dict:
+    """Store dmf's blocks (secrets masked) and every node's configuration files under registry/<ts>/."""
+    cluster = CassandraCluster.load(cluster_block)
+    repository = S3Repository.load(repository_block)
+    storage = Storage(repository)
+    now = utcnow()
+    prefix = registry_prefix(now)
+    entries = []
+    for name, document in redacted_blocks().items():
+        stored = storage.put_bytes(f"{prefix}blocks/{name}.json", json.dumps(document, indent=1).encode(),
+                                   "application/json")
+        entries.append({"key": stored.key, "size": stored.size, "sha256": stored.sha256})
+    futures = [backup_node_config.submit(cluster, repository, h.address, prefix) for h in cluster.hosts]
+    for future in futures:
+        entries.extend(future.result())
+    storage.put_bytes(f"{prefix}manifest.json", json.dumps(
+        {"format": 1, "kind": "registry", "created_at": format_ts(now), "files": entries}, indent=1).encode(),
+        "application/json")
+    get_run_logger().info("registry backup: %d objects under %s", len(entries), prefix)
+    return {"prefix": prefix, "objects": len(entries)}

@@ -1,0 +1,115 @@
+"""backup-snapshot: hosts in parallel; per host
+    full:        list-backups → take-snapshot → upload-set → seal-set → clear-snapshot
+                                  take-snapshot → list-superseded-backups → (after seal-set) delete-uploaded-backups
+    incremental: flush-and-list-backups → upload-set → seal-set → delete-uploaded-backups
+
+The seed's rule: incremental when `new` is false and a complete full snapshot of the same
+db-target and host set is in the bucket; otherwise a new full snapshot.
+"""
+from __future__ import annotations
+
+import time
+
+from prefect import allow_failure, flow, get_run_logger
+
+from dmf.blocks import DEFAULT_BLOCK, CassandraCluster, S3Repository
+from dmf.core.errors import DmfError, InputError
+from dmf.core.keys import SetRef, schema_key
+from dmf.core.targets import DbTarget, parse_hosts
+from dmf.core.timestamps import format_ts, utcnow
+from dmf.cql import connect, describe_schema, node_facts, user_keyspaces
+from dmf.repository import Repository
+from dmf.storage import Storage
+from dmf.tasks.snapshot import (clear_snapshot, delete_files, flush_and_list_backups, list_backups,
+                                list_superseded_backups, take_snapshot)
+from dmf.tasks.upload import seal_set, upload_set
+
+
+class BackupFailed(DmfError):
+    pass
+
+
+def check_target(target: DbTarget, tables: dict[str, list[str]]) -> None:
+    if not tables:
+        raise InputError("the cluster has no user keyspace: nothing to back up")
+    if target.keyspace and target.keyspace not in tables:
+        raise InputError(f"keyspace {target.keyspace!r} does not exist in the cluster")
+    if target.table and target.table not in tables[target.keyspace]:
+        raise InputError(f"table {target.keyspace}.{target.table} does not exist in the cluster")
+
+
+@flow(name="backup-snapshot")
+def backup_snapshot(hosts: str | list[str], db_target: str | None = None, new: bool = False,
+                    backup_schema: bool = False, cluster_block: str = DEFAULT_BLOCK,
+                    repository_block: str = DEFAULT_BLOCK) -> dict:
+    """Back up HOSTS (comma-separated) to S3: full, or incremental by the seed's rule."""
+    logger = get_run_logger()
+    started = time.monotonic()
+    host_list = parse_hosts(hosts)
+    target = DbTarget.parse(db_target)
+    cluster = CassandraCluster.load(cluster_block)
+    repository = S3Repository.load(repository_block)
+    for address in host_list:
+        cluster.host(address)
+
+    with connect(cluster) as session:
+        facts = node_facts(session)
+        keyspaces = user_keyspaces(session)
+        check_target(target, {ks: list(session.cluster.metadata.keyspaces[ks].tables) for ks in keyspaces})
+        missing = [a for a in host_list if a not in facts]
+        if missing:
+            raise InputError(f"host(s) {', '.join(missing)} are not members of the cluster")
+        schema = describe_schema(session, target, keyspaces) if backup_schema else None
+
+    repo = Repository(Storage(repository))
+    previous = None if new else repo.catalog().latest_full_for_backup(target, host_list)
+    now = utcnow()
+    incremental = previous is not None
+    snapshot_ts = previous.snapshot_ts if incremental else now
+    kind = "incremental" if incremental else "full"
+    logger.info("%s backup of %s on %s under %s", kind, target or "all keyspaces", ", ".join(host_list),
+                format_ts(snapshot_ts))
+    if schema is not None:
+        repo.storage.put_bytes(schema_key(snapshot_ts), schema.encode(), "text/plain")
+
+    tag = f"dmf-{format_ts(now)}"
+    sealed, finals = {}, []
+    for address in host_list:
+        if incremental:
+            ref = SetRef.incremental(snapshot_ts, address, now)
+            files = flush_and_list_backups.submit(cluster, address, target, keyspaces)
+            to_delete = files
+        else:
+            ref = SetRef.snapshot(now, address)
+            before = list_backups.submit(cluster, address, target)
+            files = take_snapshot.submit(cluster, address, tag, target, keyspaces, wait_for=[before])
+            to_delete = list_superseded_backups.submit(cluster, address, target, before, files)
+        entries = upload_set.submit(cluster, repository, ref, files)
+        sealed[address] = seal_set.submit(repository, ref, entries, facts[address], str(target), host_list)
+        finals.append(delete_files.submit(cluster, address, to_delete, wait_for=[sealed[address]]))
+        if not incremental:
+            # Runs whether or not the upload worked: never leave hard links behind.
+            finals.append(clear_snapshot.submit(cluster, address, tag, wait_for=[allow_failure(files),
+                                                                                  allow_failure(sealed[address])]))
+
+    failures = []
+    for address, future in sealed.items():
+        try:
+            future.result()
+        except Exception as exc:  # noqa: BLE001 — every host's failure is reported, not just the first
+            failures.append(f"{address}: {exc}")
+    for future in finals:
+        future.wait()
+    if failures:
+        raise BackupFailed(f"{kind} backup failed on {len(failures)} host(s); nothing of theirs is "
+                           f"marked complete: {'; '.join(failures)}")
+    manifests = [f.result() for f in sealed.values()]
+    files_count = sum(len(m.files) for m in manifests)
+    total = sum(m.total_bytes for m in manifests)
+    seconds = time.monotonic() - started
+    summary = {"kind": kind, "snapshot_ts": format_ts(snapshot_ts), "set_ts": format_ts(now),
+               "hosts": list(host_list), "db_target": str(target), "files": files_count, "bytes": total,
+               "seconds": round(seconds, 2), "mb_per_s": round(total / 1e6 / seconds, 2) if seconds else 0.0}
+    logger.info("%s backup complete: %d files, %.1f MiB from %d hosts in %.1fs", kind, files_count,
+                total / 2**20, len(host_list), seconds)
+    return summary

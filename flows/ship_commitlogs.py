@@ -1,0 +1,54 @@
+"""ship-commitlogs: per host, in parallel, upload the archived commit-log segments under the
+latest complete full snapshot that includes the host, seal the batch, delete local copies."""
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+
+from dmf.blocks import DEFAULT_BLOCK, CassandraCluster, S3Repository
+from dmf.core.errors import DmfError, InputError
+from dmf.core.targets import parse_hosts
+from dmf.core.timestamps import format_ts
+from dmf.cql import connect, node_facts
+from dmf.repository import Repository
+from dmf.storage import Storage
+from dmf.tasks.commitlogs import ship_host_commitlogs
+
+
+class ShippingFailed(DmfError):
+    pass
+
+
+@flow(name="ship-commitlogs")
+def ship_commitlogs(hosts: str | list[str] | None = None, cluster_block: str = DEFAULT_BLOCK,
+                    repository_block: str = DEFAULT_BLOCK) -> list[dict]:
+    """Upload archived commit-log segments of HOSTS (default: every host of the cluster block)."""
+    cluster = CassandraCluster.load(cluster_block)
+    repository = S3Repository.load(repository_block)
+    host_list = parse_hosts(hosts) if hosts else tuple(h.address for h in cluster.hosts)
+    for address in host_list:
+        cluster.host(address)
+    with connect(cluster) as session:
+        facts = node_facts(session)
+    catalog = Repository(Storage(repository)).catalog()
+    futures = {}
+    for address in host_list:
+        full = catalog.latest_full_any([address])
+        if full is None:
+            raise InputError(f"no complete full snapshot includes {address}: take one "
+                             "(dmf backup snapshot) before shipping its commit logs")
+        fact = facts.get(address)
+        if fact is None:
+            raise InputError(f"host {address} is not a member of the cluster")
+        shipped = {f.path: f.size for group in catalog.commitlogs if group.complete and fact.host_id in group.sets
+                   for m in group.manifests for f in m.files}
+        futures[address] = ship_host_commitlogs.submit(cluster, repository, fact, full.snapshot_ts, shipped)
+        get_run_logger().debug("%s ships under %s", address, format_ts(full.snapshot_ts))
+    results, failures = [], []
+    for address, future in futures.items():
+        try:
+            results.append(future.result())
+        except Exception as exc:  # noqa: BLE001 — report every host
+            failures.append(f"{address}: {exc}")
+    if failures:
+        raise ShippingFailed(f"commit-log shipping failed on {len(failures)} host(s): {'; '.join(failures)}")
+    return results

@@ -1,0 +1,72 @@
+"""On-node steps: snapshot, flush, list files, clear snapshot, delete uploaded backups."""
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+
+from dmf.blocks.cassandra_cluster import CassandraCluster
+from dmf.core.targets import DbTarget
+from dmf.node import Node, SourceFile
+from dmf.ssh import RemoteHost
+
+from dmf.tasks.common import RETRY, TASK_DEFAULTS
+
+
+def _log_files(address: str, what: str, files: list[SourceFile]) -> None:
+    get_run_logger().info("%s: %s: %d files, %.1f MiB", address, what, len(files),
+                          sum(f.size for f in files) / 2**20)
+
+
+@task(name="list-backups", task_run_name="list-backups-{address}", **TASK_DEFAULTS, **RETRY)
+def list_backups(cluster: CassandraCluster, address: str, target: DbTarget) -> list[SourceFile]:
+    """The backups/ files present before a full snapshot (it makes them redundant)."""
+    with RemoteHost(cluster, cluster.host(address)) as remote:
+        return Node(remote).backup_files(target)
+
+
+@task(name="take-snapshot", task_run_name="take-snapshot-{address}", **TASK_DEFAULTS, **RETRY)
+def take_snapshot(cluster: CassandraCluster, address: str, tag: str, target: DbTarget,
+                  keyspaces: list[str]) -> list[SourceFile]:
+    with RemoteHost(cluster, cluster.host(address)) as remote:
+        node = Node(remote)
+        node.clear_snapshot(tag)  # a retried attempt starts from a clean tag
+        node.snapshot(tag, target, keyspaces)
+        files = node.snapshot_files(tag, target)
+    _log_files(address, f"snapshot {tag}", files)
+    return files
+
+
+@task(name="list-superseded-backups", task_run_name="list-superseded-{address}", **TASK_DEFAULTS, **RETRY)
+def list_superseded_backups(cluster: CassandraCluster, address: str, target: DbTarget,
+                            before: list[SourceFile], snapshot_files: list[SourceFile]) -> list[SourceFile]:
+    """backups/ files the new full snapshot makes redundant: those present before it, and those
+    of the very SSTables it holds (its own flush adds them). A later flush's files are kept."""
+    in_snapshot = {f.relpath for f in snapshot_files}
+    with RemoteHost(cluster, cluster.host(address)) as remote:
+        after = Node(remote).backup_files(target)
+    return [*before, *(f for f in after if f.relpath in in_snapshot and f not in before)]
+
+
+@task(name="flush-and-list-backups", task_run_name="flush-{address}", **TASK_DEFAULTS, **RETRY)
+def flush_and_list_backups(cluster: CassandraCluster, address: str, target: DbTarget,
+                           keyspaces: list[str]) -> list[SourceFile]:
+    with RemoteHost(cluster, cluster.host(address)) as remote:
+        node = Node(remote)
+        node.flush(target, keyspaces)
+        files = node.backup_files(target)
+    _log_files(address, "incremental backups", files)
+    return files
+
+
+@task(name="clear-snapshot", task_run_name="clear-snapshot-{address}", **TASK_DEFAULTS, **RETRY)
+def clear_snapshot(cluster: CassandraCluster, address: str, tag: str) -> None:
+    with RemoteHost(cluster, cluster.host(address)) as remote:
+        Node(remote).clear_snapshot(tag)
+
+
+@task(name="delete-uploaded-backups", task_run_name="delete-backups-{address}", **TASK_DEFAULTS, **RETRY)
+def delete_files(cluster: CassandraCluster, address: str, files: list[SourceFile]) -> int:
+    """Cassandra never removes backups/ files itself; remove exactly the verified ones."""
+    if files:
+        with RemoteHost(cluster, cluster.host(address)) as remote:
+            Node(remote).delete_files([f.path for f in files])
+    return len(files)
