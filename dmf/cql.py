@@ -6,7 +6,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from cassandra.auth import PlainTextAuthProvider
-from cassandra.cluster import Cluster, NoHostAvailable, Session
+from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable, Session
 from cassandra.policies import RoundRobinPolicy
 
 from dmf.blocks.cassandra_cluster import CassandraCluster
@@ -21,8 +21,9 @@ def connect(cluster: CassandraCluster, contact_points: list[str] | None = None,
     if cluster.cql_username:
         password = cluster.cql_password.get_secret_value() if cluster.cql_password else ""
         auth = PlainTextAuthProvider(username=cluster.cql_username, password=password)
+    profile = ExecutionProfile(load_balancing_policy=RoundRobinPolicy(), request_timeout=timeout)
     driver = Cluster(contact_points or cluster.contact_points(), port=cluster.cql_port, auth_provider=auth,
-                     load_balancing_policy=RoundRobinPolicy(), protocol_version=5,
+                     execution_profiles={EXEC_PROFILE_DEFAULT: profile}, protocol_version=5,
                      connect_timeout=timeout, control_connection_timeout=timeout)
     try:
         try:
@@ -31,7 +32,6 @@ def connect(cluster: CassandraCluster, contact_points: list[str] | None = None,
             points = ", ".join(contact_points or cluster.contact_points())
             raise DmfError(f"cannot reach Cassandra over CQL at {points}:{cluster.cql_port}: "
                            f"{'; '.join(str(e) for e in exc.errors.values())[:300]}") from None
-        session.default_timeout = timeout
         yield session
     finally:
         driver.shutdown()

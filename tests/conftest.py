@@ -7,6 +7,7 @@ import pytest
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("DMF_TASK_RETRY_DELAYS", "0.5,1,1")
 
 
 @pytest.fixture(scope="session")

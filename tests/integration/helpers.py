@@ -1,0 +1,37 @@
+"""Shared helpers for integration tests: data written through CQL, the bucket read through boto3."""
+from __future__ import annotations
+
+import uuid
+
+from cassandra import ConsistencyLevel
+
+from dmf.cql import connect
+
+HOSTS = "127.0.0.1,127.0.0.2,127.0.0.3"
+
+
+def new_table(cluster_block, rows: int = 0, prefix: str = "k") -> tuple[str, str]:
+    keyspace = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    with connect(cluster_block) as session:
+        session.execute(f"CREATE KEYSPACE {keyspace} WITH replication = "
+                        "{'class': 'SimpleStrategy', 'replication_factor': 3}")
+        session.execute(f"CREATE TABLE {keyspace}.events (id int PRIMARY KEY, payload text)")
+    if rows:
+        insert_rows(cluster_block, keyspace, "events", range(rows))
+    return keyspace, "events"
+
+
+def insert_rows(cluster_block, keyspace: str, table: str, ids, payload: str = "p" * 100) -> None:
+    with connect(cluster_block) as session:
+        insert = session.prepare(f"INSERT INTO {keyspace}.{table} (id, payload) VALUES (?, ?)")
+        insert.consistency_level = ConsistencyLevel.ALL
+        for i in ids:
+            session.execute(insert, (i, payload))
+
+
+def keys_under(repository_block, prefix: str) -> list[str]:
+    s3 = repository_block.client()
+    keys = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=repository_block.bucket, Prefix=prefix):
+        keys.extend(o["Key"] for o in page.get("Contents", []))
+    return keys

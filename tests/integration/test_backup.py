@@ -1,0 +1,202 @@
+"""backup-snapshot and ship-commitlogs against the three-node test bed."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from dmf.blocks import S3Repository
+from dmf.core.keys import parse_key
+from dmf.core.targets import DbTarget
+from dmf.cql import connect
+from dmf.flows.backup_snapshot import BackupFailed, backup_snapshot
+from dmf.flows.ship_commitlogs import ship_commitlogs
+from dmf.repository import Repository
+from dmf.ssh import RemoteHost
+from dmf.storage import Storage
+
+from .helpers import HOSTS, insert_rows, keys_under, new_table
+
+pytestmark = pytest.mark.integration
+TABLE_DIR = re.compile(r"events-[0-9a-f]{32}")
+
+
+def catalog(repository_block):
+    return Repository(Storage(repository_block)).catalog()
+
+
+def backups_dir_files(cluster_block, address: str, keyspace: str) -> list[str]:
+    host = cluster_block.host(address)
+    with RemoteHost(cluster_block, host) as remote:
+        return [f.path for f in remote.list_files(f"{host.data_dirs[0]}/{keyspace}") if "/backups/" in f.path]
+
+
+def test_full_then_incremental_then_new(testbed, cluster_block, repository_block):
+    keyspace, table = new_table(cluster_block, rows=500)
+    target = f"{keyspace}.{table}"
+
+    full = backup_snapshot(hosts=HOSTS, db_target=target, backup_schema=True)
+    assert full["kind"] == "full" and full["snapshot_ts"] == full["set_ts"]
+    snap = full["snapshot_ts"]
+    for address in HOSTS.split(","):
+        keys = keys_under(repository_block, f"{snap}/{address}/snapshots/")
+        assert f"{snap}/{address}/snapshots/manifest.json" in keys
+        data = [k for k in keys if k.endswith("-Data.db")]
+        assert data, keys
+        for key in data:  # <snapshot_ts>/<host_ip>/snapshots/<ks>/<table>-<id>/<file>
+            parts = key.split("/")
+            assert parts[:4] == [snap, address, "snapshots", keyspace] and TABLE_DIR.fullmatch(parts[4])
+            assert parse_key(key).set.node == address
+        # The full snapshot retired the backups/ files it holds.
+        assert backups_dir_files(cluster_block, address, keyspace) == []
+    schema = repository_block.client().get_object(Bucket=repository_block.bucket, Key=f"{snap}/schema.cql")
+    schema_text = schema["Body"].read().decode()
+    assert f"CREATE TABLE {keyspace}.{table}" in schema_text and "ID = " in schema_text
+
+    insert_rows(cluster_block, keyspace, table, range(500, 505))
+    incr = backup_snapshot(hosts=HOSTS, db_target=target)
+    assert incr["kind"] == "incremental" and incr["snapshot_ts"] == snap and incr["set_ts"] > snap
+    for address in HOSTS.split(","):
+        keys = keys_under(repository_block, f"{snap}/{address}/backups/{incr['set_ts']}/")
+        assert f"{snap}/{address}/backups/{incr['set_ts']}/manifest.json" in keys
+        assert any(k.endswith("-Data.db") for k in keys)
+        # Exactly the uploaded files were removed from backups/.
+        assert backups_dir_files(cluster_block, address, keyspace) == []
+    # The increment carries only the new SSTable: far smaller than the full.
+    assert incr["bytes"] < full["bytes"] / 3
+
+    forced = backup_snapshot(hosts=HOSTS, db_target=target, new=True)
+    assert forced["kind"] == "full" and forced["snapshot_ts"] > snap
+
+    groups = [g for g in catalog(repository_block).fulls if g.db_target == target]
+    assert [g.complete for g in groups] == [True, True]
+
+
+def test_db_target_scopes_the_backup(testbed, cluster_block, repository_block):
+    keyspace, table = new_table(cluster_block, rows=50)
+    with connect(cluster_block) as session:
+        session.execute(f"CREATE TABLE {keyspace}.other (id int PRIMARY KEY)")
+        session.execute(f"INSERT INTO {keyspace}.other (id) VALUES (1)")
+    summary = backup_snapshot(hosts="127.0.0.1", db_target=f"{keyspace}.{table}")
+    keys = keys_under(repository_block, f"{summary['snapshot_ts']}/127.0.0.1/snapshots/")
+    dirs = {k.split("/")[4] for k in keys if k.count("/") >= 5}
+    assert dirs and all(d.startswith("events-") for d in dirs)
+    manifest = json.loads(repository_block.client().get_object(
+        Bucket=repository_block.bucket, Key=f"{summary['snapshot_ts']}/127.0.0.1/snapshots/manifest.json")["Body"].read())
+    assert manifest["db_target"] == f"{keyspace}.{table}" and manifest["hosts"] == ["127.0.0.1"]
+    assert re.fullmatch(r"[0-9a-f-]{36}", manifest["host_id"]) and manifest["cassandra_version"].startswith("5.0")
+    assert manifest["tokens"] == ["-9223372036854775808"]
+    assert all(len(f["sha256"]) == 64 for f in manifest["files"])
+
+
+class S3Recorder:
+    """Records completed writes, and fails chosen S3 calls a given number of times."""
+
+    def __init__(self, monkeypatch, fail_op: str | None = None, fail_times: int = 0, key_part: str = ""):
+        self.writes: list[str] = []
+        self.failures_left = fail_times
+        self.fail_op, self.key_part = fail_op, key_part
+        original = S3Repository.client
+
+        def client(repo):
+            s3 = original(repo)
+            s3.meta.events.register("before-parameter-build.s3", self.before)
+            s3.meta.events.register("after-call.s3", self.after)
+            return s3
+        monkeypatch.setattr(S3Repository, "client", client)
+
+    def before(self, model, params, context, **_):
+        context["dmf_key"] = params.get("Key", "")
+        if (model.name == self.fail_op and self.failures_left > 0 and self.key_part in params.get("Key", "")):
+            self.failures_left -= 1
+            from botocore.exceptions import EndpointConnectionError
+            raise EndpointConnectionError(endpoint_url="injected-fault")
+
+    def after(self, model, http_response, context, **_):
+        if model.name in ("PutObject", "CompleteMultipartUpload") and http_response.status_code == 200:
+            self.writes.append(context["dmf_key"])
+
+
+def test_manifest_last_and_s3_fault_retried(testbed, cluster_block, repository_block, monkeypatch):
+    keyspace, table = new_table(cluster_block, rows=200)
+    recorder = S3Recorder(monkeypatch, fail_op="PutObject", fail_times=2, key_part="-Data.db")
+    summary = backup_snapshot(hosts="127.0.0.2", db_target=f"{keyspace}.{table}")
+    assert recorder.failures_left == 0  # the fault really happened, and the retry completed
+    prefix = f"{summary['snapshot_ts']}/127.0.0.2/snapshots/"
+    ours = [k for k in recorder.writes if k.startswith(prefix)]
+    assert ours[-1] == prefix + "manifest.json"
+    keys = keys_under(repository_block, prefix)
+    assert sorted(set(ours)) == sorted(keys)  # nothing stray, nothing missing
+    manifest = Repository(Storage(repository_block)).read_manifest(parse_key(prefix + "manifest.json").set)
+    assert {prefix + f.path for f in manifest.files} | {prefix + "manifest.json"} == set(keys)
+
+
+def test_dropped_ssh_connection_is_retried(testbed, cluster_block, repository_block, monkeypatch):
+    keyspace, table = new_table(cluster_block, rows=200)
+    original = RemoteHost.iter_file
+    dropped = []
+
+    def flaky(self, path, chunk=1024 * 1024):
+        if path.endswith("-Data.db") and not dropped:
+            dropped.append(path)
+            self.client.get_transport().close()  # the connection really goes away mid-transfer
+        yield from original(self, path, chunk)
+    monkeypatch.setattr(RemoteHost, "iter_file", flaky)
+    summary = backup_snapshot(hosts="127.0.0.3", db_target=f"{keyspace}.{table}")
+    assert dropped and summary["files"] > 0
+    group = next(g for g in catalog(repository_block).fulls
+                 if g.snapshot_ts.strftime("%Y%m%d%H%M%S") == summary["snapshot_ts"] and g.db_target == f"{keyspace}.{table}")
+    assert group.complete
+
+
+def test_failed_host_leaves_nothing_complete(testbed, cluster_block, repository_block, monkeypatch):
+    keyspace, table = new_table(cluster_block, rows=100)
+    target = f"{keyspace}.{table}"
+    # 127.0.0.1's manifest can never be written: that host fails after its retries.
+    S3Recorder(monkeypatch, fail_op="PutObject", fail_times=100, key_part="127.0.0.1/snapshots/manifest.json")
+    with pytest.raises(BackupFailed, match="127.0.0.1"):
+        backup_snapshot(hosts=HOSTS, db_target=target)
+    monkeypatch.undo()
+    cat = catalog(repository_block)
+    groups = [g for g in cat.fulls if g.db_target == target]
+    assert len(groups) == 1 and not groups[0].complete
+    assert cat.latest_full_for_backup(DbTarget.parse(target), HOSTS.split(",")) is None
+    # The next run does not build on the incomplete set: it takes a new full snapshot.
+    assert backup_snapshot(hosts=HOSTS, db_target=target)["kind"] == "full"
+
+
+def test_commitlogs_shipped_after_writes(testbed, cluster_block, repository_block):
+    keyspace, table = new_table(cluster_block)
+    backup_snapshot(hosts=HOSTS, db_target=f"{keyspace}.{table}")
+    # ~3 MiB of writes per replica closes several 1 MiB segments on every node.
+    insert_rows(cluster_block, keyspace, table, range(3000), payload="c" * 1000)
+    results = ship_commitlogs(hosts=HOSTS)
+    assert {r["host"] for r in results} == set(HOSTS.split(","))
+    for r in results:
+        assert r["segments"] >= 1, r
+        keys = keys_under(repository_block, r["prefix"])
+        segments = [k for k in keys if re.search(r"/CommitLog-\d+-\d+\.log$", k)]
+        assert len(segments) == r["segments"] and r["prefix"] + "manifest.json" in keys
+        assert r["prefix"].split("/")[1] == r["host_id"] and r["prefix"].split("/")[2] == "commitlogs"
+        host = cluster_block.host(r["host"])
+        with RemoteHost(cluster_block, host) as remote:
+            left = {f.path for f in remote.list_files(host.commitlog_archive_dir)}
+        assert not left & {k.rsplit("/", 1)[1] for k in segments}  # shipped ones deleted locally
+    # Idempotent: nothing new archived means nothing uploaded again.
+    again = ship_commitlogs(hosts=HOSTS)
+    assert sum(r["segments"] for r in again) <= 3  # at most a segment closed meanwhile per node
+
+
+@pytest.mark.parametrize("args,message", [
+    (["backup", "snapshot", "127.0.0.1;rm -rf /"], "invalid HOSTS"),
+    (["backup", "snapshot", "127.0.0.1,,127.0.0.2"], "invalid HOSTS"),
+    (["backup", "snapshot", "127.0.0.1", "--db-target", "a.b.c"], "invalid DB_TARGET"),
+    (["backup", "snapshot", "127.0.0.1", "--db-target", "system.local"], "invalid DB_TARGET"),
+])
+def test_bad_input_is_one_line(args, message):
+    result = subprocess.run([sys.executable, "-m", "dmf.cli", *args], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and message in result.stderr and "Traceback" not in result.stderr
