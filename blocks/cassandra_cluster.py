@@ -23,7 +23,9 @@ class CassandraHost(BaseModel):
                                        description="Where archive_command puts closed commit-log segments.")
     config_dir: str = Field(default="/etc/cassandra", description="cassandra.yaml and friends (registry backup).")
     nodetool: str = Field(default="nodetool", description="nodetool command on the node.")
-    sstableloader: str = Field(default="sstableloader", description="sstableloader command on the node.")
+    restore_staging_dir: str = Field(default="/var/lib/cassandra/dmf_restore",
+                                     description="Where `--mode import` places files before `nodetool import` "
+                                                 "(same filesystem as the data directories).")
 
     @field_validator("address")
     @classmethod
@@ -50,6 +52,8 @@ class CassandraCluster(Block):
     known_hosts_path: str | None = Field(default=None, description="Or a known_hosts file on the worker.")
     strict_host_key_checking: bool = Field(default=True, description="Refuse hosts whose key is unknown.")
     ssh_connect_timeout: float = Field(default=15, gt=0)
+    sstableloader: str = Field(default="sstableloader",
+                               description="sstableloader command on the machine (Prefect worker) that runs restores.")
     cql_contact_points: list[str] = Field(default_factory=list, description="Defaults to the hosts' addresses.")
     cql_port: int = Field(default=9042, ge=1, le=65535)
     cql_username: str | None = None

@@ -5,6 +5,7 @@ A failed run prints one line and exits 1. Times are YYYYmmddHHMMSS, UTC.
 """
 from __future__ import annotations
 
+import json
 import sys
 from typing import Annotated, Optional
 
@@ -13,13 +14,16 @@ import typer
 from dmf.blocks import DEFAULT_BLOCK
 from dmf.core.errors import DmfError, InputError
 from dmf.core.targets import DbTarget, parse_hosts
+from dmf.core.timestamps import parse_ts
 
 app = typer.Typer(name="dmf", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   context_settings={"help_option_names": ["-h", "--help"]},
                   help="Backup and disaster recovery for Apache Cassandra, to S3, orchestrated by Prefect. "
                        "All times are YYYYmmddHHMMSS in UTC.")
 backup_app = typer.Typer(no_args_is_help=True, help="Take, ship and list backups.")
+restore_app = typer.Typer(no_args_is_help=True, help="Restore from backups.")
 app.add_typer(backup_app, name="backup")
+app.add_typer(restore_app, name="restore")
 
 ClusterBlock = Annotated[str, typer.Option("--cluster-block", help="Name of the dmf-cassandra-cluster block.")]
 RepositoryBlock = Annotated[str, typer.Option("--repository-block", help="Name of the dmf-s3-repository block.")]
@@ -75,6 +79,85 @@ def backup_snapshot_cmd(
     from dmf.flows.backup_snapshot import backup_snapshot
     summary = run_guarded(lambda: backup_snapshot(**params))
     print_summary(summary)
+
+
+def human_bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+@backup_app.command("list")
+def backup_list_cmd(
+    start_time: Annotated[Optional[str], typer.Option("--start-time", metavar="YYYYmmddHHMMSS",
+                                                      help="Window start, UTC (default: the beginning).")] = None,
+    end_time: Annotated[Optional[str], typer.Option("--end-time", metavar="YYYYmmddHHMMSS",
+                                                    help="Window end, UTC (default: now).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    repository_block: RepositoryBlock = DEFAULT_BLOCK,
+) -> None:
+    """List full snapshots, incremental snapshots and commit-log archives in the window."""
+    try:
+        for value, name in ((start_time, "--start-time"), (end_time, "--end-time")):
+            if value is not None:
+                parse_ts(value, name=name)
+    except InputError as exc:
+        fail(str(exc), 2)
+    from dmf.flows.backup_list import backup_list
+    rows = run_guarded(lambda: backup_list(start_time=start_time, end_time=end_time,
+                                           repository_block=repository_block))
+    if as_json:
+        typer.echo(json.dumps(rows, indent=1))
+        return
+    from rich.console import Console
+    from rich.table import Table
+    table = Table("time (UTC)", "kind", "snapshot", "hosts", "db-target", "files", "size", "complete")
+    for r in rows:
+        table.add_row(r["time"], r["kind"], r["snapshot_ts"], ",".join(r["hosts"]), r["db_target"] or "(all)",
+                      str(r["files"]), human_bytes(r["bytes"]), "yes" if r["complete"] else "[red]NO[/red]")
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
+    typer.echo(f"{len(rows)} set(s); {sum(1 for r in rows if not r['complete'])} incomplete")
+
+
+@restore_app.command("snapshot")
+def restore_snapshot_cmd(
+    hosts: Annotated[str, typer.Argument(help="Comma-separated hosts to restore into.")],
+    path: Annotated[str, typer.Argument(help="Local directory for the files fetched from S3.")],
+    db_target: Annotated[str, typer.Argument(metavar="DB_TARGET", help="keyspace or keyspace.table.")],
+    schema: Annotated[bool, typer.Option("--schema", help="Recreate the keyspace/table first (table IDs kept).")] = False,
+    time: Annotated[Optional[str], typer.Option("--time", metavar="YYYYmmddHHMMSS",
+                                                help="Restore the state at this time, UTC (default: now).")] = None,
+    get_commitlogs: Annotated[bool, typer.Option("--get-commitlogs", help="Also fetch the commit logs up to "
+                                                 "--time into PATH/cassandra_commitlogs/<host_id>/.")] = False,
+    mode: Annotated[str, typer.Option("--mode", help="sstableloader (any topology) or import (nodetool import "
+                                      "on the same hosts).")] = "sstableloader",
+    cluster_block: ClusterBlock = DEFAULT_BLOCK,
+    repository_block: RepositoryBlock = DEFAULT_BLOCK,
+) -> None:
+    """Restore DB_TARGET into HOSTS: the full snapshot and every increment up to --time."""
+    try:
+        host_list = parse_hosts(hosts)
+        target = DbTarget.parse(db_target)
+        if target.keyspace is None:
+            raise InputError("DB_TARGET is required: keyspace or keyspace.table")
+        if time is not None:
+            parse_ts(time, name="--time")
+        if mode not in ("sstableloader", "import"):
+            raise InputError(f"invalid --mode {mode!r}: sstableloader or import")
+    except InputError as exc:
+        fail(str(exc), 2)
+    from dmf.flows.restore_snapshot import restore_snapshot
+    summary = run_guarded(lambda: restore_snapshot(
+        hosts=",".join(host_list), path=path, db_target=str(target), schema=schema, time=time,
+        get_commitlogs=get_commitlogs, mode=mode, cluster_block=cluster_block, repository_block=repository_block))
+    typer.echo(f"restored {summary['db_target']} as of {summary['time']} (snapshot {summary['snapshot_ts']}, "
+               f"{len(summary['increments'])} increment(s)) into {','.join(summary['hosts'])}: "
+               f"{summary['files']} files, {human_bytes(summary['bytes'])}, {len(summary['loaded'])} table sets "
+               f"loaded in {summary['seconds']:.1f}s")
+    if summary["commitlog_dir"]:
+        typer.echo(f"{summary['commitlog_segments']} commit-log segment(s) in {summary['commitlog_dir']}")
 
 
 def main() -> None:

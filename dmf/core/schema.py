@@ -1,0 +1,63 @@
+"""Schema CQL kept with a backup, turned into the statements a restore runs (pure)."""
+from __future__ import annotations
+
+import re
+
+from dmf.core.targets import DbTarget
+
+_CREATE = re.compile(r"^\s*CREATE\s+(KEYSPACE|TABLE|TYPE|INDEX|CUSTOM INDEX|MATERIALIZED VIEW)\s+(IF NOT EXISTS\s+)?"
+                     r"(?P<name>[\w\".]+)", re.IGNORECASE)
+
+
+_ON_TABLE = re.compile(r"\bON\s+\"?(\w+)\"?\.\"?(\w+)\"?", re.IGNORECASE)
+
+
+def split_statements(cql: str) -> list[str]:
+    """One statement per item; DESCRIBE output ends each with ';' at the end of a line."""
+    statements, current = [], []
+    for line in cql.splitlines():
+        if not current and (not line.strip() or line.lstrip().startswith("--")):
+            continue
+        current.append(line)
+        if line.rstrip().endswith(";"):
+            statements.append("\n".join(current).strip())
+            current = []
+    if current and "".join(current).strip():
+        statements.append("\n".join(current).strip())
+    return statements
+
+
+def _object_name(statement: str) -> tuple[str, str, str | None] | None:
+    """(kind, keyspace, name) of a CREATE statement."""
+    match = _CREATE.match(statement)
+    if not match:
+        return None
+    kind = match.group(1).upper()
+    if kind.endswith("INDEX"):
+        on = _ON_TABLE.search(statement)
+        return (kind, on.group(1), on.group(2)) if on else None  # named by the table it indexes
+    parts = [p.strip('"') for p in match.group("name").split(".")]
+    if kind == "KEYSPACE":
+        return kind, parts[0], None
+    return (kind, parts[0], parts[1]) if len(parts) == 2 else None
+
+
+def restore_statements(cql: str, target: DbTarget) -> list[str]:
+    """The keyspace, user types and the target's tables (with their indexes), each made
+    idempotent with IF NOT EXISTS so a rerun or an existing keyspace is harmless."""
+    chosen = []
+    for statement in split_statements(cql):
+        named = _object_name(statement)
+        if named is None:
+            continue
+        kind, keyspace, name = named
+        if keyspace != target.keyspace:
+            continue
+        if kind != "KEYSPACE" and kind != "TYPE" and target.table and name != target.table:
+            continue
+        if not re.match(r"^\s*CREATE\s+\S+(\s+INDEX|\s+VIEW)?\s+IF NOT EXISTS", statement, re.IGNORECASE):
+            statement = re.sub(r"^(\s*CREATE\s+(?:CUSTOM\s+INDEX|MATERIALIZED\s+VIEW|\w+))", r"\1 IF NOT EXISTS",
+                               statement, count=1, flags=re.IGNORECASE)
+        chosen.append(statement)
+    order = {"KEYSPACE": 0, "TYPE": 1, "TABLE": 2, "INDEX": 3, "CUSTOM INDEX": 3, "MATERIALIZED VIEW": 4}
+    return sorted(chosen, key=lambda s: order[_object_name(s)[0]])

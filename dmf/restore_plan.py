@@ -1,0 +1,72 @@
+"""What a restore fetches and loads, from a resolved chain (pure: paths and keys only)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from dmf.core.catalog import Chain
+from dmf.core.keys import MANIFEST_NAME, SetKind, table_of
+from dmf.core.manifest import Manifest
+from dmf.core.targets import DbTarget
+from dmf.core.timestamps import format_ts
+from dmf.download import Fetch, safe_join
+
+COMMITLOG_DIR = "cassandra_commitlogs"
+
+
+@dataclass(frozen=True)
+class LoadUnit:
+    """One table's files from one set of one host: a directory ending in <keyspace>/<table>."""
+
+    host: str
+    set_name: str      # "full" or "incr-<ts>"
+    keyspace: str
+    table: str
+    directory: Path
+
+    def describe(self) -> str:
+        return f"{self.host} {self.set_name} {self.keyspace}.{self.table}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    fetches: list[Fetch]
+    units: list[LoadUnit]
+    commitlog_fetches: list[Fetch]
+
+    @property
+    def bytes(self) -> int:
+        return sum(f.size for f in (*self.fetches, *self.commitlog_fetches))
+
+
+def set_name(manifest: Manifest) -> str:
+    return "full" if manifest.set.kind is SetKind.SNAPSHOT else f"incr-{format_ts(manifest.set.set_ts)}"
+
+
+def plan_restore(chain: Chain, target: DbTarget, root: Path, with_commitlogs: bool) -> Plan:
+    fetches: list[Fetch] = []
+    units: dict[tuple, LoadUnit] = {}
+    snapshot = format_ts(chain.full.snapshot_ts)
+    for manifest in chain.manifests:
+        name = set_name(manifest)
+        for entry in manifest.files:
+            keyspace, table, _ = table_of(entry.path)
+            if not target.covers(keyspace, table):
+                continue
+            inner = entry.path.split("/")[2:]  # [.index/]file, below <ks>/<table>-<id>/
+            directory = safe_join(root, snapshot, manifest.set.node, name, keyspace, table)
+            units.setdefault((manifest.set.node, name, keyspace, table),
+                             LoadUnit(manifest.set.node, name, keyspace, table, directory))
+            fetches.append(Fetch(manifest.set.file_key(entry.path), safe_join(directory, *inner),
+                                 entry.size, entry.sha256))
+    commitlogs = []
+    if with_commitlogs:
+        for group in chain.commitlogs:
+            for manifest in group.manifests:
+                for entry in manifest.files:
+                    if entry.path != MANIFEST_NAME:
+                        commitlogs.append(Fetch(manifest.set.file_key(entry.path),
+                                                safe_join(root, COMMITLOG_DIR, manifest.set.node, entry.path),
+                                                entry.size, entry.sha256))
+    return Plan(fetches, sorted(units.values(), key=lambda u: (u.set_name != "full", u.set_name, u.host)),
+                commitlogs)

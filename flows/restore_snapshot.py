@@ -1,0 +1,114 @@
+"""restore-snapshot: resolve the chain up to `time` → verified parallel download into PATH →
+schema (optional) → load (sstableloader, or nodetool import on the same hosts) → commit logs."""
+from __future__ import annotations
+
+import time as clock
+from pathlib import Path
+from typing import Literal
+
+from prefect import flow, get_run_logger
+
+from dmf.blocks import DEFAULT_BLOCK, CassandraCluster, S3Repository
+from dmf.core.catalog import Catalog, covers, resolve_chain
+from dmf.core.errors import DmfError, InputError
+from dmf.core.keys import schema_key
+from dmf.core.targets import DbTarget, parse_hosts
+from dmf.core.timestamps import format_ts, parse_ts, utcnow
+from dmf.download import check_destination
+from dmf.repository import Repository
+from dmf.restore_plan import COMMITLOG_DIR, plan_restore
+from dmf.storage import Storage
+from dmf.tasks.restore import apply_schema, download, load_unit_sstableloader, load_units_import
+
+
+class RestoreFailed(DmfError):
+    pass
+
+
+def explain_no_chain(catalog: Catalog, target: DbTarget, at) -> InputError:
+    covering = [g for g in catalog.fulls if g.complete and covers(g.db_target, target)]
+    if not covering:
+        return InputError(f"no complete backup covers {target} (see `dmf backup list`)")
+    return InputError(f"--time {format_ts(at)} is before the first complete snapshot of {target} "
+                      f"({format_ts(covering[0].snapshot_ts)})")
+
+
+def schema_cql(storage: Storage, snapshot_ts, plan) -> str:
+    """The snapshot's schema.cql (--backup-schema), else the tables' own schema.cql from the snapshot."""
+    stored = storage.get_bytes(schema_key(snapshot_ts), missing_ok=True)
+    if stored is not None:
+        return stored.decode()
+    pieces = [(u.directory / "schema.cql").read_text() for u in plan.units
+              if u.set_name == "full" and (u.directory / "schema.cql").exists()]
+    return "\n".join(dict.fromkeys(pieces))
+
+
+@flow(name="restore-snapshot")
+def restore_snapshot(hosts: str | list[str], path: str, db_target: str, schema: bool = False,
+                     time: str | int | None = None, get_commitlogs: bool = False,
+                     mode: Literal["sstableloader", "import"] = "sstableloader",
+                     cluster_block: str = DEFAULT_BLOCK, repository_block: str = DEFAULT_BLOCK) -> dict:
+    """Restore DB_TARGET (keyspace or keyspace.table) into HOSTS as it was at `time` (UTC, default now)."""
+    logger = get_run_logger()
+    started = clock.monotonic()
+    host_list = parse_hosts(hosts)
+    target = DbTarget.parse(db_target)
+    if target.keyspace is None:
+        raise InputError("DB_TARGET is required: keyspace or keyspace.table")
+    at = parse_ts(time, name="--time") if time is not None and time != "" else utcnow()
+    root = Path(path).expanduser().resolve()
+    cluster = CassandraCluster.load(cluster_block)
+    repository = S3Repository.load(repository_block)
+    for address in host_list:
+        cluster.host(address)
+    storage = Storage(repository)
+
+    catalog = Repository(storage).catalog()
+    chain = resolve_chain(catalog, target, at)
+    if chain is None:
+        raise explain_no_chain(catalog, target, at)
+    plan = plan_restore(chain, target, root, with_commitlogs=get_commitlogs)
+    if not plan.fetches:
+        raise InputError(f"the backup {format_ts(chain.full.snapshot_ts)} holds no file of {target}")
+    if mode == "import":
+        missing = sorted({u.host for u in plan.units} - set(host_list))
+        if missing:
+            raise InputError(f"--mode import places each host's own files on it: HOSTS must include "
+                             f"{', '.join(missing)} (or use the default sstableloader mode)")
+    check_destination(root, sum(f.size for f in (*plan.fetches, *plan.commitlog_fetches) if not f.dest.exists()))
+    logger.info("restoring %s at %s: full %s + %d increment(s), %d files, %.1f MiB into %s", target,
+                format_ts(at), format_ts(chain.full.snapshot_ts), len(chain.increments), len(plan.fetches),
+                plan.bytes / 2**20, root)
+
+    fetched = download(repository, plan.fetches + plan.commitlog_fetches)
+    download_seconds = clock.monotonic() - started
+    if schema:
+        apply_schema(cluster, schema_cql(storage, chain.full.snapshot_ts, plan), target)
+
+    loaded: list[str] = []
+    try:
+        if mode == "sstableloader":
+            for unit in plan.units:
+                loaded.append(load_unit_sstableloader(cluster, host_list, unit))
+        else:
+            futures = [load_units_import.submit(cluster, address, [u for u in plan.units if u.host == address])
+                       for address in host_list if any(u.host == address for u in plan.units)]
+            for future in futures:
+                loaded.extend(future.result())
+    except Exception as exc:
+        raise RestoreFailed(
+            f"load stopped after {len(loaded)} of {len(plan.units)} table sets ({'; '.join(loaded) or 'none'}): "
+            f"{exc}. Files in {root} are verified; rerun the same command to resume (downloads are skipped, "
+            "reloading the same SSTables is harmless)") from None
+
+    seconds = clock.monotonic() - started
+    summary = {
+        "db_target": str(target), "time": format_ts(at), "snapshot_ts": format_ts(chain.full.snapshot_ts),
+        "increments": [format_ts(g.time) for g in chain.increments], "hosts": list(host_list), "mode": mode,
+        "files": fetched["files"], "bytes": fetched["bytes"], "downloaded_files": fetched["downloaded"],
+        "download_seconds": round(download_seconds, 2), "loaded": loaded, "seconds": round(seconds, 2),
+        "commitlog_segments": len(plan.commitlog_fetches),
+        "commitlog_dir": str(root / COMMITLOG_DIR) if plan.commitlog_fetches else None,
+    }
+    logger.info("restore of %s complete: %d table sets loaded in %.1fs", target, len(loaded), seconds)
+    return summary

@@ -1,0 +1,39 @@
+from dmf.core.schema import restore_statements, split_statements
+from dmf.core.targets import DbTarget
+
+DESCRIBED = """CREATE KEYSPACE shop WITH replication = {'class': 'SimpleStrategy', 'replication_factor': '3'}  AND durable_writes = true;
+
+CREATE TYPE shop.address (
+    street text
+);
+
+CREATE TABLE shop.orders (
+    id int PRIMARY KEY,
+    v text
+) WITH ID = 1a2b3c4d-0000-11f0-8000-000000000001
+    AND compaction = {'class': 'SizeTieredCompactionStrategy'};
+
+CREATE INDEX orders_v ON shop.orders (v);
+
+CREATE TABLE shop.carts (
+    id int PRIMARY KEY
+) WITH ID = 1a2b3c4d-0000-11f0-8000-000000000002;
+"""
+
+
+def test_split_statements():
+    statements = split_statements(DESCRIBED)
+    assert len(statements) == 5 and all(s.endswith(";") for s in statements)
+
+
+def test_restore_statements_for_one_table_keep_the_id_and_are_idempotent():
+    statements = restore_statements(DESCRIBED, DbTarget.parse("shop.orders"))
+    assert [s.split("(")[0].split(" WITH")[0].strip() for s in statements] == [
+        "CREATE KEYSPACE IF NOT EXISTS shop", "CREATE TYPE IF NOT EXISTS shop.address",
+        "CREATE TABLE IF NOT EXISTS shop.orders", "CREATE INDEX IF NOT EXISTS orders_v ON shop.orders"]
+    assert "WITH ID = 1a2b3c4d-0000-11f0-8000-000000000001" in statements[2]
+
+
+def test_restore_statements_for_keyspace_and_other_keyspace():
+    assert len(restore_statements(DESCRIBED, DbTarget.parse("shop"))) == 5
+    assert restore_statements(DESCRIBED, DbTarget.parse("other")) == []
