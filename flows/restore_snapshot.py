@@ -21,6 +21,9 @@ from dmf.storage import Storage
 from dmf.tasks.restore import apply_schema, download, load_unit_sstableloader, load_units_import
 
 
+LOADERS_AT_ONCE = 3
+
+
 class RestoreFailed(DmfError):
     pass
 
@@ -88,8 +91,12 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, schema: 
     loaded: list[str] = []
     try:
         if mode == "sstableloader":
-            for unit in plan.units:
-                loaded.append(load_unit_sstableloader(cluster, host_list, unit))
+            # A few loaders at once: each is a JVM streaming to every replica.
+            for start in range(0, len(plan.units), LOADERS_AT_ONCE):
+                batch = [load_unit_sstableloader.submit(cluster, host_list, unit)
+                         for unit in plan.units[start:start + LOADERS_AT_ONCE]]
+                for future in batch:
+                    loaded.append(future.result())
         else:
             futures = [load_units_import.submit(cluster, address, [u for u in plan.units if u.host == address])
                        for address in host_list if any(u.host == address for u in plan.units)]
@@ -105,7 +112,8 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, schema: 
     summary = {
         "db_target": str(target), "time": format_ts(at), "snapshot_ts": format_ts(chain.full.snapshot_ts),
         "increments": [format_ts(g.time) for g in chain.increments], "hosts": list(host_list), "mode": mode,
-        "files": fetched["files"], "bytes": fetched["bytes"], "downloaded_files": fetched["downloaded"],
+        "files": len(plan.fetches), "bytes": sum(f.size for f in plan.fetches),
+        "downloaded_files": fetched["downloaded"],
         "download_seconds": round(download_seconds, 2), "loaded": loaded, "seconds": round(seconds, 2),
         "commitlog_segments": len(plan.commitlog_fetches),
         "commitlog_dir": str(root / COMMITLOG_DIR) if plan.commitlog_fetches else None,

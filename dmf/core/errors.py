@@ -4,6 +4,10 @@
 class DmfError(Exception):
     """Base of every error dmf reports to the operator (no traceback needed to understand it)."""
 
+    def __str__(self) -> str:
+        # Messages may embed remote stderr or library text; the CLI and the flow logs show one line.
+        return " ".join(line.strip() for line in super().__str__().splitlines() if line.strip())
+
 
 class InputError(DmfError):
     """Bad user input: a CLI argument or flow parameter."""
@@ -11,3 +15,8 @@ class InputError(DmfError):
 
 class LayoutError(DmfError):
     """An S3 key, prefix or manifest that is not of the bucket layout."""
+
+
+def quote(value: object) -> str:
+    """Untrusted text for a message: quoted, with control characters escaped so it stays one line."""
+    return repr(value if isinstance(value, str) else str(value))

@@ -16,10 +16,10 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from enum import Enum
 
-from dmf.core.errors import InputError, LayoutError
+from dmf.core.errors import InputError, LayoutError, quote
 from dmf.core.targets import is_host, is_identifier
 from dmf.core.timestamps import format_ts, parse_ts
 
@@ -28,6 +28,7 @@ SCHEMA_NAME = "schema.cql"
 REGISTRY = "registry"
 _FILE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _TABLE_ID = re.compile(r"[0-9a-f]{32}")
+_TABLE_FILE = "<keyspace>/<table>-<table_id>/[.<index>/]<file>"
 
 
 class SetKind(str, Enum):
@@ -36,63 +37,80 @@ class SetKind(str, Enum):
     COMMITLOG = "commitlogs"
 
 
-def _ts(text: str, what: str) -> datetime:
-    try:
-        return parse_ts(text, name=what)
-    except InputError as exc:
-        raise LayoutError(str(exc)) from None
+_SET_TS_NAME = {SetKind.INCREMENTAL: "incremental_ts", SetKind.COMMITLOG: "commitlog_ts"}
 
 
 def is_file_name(name: str) -> bool:
-    return bool(_FILE_NAME.fullmatch(name)) and not name.startswith(".")
+    """One safe path component; never hidden, so never '.' or '..'."""
+    return _FILE_NAME.fullmatch(name) is not None and not name.startswith(".")
+
+
+def _table_dir(dirname: str) -> tuple[str, str] | None:
+    # Table names may contain '_' but never '-', so the last '-' splits name from id.
+    table, sep, table_id = dirname.rpartition("-")
+    return (table, table_id) if sep and is_identifier(table) and _TABLE_ID.fullmatch(table_id) else None
 
 
 def split_table_dir(dirname: str) -> tuple[str, str]:
-    """`users-<32 hex>` → (`users`, id). Table names never contain '-', so the last '-' splits."""
-    table, sep, table_id = dirname.rpartition("-")
-    if not sep or not is_identifier(table) or not _TABLE_ID.fullmatch(table_id):
-        raise LayoutError(f"'{dirname}' is not a <table>-<table_id> folder")
-    return table, table_id
+    """`users-<32 hex>` → (`users`, `<32 hex>`)."""
+    parts = _table_dir(dirname) if isinstance(dirname, str) else None
+    if parts is None:
+        raise LayoutError(f"{quote(dirname)} is not a <table>-<table_id> folder (table_id: 32 lowercase hex)")
+    return parts
+
+
+def _is_table_file(parts: list[str]) -> bool:
+    if len(parts) not in (3, 4) or not is_identifier(parts[0]) or not is_file_name(parts[-1]):
+        return False
+    if len(parts) == 4 and not (parts[2].startswith(".") and is_identifier(parts[2][1:])):
+        return False
+    return _table_dir(parts[1]) is not None
+
+
+def validate_relpath(kind: SetKind, relpath: str) -> str:
+    """relpath when it is a legal file path inside a set of `kind`, else LayoutError."""
+    if relpath == MANIFEST_NAME:
+        return relpath
+    parts = relpath.split("/") if isinstance(relpath, str) else []
+    if kind == SetKind.COMMITLOG:
+        if len(parts) == 1 and is_file_name(relpath):
+            return relpath
+        raise LayoutError(f"{quote(relpath)} is not a commit-log segment file name")
+    if _is_table_file(parts):
+        return relpath
+    raise LayoutError(f"{quote(relpath)} is not {_TABLE_FILE}")
 
 
 def table_of(relpath: str) -> tuple[str, str, str]:
     """(keyspace, table, table_id) of a table file relpath."""
-    validate_relpath(SetKind.SNAPSHOT, relpath)
-    keyspace, table_dir = relpath.split("/")[:2]
-    table, table_id = split_table_dir(table_dir)
-    return keyspace, table, table_id
+    parts = relpath.split("/") if isinstance(relpath, str) else []
+    if not _is_table_file(parts):
+        raise LayoutError(f"{quote(relpath)} is not a table file ({_TABLE_FILE})")
+    table, table_id = split_table_dir(parts[1])
+    return parts[0], table, table_id
 
 
-def validate_relpath(kind: SetKind, relpath: str) -> str:
-    """Returns relpath when it is a legal file path inside a set of `kind`, else LayoutError."""
-    parts = relpath.split("/")
-    if relpath == MANIFEST_NAME:
-        return relpath
-    if kind is SetKind.COMMITLOG:
-        if len(parts) == 1 and is_file_name(relpath):
-            return relpath
-        raise LayoutError(f"'{relpath}' is not a commit-log segment name")
-    legal = (len(parts) in (3, 4) and is_identifier(parts[0]) and is_file_name(parts[-1])
-             and (len(parts) == 3 or (parts[2].startswith(".") and is_identifier(parts[2][1:]))))
-    if legal:
-        try:
-            split_table_dir(parts[1])
-            return relpath
-        except LayoutError:
-            pass
-    raise LayoutError(f"'{relpath}' is not <keyspace>/<table>-<table_id>/[.<index>/]<file>")
+def _key_time(value: datetime, name: str) -> datetime:
+    """Aware UTC, whole seconds: what a key can hold, so equal keys give equal (and comparable) SetRefs."""
+    if not isinstance(value, datetime):
+        raise LayoutError(f"{name} must be a datetime, not {type(value).__name__} {quote(value)}")
+    utc = parse_ts(value)
+    if utc.microsecond:
+        raise LayoutError(f"{name} {utc.isoformat()} has a fraction of a second; keys hold whole seconds")
+    return utc
 
 
 def _check_node(kind: SetKind, node: str) -> None:
-    if kind is SetKind.COMMITLOG:
+    if kind == SetKind.COMMITLOG:
         try:
-            if str(uuid.UUID(node)) == node:
+            if isinstance(node, str) and str(uuid.UUID(node)) == node:
                 return
         except ValueError:
             pass
-        raise LayoutError(f"'{node}' is not a host ID (lowercase UUID)")
+        raise LayoutError(f"{quote(node)} is not a host ID (a lowercase UUID such as "
+                          "4a1a7505-0842-4a5c-a7fc-0baf0bb43b1b)")
     if not is_host(node):
-        raise LayoutError(f"'{node}' is not a host name or IP address")
+        raise LayoutError(f"{quote(node)} is not a host name or IP address")
 
 
 @dataclass(frozen=True, order=True)
@@ -100,14 +118,23 @@ class SetRef:
     """One set: a host's full snapshot, a host's increment, or a host ID's commit-log batch."""
 
     snapshot_ts: datetime
-    node: str  # host address for snapshots/backups, host_id for commitlogs
+    node: str  # host address or name for snapshots and backups, host_id for commitlogs
     kind: SetKind
     set_ts: datetime | None = None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.kind, SetKind):
+            raise LayoutError(f"unknown set kind {quote(self.kind)}: expected snapshots, backups or commitlogs")
+        # Frozen, so normalised through object.__setattr__: naive and aware times must compare equal.
+        object.__setattr__(self, "snapshot_ts", _key_time(self.snapshot_ts, "snapshot_ts"))
+        if self.kind is SetKind.SNAPSHOT:
+            if self.set_ts is not None:
+                raise LayoutError("a full snapshot set has only a snapshot_ts (set_ts must be None)")
+        elif self.set_ts is None:
+            raise LayoutError(f"a {self.kind.value} set needs its {_SET_TS_NAME[self.kind]}")
+        else:
+            object.__setattr__(self, "set_ts", _key_time(self.set_ts, _SET_TS_NAME[self.kind]))
         _check_node(self.kind, self.node)
-        if (self.set_ts is None) != (self.kind is SetKind.SNAPSHOT):
-            raise LayoutError(f"a {self.kind.value} set {'has no' if self.set_ts else 'needs a'} second timestamp")
 
     @classmethod
     def snapshot(cls, snapshot_ts: datetime, host: str) -> SetRef:
@@ -124,7 +151,7 @@ class SetRef:
     @property
     def time(self) -> datetime:
         """When the set was taken."""
-        return self.set_ts or self.snapshot_ts
+        return self.snapshot_ts if self.set_ts is None else self.set_ts
 
     @property
     def prefix(self) -> str:
@@ -137,14 +164,19 @@ class SetRef:
 
     def file_key(self, relpath: str) -> str:
         if relpath == MANIFEST_NAME:
-            raise LayoutError("the manifest has its own key (manifest_key)")
+            raise LayoutError(f"{MANIFEST_NAME} is not a data file of {self.prefix} (use manifest_key)")
         return self.prefix + validate_relpath(self.kind, relpath)
 
 
 @dataclass(frozen=True)
 class ObjectKey:
+    """One object of a set: a data file or the set's manifest."""
+
     set: SetRef
     relpath: str
+
+    def __post_init__(self) -> None:
+        validate_relpath(self.set.kind, self.relpath)
 
     @property
     def key(self) -> str:
@@ -155,46 +187,65 @@ class ObjectKey:
         return self.relpath == MANIFEST_NAME
 
 
-def _split(key: str) -> list[str]:
-    if not key or key.startswith("/") or "\\" in key or any(ord(c) < 32 or ord(c) == 127 for c in key):
-        raise LayoutError(f"'{key}' is not a key of the backup layout")
-    parts = key.split("/")
-    if any(p in ("", ".", "..") for p in parts):
-        raise LayoutError(f"'{key}' has an empty, '.' or '..' component")
+def _components(text: str) -> list[str]:
+    if not isinstance(text, str) or not text:
+        raise LayoutError("it is empty")
+    if text.startswith("/"):
+        raise LayoutError("it is absolute (starts with '/')")
+    if "\\" in text:
+        raise LayoutError("it contains a backslash")
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise LayoutError("it contains a control character")
+    parts = text.split("/")
+    if "" in parts:
+        raise LayoutError("it has an empty component ('//')")
+    if "." in parts or ".." in parts:
+        raise LayoutError("it has a '.' or '..' component")
     return parts
 
 
-def _set_from_parts(parts: list[str], key: str) -> tuple[SetRef, list[str]]:
-    """The SetRef at the start of `parts`, and the components after its prefix."""
+def _layout_ts(text: str, name: str) -> datetime:
+    try:
+        return parse_ts(text, name=name)
+    except InputError as exc:
+        raise LayoutError(str(exc)) from None
+
+
+def _leading_set(parts: list[str]) -> tuple[SetRef, list[str]]:
+    """The set named by the first components, and the components after its prefix."""
     if len(parts) < 3:
-        raise LayoutError(f"'{key}' is too short for the backup layout")
-    snapshot_ts = _ts(parts[0], "snapshot_ts")
+        raise LayoutError("expected <snapshot_ts>/<host>/snapshots|backups|commitlogs/…")
+    snapshot_ts = _layout_ts(parts[0], "snapshot_ts")
     try:
         kind = SetKind(parts[2])
     except ValueError:
-        raise LayoutError(f"'{key}': unknown folder '{parts[2]}' (snapshots, backups or commitlogs)") from None
+        raise LayoutError(f"unknown folder {quote(parts[2])}: expected snapshots, backups or commitlogs") from None
     if kind is SetKind.SNAPSHOT:
         return SetRef(snapshot_ts, parts[1], kind), parts[3:]
     if len(parts) < 4:
-        raise LayoutError(f"'{key}': {kind.value} needs a timestamp folder")
-    return SetRef(snapshot_ts, parts[1], kind, _ts(parts[3], f"{kind.value} timestamp")), parts[4:]
+        raise LayoutError(f"{kind.value}/ must be followed by a {_SET_TS_NAME[kind]} folder")
+    return SetRef(snapshot_ts, parts[1], kind, _layout_ts(parts[3], _SET_TS_NAME[kind])), parts[4:]
 
 
 def parse_key(key: str) -> ObjectKey:
-    parts = _split(key)
-    ref, rest = _set_from_parts(parts, key)
-    if not rest:
-        raise LayoutError(f"'{key}' names a set, not an object")
-    return ObjectKey(ref, validate_relpath(ref.kind, "/".join(rest)))
+    try:
+        ref, rest = _leading_set(_components(key))
+        if not rest:
+            raise LayoutError("it names a set, not an object in it")
+        return ObjectKey(ref, validate_relpath(ref.kind, "/".join(rest)))
+    except LayoutError as exc:
+        raise LayoutError(f"not a backup key {quote(key)}: {exc}") from None
 
 
 def parse_set_prefix(prefix: str) -> SetRef:
-    text = prefix[:-1] if prefix.endswith("/") else prefix
-    parts = _split(text)
-    ref, rest = _set_from_parts(parts, prefix)
-    if rest:
-        raise LayoutError(f"'{prefix}' is deeper than a set prefix")
-    return ref
+    """A set's prefix, with or without the trailing '/'."""
+    try:
+        ref, rest = _leading_set(_components(prefix.removesuffix("/") if isinstance(prefix, str) else prefix))
+        if rest:
+            raise LayoutError("it goes deeper than a set")
+        return ref
+    except LayoutError as exc:
+        raise LayoutError(f"not a backup set prefix {quote(prefix)}: {exc}") from None
 
 
 def schema_key(snapshot_ts: datetime) -> str:
@@ -203,3 +254,11 @@ def schema_key(snapshot_ts: datetime) -> str:
 
 def registry_prefix(ts: datetime) -> str:
     return f"{REGISTRY}/{format_ts(ts)}/"
+
+
+def registry_key(ts: datetime, relpath: str) -> str:
+    """`registry/<ts>/<relpath>`, relpath being one or more safe components (a block or node name may be in it)."""
+    parts = relpath.split("/") if isinstance(relpath, str) else [""]
+    if not all(is_file_name(part) for part in parts):
+        raise LayoutError(f"{quote(relpath)} is not a safe registry path (components of letters, digits, . _ -)")
+    return registry_prefix(ts) + relpath

@@ -1,34 +1,44 @@
 """`YYYYmmddHHMMSS` timestamps, always UTC: the bucket's keys and the CLI's --time options."""
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 
-from dmf.core.errors import InputError
+from dmf.core.errors import InputError, quote
 
 TS_FORMAT = "%Y%m%d%H%M%S"
-TS_LENGTH = 14
+# [0-9], not str.isdigit(): that also accepts '²' and non-ASCII digits, which would not round-trip.
+_TS_TEXT = re.compile(r"[0-9]{14}")
+_EXPECTED = "expected YYYYmmddHHMMSS (UTC)"
+
+
+def _as_utc(dt: datetime) -> datetime:
+    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
 
 
 def parse_ts(value: str | int | datetime, *, name: str = "time") -> datetime:
-    """Reads a timestamp as UTC. Ints are accepted: `prefect deployment run --param time=…` sends JSON."""
+    """Reads a timestamp as UTC. Ints are accepted: Prefect passes `--param time=20250101120000` as JSON."""
     if isinstance(value, datetime):
-        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise InputError(f"invalid {name} {value!r}: expected YYYYmmddHHMMSS (UTC)")
-    text = str(value).strip()
-    if len(text) != TS_LENGTH or not text.isdigit():
-        raise InputError(f"invalid {name} '{text}': expected YYYYmmddHHMMSS (UTC)")
+        return _as_utc(value)
+    if isinstance(value, bool) or not isinstance(value, (str, int)):  # bool is an int, never a time
+        raise InputError(f"invalid {name}: {_EXPECTED}, got {type(value).__name__} {quote(value)}")
+    text = str(value)
+    if not _TS_TEXT.fullmatch(text):
+        raise InputError(f"invalid {name} {quote(text)}: {_EXPECTED}")
     try:
-        return datetime.strptime(text, TS_FORMAT).replace(tzinfo=timezone.utc)
+        # Fixed-width fields, read by position; datetime() rejects month 13, 30 February, hour 24.
+        return datetime(int(text[0:4]), int(text[4:6]), int(text[6:8]), int(text[8:10]), int(text[10:12]),
+                        int(text[12:14]), tzinfo=timezone.utc)
     except ValueError:
-        raise InputError(f"invalid {name} '{text}': not a real date and time (YYYYmmddHHMMSS, UTC)") from None
+        raise InputError(f"invalid {name} {quote(text)}: no such date or time ({_EXPECTED})") from None
 
 
 def format_ts(dt: datetime) -> str:
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(timezone.utc).strftime(TS_FORMAT)
+    """14 digits, UTC (naive is read as UTC). Zero-padded by hand: glibc's strftime('%Y') gives '999' for 0999."""
+    utc = _as_utc(dt)
+    return f"{utc.year:04d}{utc.month:02d}{utc.day:02d}{utc.hour:02d}{utc.minute:02d}{utc.second:02d}"
 
 
 def utcnow() -> datetime:
+    """Now, to the second: the resolution of the keys, so a set's time equals what its key says."""
     return datetime.now(timezone.utc).replace(microsecond=0)

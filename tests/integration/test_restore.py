@@ -1,0 +1,116 @@
+"""backup list and restore against the three-node test bed: the operator's DROP TABLE story."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dmf.core.errors import InputError
+from dmf.core.timestamps import format_ts, utcnow
+from dmf.cql import connect
+from dmf.flows.backup_list import backup_list
+from dmf.flows.backup_snapshot import backup_snapshot
+from dmf.flows.restore_snapshot import restore_snapshot
+from dmf.flows.ship_commitlogs import ship_commitlogs
+
+from .helpers import HOSTS, insert_rows, new_table
+
+pytestmark = pytest.mark.integration
+
+
+def rows(cluster_block, keyspace: str, table: str) -> set[int]:
+    with connect(cluster_block) as session:
+        return {r.id for r in session.execute(f"SELECT id FROM {keyspace}.{table}")}
+
+
+def tick() -> str:
+    """A timestamp strictly between what happened before and what happens after (1 s resolution)."""
+    time.sleep(1.1)
+    mark = format_ts(utcnow())
+    time.sleep(1.1)
+    return mark
+
+
+@pytest.fixture(scope="module")
+def history(testbed, cluster_block):
+    """t1 rows + full; t2 rows + incremental; t3a rows, t3b rows, commit logs shipped; then DROP TABLE."""
+    keyspace, table = new_table(cluster_block, prefix="r")
+    target = f"{keyspace}.{table}"
+    insert_rows(cluster_block, keyspace, table, range(0, 100))              # t1
+    full = backup_snapshot(hosts=HOSTS, db_target=target, backup_schema=True)
+    insert_rows(cluster_block, keyspace, table, range(100, 150))            # t2
+    incr = backup_snapshot(hosts=HOSTS, db_target=target)
+    between_t2_t3a = tick()
+    insert_rows(cluster_block, keyspace, table, range(150, 170))            # t3a
+    between_t3a_t3b = tick()
+    insert_rows(cluster_block, keyspace, table, range(170, 190))            # t3b
+    # Close the active segments (1 MiB each) so every write above is archived, then ship.
+    with connect(cluster_block) as session:
+        session.execute(f"CREATE TABLE {keyspace}.filler (id int PRIMARY KEY, payload text)")
+    insert_rows(cluster_block, keyspace, "filler", range(2500), payload="f" * 1000)
+    shipped = ship_commitlogs(hosts=HOSTS)
+    with connect(cluster_block) as session:
+        session.execute(f"DROP TABLE {target}")
+    return dict(keyspace=keyspace, table=table, target=target, full=full, incr=incr, shipped=shipped,
+                between_t2_t3a=between_t2_t3a, between_t3a_t3b=between_t3a_t3b)
+
+
+def test_backup_list_shows_the_history(history):
+    listed = backup_list(start_time=history["full"]["snapshot_ts"])
+    ours = [r for r in listed if r["db_target"] == history["target"]]
+    assert [(r["kind"], r["complete"]) for r in ours] == [("full", True), ("incremental", True)]
+    assert ours[0]["files"] > 0 and ours[0]["bytes"] > ours[1]["bytes"] > 0
+    assert sorted(ours[0]["hosts"]) == sorted(HOSTS.split(","))
+    assert any(r["kind"] == "commitlog" and r["time"] >= history["between_t3a_t3b"] for r in listed)
+    # The window excludes what came before it.
+    later = backup_list(start_time=history["incr"]["set_ts"])
+    assert not [r for r in later if r["db_target"] == history["target"] and r["kind"] == "full"]
+
+
+def test_restore_to_time_between_t2_and_t3a(history, cluster_block, tmp_path):
+    summary = restore_snapshot(hosts=HOSTS, path=str(tmp_path), db_target=history["target"], schema=True,
+                               time=int(history["between_t2_t3a"]), get_commitlogs=True)
+    assert rows(cluster_block, history["keyspace"], history["table"]) == set(range(150))
+    assert summary["snapshot_ts"] == history["full"]["snapshot_ts"]
+    assert summary["increments"] == [history["incr"]["set_ts"]]
+    # Commit logs up to --time (and the first batch after it) are fetched per host ID.
+    commitlogs = tmp_path / "cassandra_commitlogs"
+    host_dirs = sorted(p.name for p in commitlogs.iterdir())
+    assert host_dirs == sorted(r["host_id"] for r in history["shipped"])
+    assert all(any(d.glob("CommitLog-*.log")) for d in commitlogs.iterdir())
+
+    # A rerun resumes: every file is already there and verified, nothing is downloaded again.
+    again = restore_snapshot(hosts=HOSTS, path=str(tmp_path), db_target=history["target"],
+                             time=history["between_t2_t3a"])
+    assert again["downloaded_files"] == 0 and again["files"] == summary["files"]
+
+
+def test_restore_detects_a_corrupted_download(history, tmp_path):
+    first = restore_snapshot(hosts="127.0.0.1", path=str(tmp_path), db_target=history["target"],
+                             time=history["between_t2_t3a"])
+    data = next(tmp_path.rglob("*-Data.db"))
+    data.write_bytes(b"corrupt" + data.read_bytes()[7:])
+    second = restore_snapshot(hosts="127.0.0.1", path=str(tmp_path), db_target=history["target"],
+                              time=history["between_t2_t3a"])
+    assert first["downloaded_files"] > 0 and second["downloaded_files"] == 1
+    assert not data.read_bytes().startswith(b"corrupt")
+
+
+def test_restore_errors_are_clear(history, tmp_path):
+    with pytest.raises(InputError, match="no complete backup covers nosuchks"):
+        restore_snapshot(hosts=HOSTS, path=str(tmp_path), db_target="nosuchks.t")
+    with pytest.raises(InputError, match="before the first complete snapshot"):
+        restore_snapshot(hosts=HOSTS, path=str(tmp_path), db_target=history["target"], time="20000101000000")
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(InputError, match="PATH"):
+        restore_snapshot(hosts=HOSTS, path=str(blocker / "sub"), db_target=history["target"])
+
+
+def test_cli_restore_rejects_bad_time(history):
+    result = subprocess.run([sys.executable, "-m", "dmf.cli", "restore", "snapshot", HOSTS, "/tmp/x",
+                             history["target"], "--time", "2025-01-01"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "invalid --time" in result.stderr and "Traceback" not in result.stderr
