@@ -23,6 +23,12 @@ class CassandraHost(BaseModel):
                                        description="Where archive_command puts closed commit-log segments.")
     config_dir: str = Field(default="/etc/cassandra", description="cassandra.yaml and friends (registry backup).")
     nodetool: str = Field(default="nodetool", description="nodetool command on the node.")
+    system_log: str = Field(default="/var/log/cassandra/system.log",
+                            description="Cassandra's system.log (replay reports are read from it).")
+    stop_command: str = Field(default="sudo systemctl stop cassandra",
+                              description="Stops the node; returns once it is stopped.")
+    start_command: str = Field(default="sudo systemctl start cassandra",
+                               description="Starts the node; run with JVM_EXTRA_OPTS set for a commit-log replay.")
     restore_staging_dir: str = Field(default="/var/lib/cassandra/dmf_restore",
                                      description="Where `--mode import` places files before `nodetool import` "
                                                  "(same filesystem as the data directories).")

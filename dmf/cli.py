@@ -131,6 +131,9 @@ def restore_snapshot_cmd(
                                                 help="Restore the state at this time, UTC (default: now).")] = None,
     get_commitlogs: Annotated[bool, typer.Option("--get-commitlogs", help="Also fetch the commit logs up to "
                                                  "--time into PATH/cassandra_commitlogs/<host_id>/.")] = False,
+    replay_commitlogs: Annotated[bool, typer.Option("--replay-commitlogs", help="Also replay the commit logs up "
+                                                    "to --time on each host (rolling restart; implies "
+                                                    "--get-commitlogs).")] = False,
     mode: Annotated[str, typer.Option("--mode", help="sstableloader (any topology) or import (nodetool import "
                                       "on the same hosts).")] = "sstableloader",
     cluster_block: ClusterBlock = DEFAULT_BLOCK,
@@ -151,13 +154,15 @@ def restore_snapshot_cmd(
     from dmf.flows.restore_snapshot import restore_snapshot
     summary = run_guarded(lambda: restore_snapshot(
         hosts=",".join(host_list), path=path, db_target=str(target), schema=schema, time=time,
-        get_commitlogs=get_commitlogs, mode=mode, cluster_block=cluster_block, repository_block=repository_block))
+        get_commitlogs=get_commitlogs, replay_commitlogs=replay_commitlogs, mode=mode, cluster_block=cluster_block, repository_block=repository_block))
     typer.echo(f"restored {summary['db_target']} as of {summary['time']} (snapshot {summary['snapshot_ts']}, "
                f"{len(summary['increments'])} increment(s)) into {','.join(summary['hosts'])}: "
                f"{summary['files']} files, {human_bytes(summary['bytes'])}, {len(summary['loaded'])} table sets "
                f"loaded in {summary['seconds']:.1f}s")
     if summary["commitlog_dir"]:
         typer.echo(f"{summary['commitlog_segments']} commit-log segment(s) in {summary['commitlog_dir']}")
+    for host, count in summary["replayed_mutations"].items():
+        typer.echo(f"{host}: {count} mutation(s) replayed up to {summary['time']}")
 
 
 def main() -> None:

@@ -9,16 +9,19 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 from dmf.core.catalog import Catalog, SetInfo
-from dmf.core.errors import LayoutError
+from dmf.core.errors import InputError, LayoutError
 from dmf.core.keys import SetKind, SetRef, parse_set_prefix
 from dmf.core.manifest import Manifest
-from dmf.core.timestamps import TS_FORMAT, parse_ts
+from dmf.core.timestamps import parse_ts
 from dmf.storage import Storage
 
 
-def _is_ts_prefix(prefix: str) -> bool:
-    name = prefix.rstrip("/").rsplit("/", 1)[-1]
-    return len(name) == len(datetime(2000, 1, 1).strftime(TS_FORMAT)) and name.isdigit()
+def _snapshot_time(prefix: str) -> datetime | None:
+    """The time of a top-level `<snapshot_ts>/` prefix; None for anything else (e.g. registry/)."""
+    try:
+        return parse_ts(prefix.rstrip("/"), name="snapshot_ts")
+    except InputError:
+        return None
 
 
 class Repository:
@@ -29,10 +32,10 @@ class Repository:
     def set_prefixes(self, start: datetime | None = None, end: datetime | None = None) -> list[SetRef]:
         """Every set whose time is in [start, end], from delimiter listings only."""
         refs: list[SetRef] = []
-        snapshots = [p for p in self.storage.list_prefixes("") if _is_ts_prefix(p)]
-        for snapshot_prefix in snapshots:
-            if end is not None and parse_ts(snapshot_prefix.rstrip("/")) > end:
-                continue  # every set under it is later still
+        for snapshot_prefix in self.storage.list_prefixes(""):
+            snapshot_time = _snapshot_time(snapshot_prefix)
+            if snapshot_time is None or (end is not None and snapshot_time > end):
+                continue  # not a snapshot, or every set under it is later still
             for node_prefix in self.storage.list_prefixes(snapshot_prefix):
                 for kind_prefix in self.storage.list_prefixes(node_prefix):
                     kind = kind_prefix.rstrip("/").rsplit("/", 1)[-1]

@@ -197,6 +197,12 @@ class RemoteHost:
         except FileNotFoundError:
             return False
 
+    def is_file(self, path: str) -> bool:
+        try:
+            return stat_mode.S_ISREG(self.sftp.stat(path).st_mode)
+        except FileNotFoundError:
+            return False
+
     def iter_file(self, path: str, chunk: int = CHUNK) -> Iterator[bytes]:
         """Streams a remote file in chunks (never whole in memory) over an exec channel running `cat`."""
         channel = self._channel(["cat", "--", path], timeout=300)

@@ -1,5 +1,6 @@
 """restore-snapshot: resolve the chain up to `time` → verified parallel download into PATH →
-schema (optional) → load (sstableloader, or nodetool import on the same hosts) → commit logs."""
+schema (optional) → load (sstableloader, or nodetool import on the same hosts) → commit logs
+(fetched with get_commitlogs; replayed to the second with replay_commitlogs, node by node)."""
 from __future__ import annotations
 
 import time as clock
@@ -18,7 +19,9 @@ from dmf.download import check_destination
 from dmf.repository import Repository
 from dmf.restore_plan import COMMITLOG_DIR, plan_restore
 from dmf.storage import Storage
-from dmf.tasks.restore import apply_schema, download, load_unit_sstableloader, load_units_import
+from dmf.cql import connect, node_facts
+from dmf.tasks.restore import (apply_schema, download, load_unit_sstableloader, load_units_import,
+                               replay_commitlogs_on_host)
 
 
 LOADERS_AT_ONCE = 3
@@ -46,11 +49,29 @@ def schema_cql(storage: Storage, snapshot_ts, plan) -> str:
     return "\n".join(dict.fromkeys(pieces))
 
 
+def replay(cluster: CassandraCluster, host_list: tuple[str, ...], plan, at) -> dict[str, int]:
+    """Rolling: one node at a time replays its own segments; returns mutations replayed per host."""
+    with connect(cluster) as session:
+        facts = node_facts(session)
+    tables = sorted({f"{u.keyspace}.{u.table}" for u in plan.units})
+    by_host_id: dict[str, list[Path]] = {}
+    for fetch in plan.commitlog_fetches:
+        by_host_id.setdefault(fetch.dest.parent.name, []).append(fetch.dest)
+    replayed = {}
+    for address in host_list:
+        segments = sorted(by_host_id.get(facts[address].host_id, []))
+        if segments:
+            replayed[address] = replay_commitlogs_on_host(cluster, address, segments, tables, at)
+        else:
+            get_run_logger().warning("%s: no shipped commit log for its host ID; nothing to replay", address)
+    return replayed
+
+
 @flow(name="restore-snapshot")
 def restore_snapshot(hosts: str | list[str], path: str, db_target: str, schema: bool = False,
                      time: str | int | None = None, get_commitlogs: bool = False,
                      mode: Literal["sstableloader", "import"] = "sstableloader",
-                     cluster_block: str = DEFAULT_BLOCK, repository_block: str = DEFAULT_BLOCK) -> dict:
+                     replay_commitlogs: bool = False, cluster_block: str = DEFAULT_BLOCK, repository_block: str = DEFAULT_BLOCK) -> dict:
     """Restore DB_TARGET (keyspace or keyspace.table) into HOSTS as it was at `time` (UTC, default now)."""
     logger = get_run_logger()
     started = clock.monotonic()
@@ -70,7 +91,7 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, schema: 
     chain = resolve_chain(catalog, target, at)
     if chain is None:
         raise explain_no_chain(catalog, target, at)
-    plan = plan_restore(chain, target, root, with_commitlogs=get_commitlogs)
+    plan = plan_restore(chain, target, root, with_commitlogs=get_commitlogs or replay_commitlogs)
     if not plan.fetches:
         raise InputError(f"the backup {format_ts(chain.full.snapshot_ts)} holds no file of {target}")
     if mode == "import":
@@ -108,6 +129,8 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, schema: 
             f"{exc}. Files in {root} are verified; rerun the same command to resume (downloads are skipped, "
             "reloading the same SSTables is harmless)") from None
 
+    replayed = replay(cluster, host_list, plan, at) if replay_commitlogs else {}
+
     seconds = clock.monotonic() - started
     summary = {
         "db_target": str(target), "time": format_ts(at), "snapshot_ts": format_ts(chain.full.snapshot_ts),
@@ -117,6 +140,7 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, schema: 
         "download_seconds": round(download_seconds, 2), "loaded": loaded, "seconds": round(seconds, 2),
         "commitlog_segments": len(plan.commitlog_fetches),
         "commitlog_dir": str(root / COMMITLOG_DIR) if plan.commitlog_fetches else None,
+        "replayed_mutations": replayed,
     }
     logger.info("restore of %s complete: %d table sets loaded in %.1fs", target, len(loaded), seconds)
     return summary

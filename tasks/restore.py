@@ -1,5 +1,8 @@
-"""Restore steps: verified download, schema, load (sstableloader or nodetool import)."""
+"""Restore steps: verified download, schema, load (sstableloader or nodetool import), commit-log replay."""
 from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
 
 from prefect import get_run_logger, task
 
@@ -10,6 +13,7 @@ from dmf.core.targets import DbTarget
 from dmf.cql import connect
 from dmf.download import Fetch, fetch_all
 from dmf.loader import import_unit, run_sstableloader
+from dmf.replay import replay_on_host, restore_point
 from dmf.restore_plan import LoadUnit
 from dmf.ssh import RemoteHost
 from dmf.storage import Storage
@@ -49,3 +53,14 @@ def load_units_import(cluster: CassandraCluster, address: str, units: list[LoadU
         for unit in units:
             import_unit(remote, unit)
     return [u.describe() for u in units]
+
+
+@task(name="replay-commitlogs", task_run_name="replay-{address}", **TASK_DEFAULTS)
+def replay_commitlogs_on_host(cluster: CassandraCluster, address: str, segments: list[Path], tables: list[str],
+                              at: datetime) -> int:
+    """Not retried: a half-done restart is for the operator to look at, not to repeat blindly."""
+    with RemoteHost(cluster, cluster.host(address)) as remote:
+        replayed = replay_on_host(remote, segments, tables, at)
+    get_run_logger().info("%s: %d segments, %d mutations replayed up to %s", address, len(segments), replayed,
+                          restore_point(at))
+    return replayed

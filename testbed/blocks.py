@@ -1,6 +1,10 @@
 """Saves the `default` blocks that point the product at the test bed, so `dmf` needs no flags."""
 from __future__ import annotations
 
+import shlex
+import sys
+from pathlib import Path
+
 from prefect_aws import AwsCredentials
 from prefect_aws.client_parameters import AwsClientParameters
 from pydantic import SecretStr
@@ -8,6 +12,14 @@ from pydantic import SecretStr
 from dmf.blocks import DEFAULT_BLOCK, CassandraCluster, CassandraHost, S3Repository
 
 from .layout import BUCKET, CQL_PASSWORD, CQL_USER, S3_ACCESS_KEY, S3_SECRET_KEY, Node, Testbed
+
+
+def _testbed_command(tb: Testbed, verb: str, node: Node) -> str:
+    """The test bed's own CLI run over SSH, where the working directory is not the repo's."""
+    return shlex.join(["env", f"DMF_TESTBED_DIR={tb.root}", f"DMF_CACHE_DIR={tb.cache}",
+                       f"DMF_TESTBED_SSH_PORT={tb.ssh_port}", f"DMF_TESTBED_S3_PORT={tb.s3_port}",
+                       f"DMF_TESTBED_PREFECT_PORT={tb.prefect_port}",
+                       str(Path(sys.executable).with_name("dmf-testbed")), verb, str(node.index)])
 
 
 def repository(tb: Testbed) -> S3Repository:
@@ -27,6 +39,8 @@ def cluster(tb: Testbed, nodes: list[Node]) -> CassandraCluster:
             data_dirs=[str(n.dir("data"))], commitlog_dir=str(n.dir("commitlog")),
             commitlog_archive_dir=str(n.dir("commitlog_archive")), config_dir=str(n.dir("conf")),
             nodetool=str(tb.bin / "nodetool"), restore_staging_dir=str(n.dir("restore_staging")),
+            system_log=str(n.dir("logs") / "system.log"),
+            start_command=_testbed_command(tb, "node-start", n), stop_command=_testbed_command(tb, "node-stop", n),
         ) for n in nodes],
         ssh_user="root",
         sstableloader=str(tb.bin / "sstableloader"),

@@ -1,6 +1,7 @@
 """Apache Cassandra from Maven Central's jars: configuration, tool wrappers, start and readiness."""
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import subprocess
@@ -145,6 +146,7 @@ def is_running(node: Node) -> bool:
 
 
 def start(tb: Testbed, node: Node, heap: str = "768m") -> None:
+    """JVM_EXTRA_OPTS is honoured as Cassandra's own start script does (e.g. -Dcassandra.replayList)."""
     conf = node.dir("conf")
     argv = [
         "java", f"-Xms{heap}", f"-Xmx{heap}", "-Xss256k", *jvm.SERVER_GC,
@@ -155,6 +157,7 @@ def start(tb: Testbed, node: Node, heap: str = "768m") -> None:
         f"-Dlogback.configurationFile={(conf / 'logback.xml').as_uri()}",
         "-Dcassandra-foreground=yes",
         f"-Dcassandra.jmx.local.port={node.jmx_port}",
+        *shlex.split(os.environ.get("JVM_EXTRA_OPTS", "")),
         "-cp", f"{conf}:{tb.lib}/*", DAEMON,
     ]
     procs.spawn(argv, log_file=_log_file(node), pid_file=_pid_file(node))

@@ -23,7 +23,12 @@ def testbed():
     tb = Testbed.from_env()
     was_up = (len(running_nodes(tb)) == 3 and sshd.is_running(tb) and s3.is_running(tb)
               and prefect_server.is_running(tb))
-    up(tb, 3)
+    try:
+        up(tb, 3)
+    except BaseException:
+        if not was_up:
+            down(tb)  # leave no half-started bed behind
+        raise
     with temporary_settings({PREFECT_API_URL: prefect_server.api_url(tb)}):
         yield tb
         drain_prefect_workers()

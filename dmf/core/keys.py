@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from enum import Enum
 
 from dmf.core.errors import InputError, LayoutError, quote
@@ -188,7 +188,9 @@ class ObjectKey:
 
 
 def _components(text: str) -> list[str]:
-    if not isinstance(text, str) or not text:
+    if not isinstance(text, str):
+        raise LayoutError(f"it is a {type(text).__name__}, not text")
+    if not text:
         raise LayoutError("it is empty")
     if text.startswith("/"):
         raise LayoutError("it is absolute (starts with '/')")
@@ -223,7 +225,7 @@ def _leading_set(parts: list[str]) -> tuple[SetRef, list[str]]:
     if kind is SetKind.SNAPSHOT:
         return SetRef(snapshot_ts, parts[1], kind), parts[3:]
     if len(parts) < 4:
-        raise LayoutError(f"{kind.value}/ must be followed by a {_SET_TS_NAME[kind]} folder")
+        raise LayoutError(f"{kind.value}/ must be followed by its {_SET_TS_NAME[kind]} folder")
     return SetRef(snapshot_ts, parts[1], kind, _layout_ts(parts[3], _SET_TS_NAME[kind])), parts[4:]
 
 
@@ -232,7 +234,7 @@ def parse_key(key: str) -> ObjectKey:
         ref, rest = _leading_set(_components(key))
         if not rest:
             raise LayoutError("it names a set, not an object in it")
-        return ObjectKey(ref, validate_relpath(ref.kind, "/".join(rest)))
+        return ObjectKey(ref, "/".join(rest))
     except LayoutError as exc:
         raise LayoutError(f"not a backup key {quote(key)}: {exc}") from None
 
@@ -255,10 +257,3 @@ def schema_key(snapshot_ts: datetime) -> str:
 def registry_prefix(ts: datetime) -> str:
     return f"{REGISTRY}/{format_ts(ts)}/"
 
-
-def registry_key(ts: datetime, relpath: str) -> str:
-    """`registry/<ts>/<relpath>`, relpath being one or more safe components (a block or node name may be in it)."""
-    parts = relpath.split("/") if isinstance(relpath, str) else [""]
-    if not all(is_file_name(part) for part in parts):
-        raise LayoutError(f"{quote(relpath)} is not a safe registry path (components of letters, digits, . _ -)")
-    return registry_prefix(ts) + relpath

@@ -114,3 +114,20 @@ def test_cli_restore_rejects_bad_time(history):
     result = subprocess.run([sys.executable, "-m", "dmf.cli", "restore", "snapshot", HOSTS, "/tmp/x",
                              history["target"], "--time", "2025-01-01"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "invalid --time" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_replay_commitlogs_recovers_to_the_second(history, cluster_block, tmp_path):
+    """Restore with replay to a time between t3a and t3b: exactly t1, t2 and t3a, nothing of t3b."""
+    with connect(cluster_block) as session:
+        session.execute(f"DROP TABLE IF EXISTS {history['target']}")
+    summary = restore_snapshot(hosts=HOSTS, path=str(tmp_path), db_target=history["target"], schema=True,
+                               time=history["between_t3a_t3b"], replay_commitlogs=True)
+    assert rows(cluster_block, history["keyspace"], history["table"]) == set(range(170))
+    assert set(summary["replayed_mutations"]) == set(HOSTS.split(","))
+    assert all(n >= 20 for n in summary["replayed_mutations"].values()), summary["replayed_mutations"]
+    # The nodes' configuration is back as it was: no restore keys left to replay at the next start.
+    from dmf.ssh import RemoteHost
+    for host in cluster_block.hosts:
+        with RemoteHost(cluster_block, host) as remote:
+            text = b"".join(remote.iter_file(f"{host.config_dir}/commitlog_archiving.properties")).decode()
+        assert "restore_point_in_time" not in text and text.startswith("archive_command=")
