@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 
-.PHONY: install demo test unit testbed-up testbed-status testbed-down bench clean
+.PHONY: install demo test unit testbed-up testbed-status testbed-down bench clean deployments
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,7 @@ install: $(STAMP)
 
 demo: install
 	$(VENV)/bin/dmf-testbed up --nodes 3
-	$(VENV)/bin/dmf-testbed status
+	$(VENV)/bin/python -m dmf.testbed.demo
 
 test: install
 	$(VENV)/bin/python -m pytest
@@ -30,10 +30,15 @@ testbed-up: install
 	$(VENV)/bin/dmf-testbed up --nodes 3
 
 testbed-status: install
-	$(VENV)/bin/dmf-testbed status
+	$(VENV)/bin/python -m dmf.testbed.demo
 
 testbed-down: install
 	$(VENV)/bin/dmf-testbed down
 
 clean: testbed-down
 	rm -rf .testbed
+
+# Registers dmf's deployments on the Prefect API of the active profile (PREFECT_API_URL).
+deployments: install
+	$(VENV)/bin/prefect work-pool create dmf --type process --overwrite
+	$(VENV)/bin/prefect --no-prompt deploy --all --prefect-file deployments/prefect.yaml

@@ -27,6 +27,8 @@ app.add_typer(restore_app, name="restore")
 
 ClusterBlock = Annotated[str, typer.Option("--cluster-block", help="Name of the dmf-cassandra-cluster block.")]
 RepositoryBlock = Annotated[str, typer.Option("--repository-block", help="Name of the dmf-s3-repository block.")]
+Async = Annotated[bool, typer.Option("-a", "--async", help="Do not wait: queue a run of the matching Prefect "
+                                     "deployment, print how to follow it, and exit.")]
 
 
 def fail(message: str, code: int) -> None:
@@ -49,6 +51,11 @@ def run_guarded(call):
              "(the Prefect flow run's logs have the details)", 1)
 
 
+def queue_and_exit(command: str, params: dict) -> None:
+    from dmf.queueing import queue
+    typer.echo(run_guarded(lambda: queue(command, params)).describe())
+
+
 def print_summary(summary: dict) -> None:
     mib = summary["bytes"] / 2**20
     typer.echo(f"{summary['kind']} backup {summary['set_ts']} (snapshot {summary['snapshot_ts']}): "
@@ -58,12 +65,13 @@ def print_summary(summary: dict) -> None:
 
 @backup_app.command("snapshot")
 def backup_snapshot_cmd(
-    hosts: Annotated[str, typer.Argument(help="Comma-separated host names or IP addresses.")],
+    hosts: Annotated[str, typer.Argument(metavar="HOSTS", help="Comma-separated host names or IP addresses.")],
     backup_schema: Annotated[bool, typer.Option("--backup-schema", help="Also store the target's schema "
                                                 "(CQL, table IDs kept).")] = False,
     new: Annotated[bool, typer.Option("--new", help="Force a new full snapshot.")] = False,
     db_target: Annotated[Optional[str], typer.Option("--db-target", metavar="keyspace[.table]",
                                                      help="Scope; default: every non-system keyspace.")] = None,
+    run_async: Async = False,
     cluster_block: ClusterBlock = DEFAULT_BLOCK,
     repository_block: RepositoryBlock = DEFAULT_BLOCK,
 ) -> None:
@@ -76,9 +84,42 @@ def backup_snapshot_cmd(
         fail(str(exc), 2)
     params = dict(hosts=",".join(host_list), db_target=str(target) or None, new=new,
                   backup_schema=backup_schema, cluster_block=cluster_block, repository_block=repository_block)
+    if run_async:
+        return queue_and_exit("backup-snapshot", params)
     from dmf.flows.backup_snapshot import backup_snapshot
     summary = run_guarded(lambda: backup_snapshot(**params))
     print_summary(summary)
+
+
+@backup_app.command("commitlogs")
+def backup_commitlogs_cmd(
+    hosts: Annotated[Optional[str], typer.Argument(metavar="[HOSTS]", help="Comma-separated hosts; default: "
+                                                   "every host of the cluster block.")] = None,
+    cluster_block: ClusterBlock = DEFAULT_BLOCK,
+    repository_block: RepositoryBlock = DEFAULT_BLOCK,
+) -> None:
+    """Ship the archived commit-log segments of HOSTS now (the schedule does it every minute)."""
+    try:
+        host_list = parse_hosts(hosts) if hosts else None
+    except InputError as exc:
+        fail(str(exc), 2)
+    from dmf.flows.ship_commitlogs import ship_commitlogs
+    results = run_guarded(lambda: ship_commitlogs(hosts=",".join(host_list) if host_list else None,
+                                                  cluster_block=cluster_block, repository_block=repository_block))
+    for r in results:
+        typer.echo(f"{r['host']} ({r['host_id']}): {r['segments']} segment(s), {human_bytes(r['bytes'])}"
+                   + (f" -> {r['prefix']}" if r.get("prefix") else ""))
+
+
+@backup_app.command("registry")
+def backup_registry_cmd(
+    cluster_block: ClusterBlock = DEFAULT_BLOCK,
+    repository_block: RepositoryBlock = DEFAULT_BLOCK,
+) -> None:
+    """Back up dmf's own blocks (secrets masked) and every node's configuration files."""
+    from dmf.flows.backup_registry import backup_registry
+    result = run_guarded(lambda: backup_registry(cluster_block=cluster_block, repository_block=repository_block))
+    typer.echo(f"registry: {result['objects']} object(s) under {result['prefix']}")
 
 
 def human_bytes(n: int) -> str:
@@ -96,6 +137,7 @@ def backup_list_cmd(
     end_time: Annotated[Optional[str], typer.Option("--end-time", metavar="YYYYmmddHHMMSS",
                                                     help="Window end, UTC (default: now).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    run_async: Async = False,
     repository_block: RepositoryBlock = DEFAULT_BLOCK,
 ) -> None:
     """List full snapshots, incremental snapshots and commit-log archives in the window."""
@@ -105,9 +147,11 @@ def backup_list_cmd(
                 parse_ts(value, name=name)
     except InputError as exc:
         fail(str(exc), 2)
+    params = dict(start_time=start_time, end_time=end_time, repository_block=repository_block)
+    if run_async:
+        return queue_and_exit("backup-list", params)
     from dmf.flows.backup_list import backup_list
-    rows = run_guarded(lambda: backup_list(start_time=start_time, end_time=end_time,
-                                           repository_block=repository_block))
+    rows = run_guarded(lambda: backup_list(**params))
     if as_json:
         typer.echo(json.dumps(rows, indent=1))
         return
@@ -123,8 +167,8 @@ def backup_list_cmd(
 
 @restore_app.command("snapshot")
 def restore_snapshot_cmd(
-    hosts: Annotated[str, typer.Argument(help="Comma-separated hosts to restore into.")],
-    path: Annotated[str, typer.Argument(help="Local directory for the files fetched from S3.")],
+    hosts: Annotated[str, typer.Argument(metavar="HOSTS", help="Comma-separated hosts to restore into.")],
+    path: Annotated[str, typer.Argument(metavar="PATH", help="Local directory for the files fetched from S3.")],
     db_target: Annotated[str, typer.Argument(metavar="DB_TARGET", help="keyspace or keyspace.table.")],
     schema: Annotated[bool, typer.Option("--schema", help="Recreate the keyspace/table first (table IDs kept).")] = False,
     time: Annotated[Optional[str], typer.Option("--time", metavar="YYYYmmddHHMMSS",
@@ -136,6 +180,7 @@ def restore_snapshot_cmd(
                                                     "--get-commitlogs).")] = False,
     mode: Annotated[str, typer.Option("--mode", help="sstableloader (any topology) or import (nodetool import "
                                       "on the same hosts).")] = "sstableloader",
+    run_async: Async = False,
     cluster_block: ClusterBlock = DEFAULT_BLOCK,
     repository_block: RepositoryBlock = DEFAULT_BLOCK,
 ) -> None:
@@ -151,10 +196,13 @@ def restore_snapshot_cmd(
             raise InputError(f"invalid --mode {mode!r}: sstableloader or import")
     except InputError as exc:
         fail(str(exc), 2)
+    params = dict(hosts=",".join(host_list), path=path, db_target=str(target), schema=schema, time=time,
+                  get_commitlogs=get_commitlogs, replay_commitlogs=replay_commitlogs, mode=mode,
+                  cluster_block=cluster_block, repository_block=repository_block)
+    if run_async:
+        return queue_and_exit("restore-snapshot", params)
     from dmf.flows.restore_snapshot import restore_snapshot
-    summary = run_guarded(lambda: restore_snapshot(
-        hosts=",".join(host_list), path=path, db_target=str(target), schema=schema, time=time,
-        get_commitlogs=get_commitlogs, replay_commitlogs=replay_commitlogs, mode=mode, cluster_block=cluster_block, repository_block=repository_block))
+    summary = run_guarded(lambda: restore_snapshot(**params))
     typer.echo(f"restored {summary['db_target']} as of {summary['time']} (snapshot {summary['snapshot_ts']}, "
                f"{len(summary['increments'])} increment(s)) into {','.join(summary['hosts'])}: "
                f"{summary['files']} files, {human_bytes(summary['bytes'])}, {len(summary['loaded'])} table sets "

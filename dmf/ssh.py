@@ -152,8 +152,8 @@ class RemoteHost:
         stdout, stderr = bytearray(), bytearray()
         try:
             # Drain both streams as they come, so neither fills its window and stalls the command.
-            while not (channel.exit_status_ready() and not channel.recv_ready()
-                       and not channel.recv_stderr_ready()):
+            # Read to EOF, not to the exit status: sshd may send the status before the last output.
+            while not (channel.eof_received and not channel.recv_ready() and not channel.recv_stderr_ready()):
                 select.select([channel], [], [], 0.1)
                 if channel.recv_ready():
                     stdout += channel.recv(CHUNK)

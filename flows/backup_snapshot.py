@@ -19,6 +19,7 @@ from dmf.core.targets import DbTarget, parse_hosts
 from dmf.core.timestamps import format_ts, utcnow
 from dmf.cql import connect, describe_schema, node_facts, user_keyspaces
 from dmf.repository import Repository
+from dmf.reporting import publish_summary
 from dmf.storage import Storage
 from dmf.tasks.snapshot import (clear_snapshot, delete_files, flush_and_list_backups, list_backups,
                                 list_superseded_backups, take_snapshot)
@@ -39,15 +40,16 @@ def check_target(target: DbTarget, tables: dict[str, list[str]]) -> None:
 
 
 @flow(name="backup-snapshot")
-def backup_snapshot(hosts: str | list[str], db_target: str | None = None, new: bool = False,
+def backup_snapshot(hosts: str | list[str] | None = None, db_target: str | None = None, new: bool = False,
                     backup_schema: bool = False, cluster_block: str = DEFAULT_BLOCK,
                     repository_block: str = DEFAULT_BLOCK) -> dict:
-    """Back up HOSTS (comma-separated) to S3: full, or incremental by the seed's rule."""
+    """Back up HOSTS (comma-separated; default every host of the cluster block) to S3:
+    full, or incremental by the seed's rule."""
     logger = get_run_logger()
     started = time.monotonic()
-    host_list = parse_hosts(hosts)
     target = DbTarget.parse(db_target)
     cluster = CassandraCluster.load(cluster_block)
+    host_list = parse_hosts(hosts) if hosts else tuple(h.address for h in cluster.hosts)
     repository = S3Repository.load(repository_block)
     for address in host_list:
         cluster.host(address)
@@ -112,4 +114,6 @@ def backup_snapshot(hosts: str | list[str], db_target: str | None = None, new: b
                "seconds": round(seconds, 2), "mb_per_s": round(total / 1e6 / seconds, 2) if seconds else 0.0}
     logger.info("%s backup complete: %d files, %.1f MiB from %d hosts in %.1fs", kind, files_count,
                 total / 2**20, len(host_list), seconds)
+    publish_summary("backup-snapshot", summary, f"{kind} backup of {target or 'all keyspaces'}: every object "
+                    "verified (size and ETag), manifests written last")
     return summary

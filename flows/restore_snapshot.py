@@ -17,6 +17,7 @@ from dmf.core.targets import DbTarget, parse_hosts
 from dmf.core.timestamps import format_ts, parse_ts, utcnow
 from dmf.download import check_destination
 from dmf.repository import Repository
+from dmf.reporting import publish_summary
 from dmf.restore_plan import COMMITLOG_DIR, plan_restore
 from dmf.storage import Storage
 from dmf.cql import connect, node_facts
@@ -143,4 +144,6 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, schema: 
         "replayed_mutations": replayed,
     }
     logger.info("restore of %s complete: %d table sets loaded in %.1fs", target, len(loaded), seconds)
+    publish_summary("restore-snapshot", summary, f"restore of {target} as of {format_ts(at)}: every file "
+                    "verified against its manifest (size and SHA-256) before loading")
     return summary

@@ -43,6 +43,10 @@ def up(tb: Testbed, count: int, save_blocks: bool = True) -> None:
     if save_blocks:
         with temporary_settings({PREFECT_API_URL: prefect_server.api_url(tb)}):
             blocks.save_defaults(tb, wanted)
+        prefect_server.deploy(tb)
+        if not prefect_server.worker_running(tb):
+            print("starting Prefect worker on work pool", prefect_server.WORK_POOL, flush=True)
+            prefect_server.start_worker(tb)
 
 
 def start_node_with_retry(tb: Testbed, node, expect_up: list, attempts: int = 3) -> None:
@@ -65,7 +69,8 @@ def status(tb: Testbed) -> int:
     print(f"sshd       {'running' if sshd.is_running(tb) else 'stopped'}  (127.0.0.1-{MAX_NODES}:{tb.ssh_port})")
     print(f"s3 (moto)  {'running' if s3.is_running(tb) else 'stopped'}  ({tb.s3_endpoint})")
     print(f"prefect    {'running' if prefect_server.is_running(tb) else 'stopped'}  "
-          f"({prefect_server.api_url(tb)}, UI http://127.0.0.1:{tb.prefect_port})")
+          f"({prefect_server.api_url(tb)}, UI http://127.0.0.1:{tb.prefect_port}); worker "
+          f"{'running' if prefect_server.worker_running(tb) else 'stopped'} on pool {prefect_server.WORK_POOL}")
     if not nodes:
         print("cassandra  stopped")
         return 1
@@ -83,6 +88,8 @@ def down(tb: Testbed) -> None:
         print("stopped S3 server")
     if sshd.stop(tb):
         print("stopped sshd")
+    if prefect_server.stop_worker(tb):
+        print("stopped Prefect worker")
     if prefect_server.stop(tb):
         print("stopped Prefect server")
     prefect_server.unpoint_profile(tb)

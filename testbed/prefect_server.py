@@ -1,4 +1,5 @@
-"""A local Prefect server (API + UI) on loopback, and the default profile pointed at it.
+"""A local Prefect server (API + UI) on loopback with the dmf deployments and a worker, and the
+default profile pointed at it.
 
 Flows run by `dmf`, deployments, workers and the UI then share one API, and no command pays
 for a temporary server of its own.
@@ -7,11 +8,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 import urllib.request
 from pathlib import Path
 
-from prefect.settings import PREFECT_API_URL, load_current_profile, update_current_profile
+from prefect.client.orchestration import get_client
+from prefect.settings import PREFECT_API_URL, load_current_profile, temporary_settings, update_current_profile
 
 from . import procs
 from .layout import Testbed
@@ -62,3 +65,51 @@ def unpoint_profile(tb: Testbed) -> None:
 
 def stop(tb: Testbed) -> bool:
     return procs.stop(_pid_file(tb), marker="server")
+
+
+PREFECT_FILE = Path(__file__).resolve().parents[1] / "deployments" / "prefect.yaml"
+WORK_POOL = "dmf"
+
+
+def _prefect_cli(tb: Testbed, *args: str) -> subprocess.CompletedProcess:
+    prefect = shutil.which("prefect", path=str(Path(sys.executable).parent)) or "prefect"
+    env = {**os.environ, "PREFECT_API_URL": api_url(tb), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    return subprocess.run([prefect, *args], capture_output=True, text=True, env=env,
+                          cwd=PREFECT_FILE.parent.parent, timeout=300)
+
+
+def deploy(tb: Testbed) -> None:
+    """The `dmf` process work pool and every deployment of deployments/prefect.yaml, schedules paused
+    so the bed's schedules never race the tests (`prefect deployment schedule resume` turns one on)."""
+    created = _prefect_cli(tb, "work-pool", "create", WORK_POOL, "--type", "process")
+    if created.returncode != 0 and "already exists" not in created.stdout + created.stderr:
+        raise procs.StartError(f"prefect work-pool create failed: {(created.stdout + created.stderr)[-1500:]}")
+    deployed = _prefect_cli(tb, "--no-prompt", "deploy", "--all", "--prefect-file", str(PREFECT_FILE))
+    if deployed.returncode != 0:
+        raise procs.StartError(f"prefect deploy failed: {(deployed.stdout + deployed.stderr)[-3000:]}")
+    with temporary_settings({PREFECT_API_URL: api_url(tb)}), get_client(sync_client=True) as client:
+        for deployment in client.read_deployments():
+            for schedule in client.read_deployment_schedules(deployment.id):
+                if schedule.active:
+                    client.update_deployment_schedule(deployment.id, schedule.id, active=False)
+
+
+def _worker_pid_file(tb: Testbed) -> Path:
+    return tb.run / "prefect-worker.pid"
+
+
+def worker_running(tb: Testbed) -> bool:
+    return procs.read_pid(_worker_pid_file(tb)) is not None
+
+
+def start_worker(tb: Testbed) -> None:
+    prefect = shutil.which("prefect", path=str(Path(sys.executable).parent)) or "prefect"
+    env = {**os.environ, "PREFECT_API_URL": api_url(tb), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "DO_NOT_TRACK": "1"}
+    procs.spawn([prefect, "worker", "start", "--pool", WORK_POOL, "--type", "process", "--name",
+                 f"dmf-testbed-{tb.prefect_port}"], log_file=tb.logs / "prefect-worker.log",
+                pid_file=_worker_pid_file(tb), env=env)
+
+
+def stop_worker(tb: Testbed) -> bool:
+    return procs.stop(_worker_pid_file(tb), marker="worker")

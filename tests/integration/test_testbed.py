@@ -127,3 +127,11 @@ def test_blocks_saved_as_default(testbed):
     assert repo.bucket == "dmf-backups"
     # Secrets stay secret once loaded back.
     assert "testbed-secret-key" not in repr(repo) and "cassandra" not in repr(cluster.cql_password)
+
+
+def test_large_command_output_is_read_to_the_end(cluster_block):
+    """sshd can send the exit status before the last output: the whole output must still arrive."""
+    with RemoteHost(cluster_block, cluster_block.hosts[0]) as remote:
+        for _ in range(5):
+            result = remote.run(["sh", "-c", "head -c 3000000 /dev/zero | tr '\\\\0' 'a'; echo end >&2"])
+            assert len(result.stdout) == 3_000_000 and result.stderr == "end\n"
