@@ -196,7 +196,7 @@ def restore_snapshot_cmd(
             raise InputError(f"invalid --mode {mode!r}: sstableloader or import")
     except InputError as exc:
         fail(str(exc), 2)
-    params = dict(hosts=",".join(host_list), path=path, db_target=str(target), schema=schema, time=time,
+    params = dict(hosts=",".join(host_list), path=path, db_target=str(target), restore_schema=schema, time=time,
                   get_commitlogs=get_commitlogs, replay_commitlogs=replay_commitlogs, mode=mode,
                   cluster_block=cluster_block, repository_block=repository_block)
     if run_async:

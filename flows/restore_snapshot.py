@@ -69,7 +69,7 @@ def replay(cluster: CassandraCluster, host_list: tuple[str, ...], plan, at) -> d
 
 
 @flow(name="restore-snapshot")
-def restore_snapshot(hosts: str | list[str], path: str, db_target: str, schema: bool = False,
+def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_schema: bool = False,
                      time: str | int | None = None, get_commitlogs: bool = False,
                      mode: Literal["sstableloader", "import"] = "sstableloader",
                      replay_commitlogs: bool = False, cluster_block: str = DEFAULT_BLOCK, repository_block: str = DEFAULT_BLOCK) -> dict:
@@ -107,7 +107,7 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, schema: 
 
     fetched = download(repository, plan.fetches + plan.commitlog_fetches)
     download_seconds = clock.monotonic() - started
-    if schema:
+    if restore_schema:
         apply_schema(cluster, schema_cql(storage, chain.full.snapshot_ts, plan), target)
 
     loaded: list[str] = []

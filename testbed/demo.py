@@ -40,7 +40,7 @@ def dmf(*args: str) -> None:
 
 
 def write(session, first: int, count: int, label: str) -> None:
-    insert = session.prepare(f"INSERT INTO {TABLE} (id, batch, payload) VALUES (?, ?, ?)")
+    insert = session.prepare(f"INSERT INTO {TABLE} (id, written, payload) VALUES (?, ?, ?)")
     insert.consistency_level = ConsistencyLevel.QUORUM
     for i in range(first, first + count):
         session.execute(insert, (i, label, "x" * 200))
@@ -55,7 +55,7 @@ def main() -> int:
         session.execute("CREATE KEYSPACE IF NOT EXISTS demo WITH replication = "
                         "{'class': 'SimpleStrategy', 'replication_factor': 3}")
         session.execute(f"DROP TABLE IF EXISTS {TABLE}")
-        session.execute(f"CREATE TABLE {TABLE} (id int PRIMARY KEY, batch text, payload text)")
+        session.execute(f"CREATE TABLE {TABLE} (id int PRIMARY KEY, written text, payload text)")
         write(session, 0, 1000, "t1")
     step("full backup (with the schema)")
     dmf("backup", "snapshot", HOSTS, "--db-target", TABLE, "--backup-schema", "--new")
@@ -81,10 +81,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="dmf-demo-") as path:
         dmf("restore", "snapshot", HOSTS, path, TABLE, "--schema", "--time", point, "--get-commitlogs")
     with connect(block) as session:
-        rows = list(session.execute(f"SELECT id, batch FROM {TABLE}"))
+        rows = list(session.execute(f"SELECT id, written FROM {TABLE}"))
     batches = {}
     for row in rows:
-        batches[row.batch] = batches.get(row.batch, 0) + 1
+        batches[row.written] = batches.get(row.written, 0) + 1
     step("check")
     print(f"{len(rows)} rows back: {dict(sorted(batches.items()))}")
     ok = batches == {"t1": 1000, "t2": 200}

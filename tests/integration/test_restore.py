@@ -71,7 +71,7 @@ def test_backup_list_shows_the_history(history):
 
 
 def test_restore_to_time_between_t2_and_t3a(history, cluster_block, tmp_path):
-    summary = restore_snapshot(hosts=HOSTS, path=str(tmp_path), db_target=history["target"], schema=True,
+    summary = restore_snapshot(hosts=HOSTS, path=str(tmp_path), db_target=history["target"], restore_schema=True,
                                time=int(history["between_t2_t3a"]), get_commitlogs=True)
     assert rows(cluster_block, history["keyspace"], history["table"]) == set(range(150))
     assert summary["snapshot_ts"] == history["full"]["snapshot_ts"]
@@ -120,7 +120,7 @@ def test_replay_commitlogs_recovers_to_the_second(history, cluster_block, tmp_pa
     """Restore with replay to a time between t3a and t3b: exactly t1, t2 and t3a, nothing of t3b."""
     with connect(cluster_block) as session:
         session.execute(f"DROP TABLE IF EXISTS {history['target']}")
-    summary = restore_snapshot(hosts=HOSTS, path=str(tmp_path), db_target=history["target"], schema=True,
+    summary = restore_snapshot(hosts=HOSTS, path=str(tmp_path), db_target=history["target"], restore_schema=True,
                                time=history["between_t3a_t3b"], replay_commitlogs=True)
     assert rows(cluster_block, history["keyspace"], history["table"]) == set(range(170))
     assert set(summary["replayed_mutations"]) == set(HOSTS.split(","))
