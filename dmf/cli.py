@@ -36,8 +36,26 @@ def fail(message: str, code: int) -> None:
     raise typer.Exit(code)
 
 
+def quiet_console_tracebacks() -> None:
+    """The terminal gets Prefect's log lines without tracebacks (one readable line per failure).
+    Only the console's formatter class changes: the flow run's logs in the Prefect API are
+    formatted by their own handler and keep the traceback."""
+    from prefect.logging.formatters import PrefectFormatter
+    original = PrefectFormatter.format
+
+    def without_traceback(self, record):
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info = record.exc_text = record.stack_info = None
+        try:
+            return original(self, record)
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
+    PrefectFormatter.format = without_traceback
+
+
 def run_guarded(call):
     """Runs a flow; maps the product's errors to one readable line and an exit status."""
+    quiet_console_tracebacks()
     try:
         return call()
     except InputError as exc:

@@ -131,3 +131,11 @@ def test_replay_commitlogs_recovers_to_the_second(history, cluster_block, tmp_pa
         with RemoteHost(cluster_block, host) as remote:
             text = b"".join(remote.iter_file(f"{host.config_dir}/commitlog_archiving.properties")).decode()
         assert "restore_point_in_time" not in text and text.startswith("archive_command=")
+
+
+def test_cli_flow_failure_prints_no_traceback(history):
+    result = subprocess.run([sys.executable, "-m", "dmf.cli", "restore", "snapshot", HOSTS, "/tmp/x", "nosuchks.t"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stdout + result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "dmf: error: no complete backup covers nosuchks.t (see `dmf backup list`)"

@@ -13,6 +13,8 @@ from dmf.blocks import CassandraCluster
 from dmf.cql import connect
 from dmf.ssh import HostKeyRefused, RemoteError, RemoteHost, command_argv
 
+from .helpers import insert_rows, new_table
+
 pytestmark = pytest.mark.integration
 
 
@@ -23,31 +25,20 @@ def test_three_nodes_up(testbed):
 
 
 def test_write_and_read_rows_on_three_nodes(cluster_block):
-    keyspace = f"t_{uuid.uuid4().hex[:8]}"
+    keyspace, table = new_table(cluster_block, prefix="t")
+    insert_rows(cluster_block, keyspace, table, range(50))  # at CL ALL
     with connect(cluster_block) as session:
-        session.execute(f"CREATE KEYSPACE {keyspace} WITH replication = "
-                        "{'class': 'SimpleStrategy', 'replication_factor': 3}")
-        session.execute(f"CREATE TABLE {keyspace}.kv (k int PRIMARY KEY, v text)")
-        insert = session.prepare(f"INSERT INTO {keyspace}.kv (k, v) VALUES (?, ?)")
-        insert.consistency_level = ConsistencyLevel.ALL
-        for k in range(50):
-            session.execute(insert, (k, f"value-{k}"))
         hosts_seen = {h.address for h in session.cluster.metadata.all_hosts() if h.is_up}
         assert hosts_seen == {"127.0.0.1", "127.0.0.2", "127.0.0.3"}
         # CL ALL: every one of the three replicas answers the read.
-        rows = session.execute(SimpleStatement(f"SELECT k, v FROM {keyspace}.kv",
+        rows = session.execute(SimpleStatement(f"SELECT id, payload FROM {keyspace}.{table}",
                                                consistency_level=ConsistencyLevel.ALL))
-        assert sorted((r.k, r.v) for r in rows) == [(k, f"value-{k}") for k in range(50)]
+        assert sorted(r.id for r in rows) == list(range(50))
         session.execute(f"DROP KEYSPACE {keyspace}")
 
 
 def test_nodetool_snapshot_over_ssh(cluster_block):
-    keyspace = f"s_{uuid.uuid4().hex[:8]}"
-    with connect(cluster_block) as session:
-        session.execute(f"CREATE KEYSPACE {keyspace} WITH replication = "
-                        "{'class': 'SimpleStrategy', 'replication_factor': 3}")
-        session.execute(f"CREATE TABLE {keyspace}.kv (k int PRIMARY KEY, v text)")
-        session.execute(f"INSERT INTO {keyspace}.kv (k, v) VALUES (1, 'one')")
+    keyspace, table = new_table(cluster_block, rows=1, prefix="s")
     host = cluster_block.hosts[1]
     tag = f"itest-{uuid.uuid4().hex[:6]}"
     with RemoteHost(cluster_block, host) as remote:

@@ -1,0 +1,98 @@
+"""Backup benchmark on the test bed: raw boto3 upload of a snapshot's files vs `dmf backup snapshot`
+(full), at two data sizes, then an incremental after ~1% new data. Prints one comparison table.
+
+    .venv/bin/dmf-testbed up && .venv/bin/python bench/backup.py [--sizes 64,256]
+
+Each measured phase runs in its own interpreter, so peak RSS is that phase's own.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import boto3.s3.transfer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (KEYSPACE, ROW_BYTES, TABLE, bed, ensure_table, nodetool, parse_args,  # noqa: E402
+                    peak_rss_mib, run_child, table, write_rows)
+
+MIB = 2**20
+
+
+def snapshot_files(tb, tag: str) -> list[Path]:
+    data = tb.node(1).dir("data") / KEYSPACE
+    return [p for p in data.glob(f"{TABLE}-*/snapshots/{tag}/*") if p.is_file()]
+
+
+def phase_raw(params: dict) -> dict:
+    """boto3's own managed upload of the same files from local disk, same part size and concurrency."""
+    tb, _, repo = bed()
+    tag = f"bench-raw-{int(time.time())}"
+    nodetool(tb, "snapshot", "-t", tag, "-kt", f"{KEYSPACE}.{TABLE}")
+    files = snapshot_files(tb, tag)
+    s3 = repo.client()
+    config = boto3.s3.transfer.TransferConfig(multipart_chunksize=repo.part_size_mib * MIB,
+                                              multipart_threshold=repo.part_size_mib * MIB,
+                                              max_concurrency=repo.max_concurrency)
+    started = time.monotonic()
+    for path in files:
+        s3.upload_file(str(path), repo.bucket, f"bench-raw/{tag}/{path.name}", Config=config)
+    seconds = time.monotonic() - started
+    nodetool(tb, "clearsnapshot", "-t", tag)
+    total = sum(p.stat().st_size for p in files)
+    return {"bytes": total, "seconds": seconds, "rss": peak_rss_mib()}
+
+
+def phase_dmf(params: dict) -> dict:
+    from dmf.flows.backup_snapshot import backup_snapshot
+    summary = backup_snapshot(hosts="127.0.0.1", db_target=f"{KEYSPACE}.{TABLE}", new=params["new"])
+    return {"bytes": summary["bytes"], "seconds": summary["seconds"], "kind": summary["kind"], "rss": peak_rss_mib()}
+
+
+def live_bytes(tb) -> int:
+    for line in nodetool(tb, "tablestats", f"{KEYSPACE}.{TABLE}").splitlines():
+        if "Space used (live):" in line:
+            return int(line.split(":")[1])
+    raise RuntimeError("no live size in nodetool tablestats")
+
+
+def main() -> None:
+    args = parse_args(__doc__, {"raw": phase_raw, "dmf": phase_dmf}, lambda parser: parser.add_argument(
+        "--sizes", default="64,256", help="data sizes in MiB (per replica)"))
+
+    tb, block, _ = bed()
+    ensure_table(block)
+    nodetool(tb, "disableautocompaction", KEYSPACE, TABLE)
+    rows_written, results = 0, []
+    for size in [int(s) for s in args.sizes.split(",")]:
+        target_rows = size * MIB // ROW_BYTES
+        write_rows(block, rows_written, target_rows - rows_written)
+        rows_written = target_rows
+        nodetool(tb, "flush", KEYSPACE, TABLE)
+        raw = run_child("raw")
+        full = run_child("dmf", new=True)
+        results.append((size, raw, full))
+    before = live_bytes(tb)
+    write_rows(block, rows_written, max(1, rows_written // 100))
+    nodetool(tb, "flush", KEYSPACE, TABLE)
+    delta = live_bytes(tb) - before
+    incremental = run_child("dmf", new=False)
+
+    rows = []
+    for size, raw, full in results:
+        raw_rate, dmf_rate = raw["bytes"] / MIB / raw["seconds"], full["bytes"] / MIB / full["seconds"]
+        rows.append([f"{size} MiB", "raw boto3 upload_file", f"{raw['bytes'] / MIB:.0f}", f"{raw['seconds']:.1f}",
+                     f"{raw_rate:.1f}", "1.00", f"{raw['rss']:.0f}"])
+        rows.append([f"{size} MiB", "dmf backup snapshot (full)", f"{full['bytes'] / MIB:.0f}",
+                     f"{full['seconds']:.1f}", f"{dmf_rate:.1f}", f"{dmf_rate / raw_rate:.2f}", f"{full['rss']:.0f}"])
+    rows.append([f"+{delta / MIB:.1f} MiB", f"dmf backup snapshot ({incremental['kind']})",
+                 f"{incremental['bytes'] / MIB:.1f}", f"{incremental['seconds']:.1f}",
+                 f"{incremental['bytes'] / MIB / incremental['seconds']:.1f}",
+                 f"bytes/delta {incremental['bytes'] / delta:.2f}", f"{incremental['rss']:.0f}"])
+    print(table(rows, ["data", "method", "MiB", "s", "MiB/s", "ratio", "peak RSS MiB"]))
+    nodetool(tb, "enableautocompaction", KEYSPACE, TABLE)
+
+
+if __name__ == "__main__":
+    main()

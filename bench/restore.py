@@ -1,0 +1,78 @@
+"""Restore benchmark on the test bed: raw boto3 download of the objects of the latest full
+backup of bench.data vs the restore's download phase, and the whole restore time.
+
+    .venv/bin/python bench/backup.py   # first: it creates the backups
+    .venv/bin/python bench/restore.py
+"""
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import boto3.s3.transfer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import KEYSPACE, TABLE, bed, parse_args, peak_rss_mib, run_child, table  # noqa: E402
+
+MIB = 2**20
+
+
+def latest_chain():
+    from dmf.core.catalog import resolve_chain
+    from dmf.core.targets import DbTarget
+    from dmf.core.timestamps import utcnow
+    from dmf.repository import Repository
+    from dmf.storage import Storage
+    _, _, repo = bed()
+    chain = resolve_chain(Repository(Storage(repo)).catalog(), DbTarget.parse(f"{KEYSPACE}.{TABLE}"), utcnow())
+    if chain is None:
+        sys.exit("no backup of bench.data: run bench/backup.py first")
+    return chain
+
+
+def phase_raw(params: dict) -> dict:
+    _, _, repo = bed()
+    chain = latest_chain()
+    keys = [(m.set.file_key(f.path), f.size) for m in chain.manifests for f in m.files]
+    s3 = repo.client()
+    config = boto3.s3.transfer.TransferConfig(multipart_chunksize=repo.part_size_mib * MIB,
+                                              max_concurrency=repo.max_concurrency)
+    target = Path(tempfile.mkdtemp(prefix="bench-raw-"))
+    started = time.monotonic()
+    for i, (key, _) in enumerate(keys):
+        s3.download_file(repo.bucket, key, str(target / f"{i}"), Config=config)
+    seconds = time.monotonic() - started
+    shutil.rmtree(target)
+    return {"bytes": sum(size for _, size in keys), "seconds": seconds, "rss": peak_rss_mib()}
+
+
+def phase_dmf(params: dict) -> dict:
+    from dmf.flows.restore_snapshot import restore_snapshot
+    target = Path(tempfile.mkdtemp(prefix="bench-dmf-"))
+    try:
+        summary = restore_snapshot(hosts="127.0.0.1,127.0.0.2,127.0.0.3", path=str(target),
+                                   db_target=f"{KEYSPACE}.{TABLE}")
+    finally:
+        shutil.rmtree(target)
+    return {"bytes": summary["bytes"], "download_seconds": summary["download_seconds"],
+            "seconds": summary["seconds"], "rss": peak_rss_mib()}
+
+
+def main() -> None:
+    parse_args(__doc__, {"raw": phase_raw, "dmf": phase_dmf})
+    raw, dmf = run_child("raw"), run_child("dmf")
+    raw_rate = raw["bytes"] / MIB / raw["seconds"]
+    dmf_rate = dmf["bytes"] / MIB / dmf["download_seconds"]
+    print(table([
+        ["raw boto3 download_file", f"{raw['bytes'] / MIB:.0f}", f"{raw['seconds']:.1f}", f"{raw_rate:.1f}", "1.00",
+         "", f"{raw['rss']:.0f}"],
+        ["dmf restore: download+verify phase", f"{dmf['bytes'] / MIB:.0f}", f"{dmf['download_seconds']:.1f}",
+         f"{dmf_rate:.1f}", f"{dmf_rate / raw_rate:.2f}", f"{dmf['seconds']:.1f}", f"{dmf['rss']:.0f}"],
+    ], ["method", "MiB", "s", "MiB/s", "ratio", "whole restore s", "peak RSS MiB"]))
+
+
+if __name__ == "__main__":
+    main()
