@@ -64,8 +64,9 @@ def run_child(phase: str, **params) -> dict:
     """Runs `bench/<script> --phase …` in a fresh interpreter: its peak RSS is its own."""
     script = Path(sys.argv[0]).resolve()
     out = subprocess.run([sys.executable, str(script), "--phase", phase, "--params", json.dumps(params)],
-                         check=True, capture_output=True, text=True,
-                         env={**os.environ, "PREFECT_LOGGING_LEVEL": "WARNING"})
+                         capture_output=True, text=True, env={**os.environ, "PREFECT_LOGGING_LEVEL": "WARNING"})
+    if out.returncode != 0:
+        sys.exit(f"bench phase {phase} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -19,8 +19,9 @@ class S3Repository(Block):
     bucket: str = Field(description="Bucket that holds the backups.")
     credentials: AwsCredentials = Field(default_factory=AwsCredentials,
                                         description="Access key, secret, region and endpoint (aws_client_parameters).")
-    part_size_mib: int = Field(default=64, ge=5, le=5120,
-                               description="Multipart part size in MiB; a part is the unit held in memory per transfer.")
+    part_size_mib: int = Field(default=16, ge=5, le=5120,
+                               description="Multipart part size in MiB; one part per transfer is held in memory, "
+                                           "so memory is about part size x max_concurrency whatever the data size.")
     max_concurrency: int = Field(default=8, ge=1, le=64,
                                  description="Parallel object transfers per host.")
 

@@ -56,8 +56,10 @@ def quiet_console_tracebacks() -> None:
 def run_guarded(call):
     """Runs a flow; maps the product's errors to one readable line and an exit status."""
     quiet_console_tracebacks()
+    from dmf.reporting import console_progress
     try:
-        return call()
+        with console_progress():
+            return call()
     except InputError as exc:
         fail(str(exc), 2)
     except DmfError as exc:
@@ -78,7 +80,7 @@ def print_summary(summary: dict) -> None:
     mib = summary["bytes"] / 2**20
     typer.echo(f"{summary['kind']} backup {summary['set_ts']} (snapshot {summary['snapshot_ts']}): "
                f"{len(summary['hosts'])} host(s), {summary['files']} files, {mib:.1f} MiB in "
-               f"{summary['seconds']:.1f}s ({summary['mb_per_s']:.1f} MB/s)")
+               f"{summary['seconds']:.1f}s (transfer {summary['transfer_seconds']:.1f}s, {summary['mb_per_s']:.1f} MB/s)")
 
 
 @backup_app.command("snapshot")

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 CHUNK = 1024 * 1024
 # Larger SSH windows keep the pipe full on fast links (paramiko's default is 2 MiB).
-WINDOW = 16 * 1024 * 1024
+WINDOW = 4 * 1024 * 1024
 _KEY_TYPES = (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey)
 
 

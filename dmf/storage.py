@@ -51,22 +51,27 @@ def multipart_etag(part_md5s: list[bytes]) -> str:
 
 
 class _Rechunker:
-    """Turns an iterator of arbitrary chunks into parts of exactly `size` bytes (last one shorter)."""
+    """Turns an iterator of arbitrary chunks into parts of exactly `size` bytes (last one shorter),
+    holding at most one part plus one chunk."""
 
     def __init__(self, chunks: Iterable[bytes], size: int):
         self._chunks = iter(chunks)
         self._size = size
-        self._buffer = bytearray()
 
     def __iter__(self) -> Iterator[bytes]:
+        pending: list[bytes] = []
+        held = 0
         for chunk in self._chunks:
-            self._buffer += chunk
-            while len(self._buffer) >= self._size:
-                part = bytes(self._buffer[: self._size])
-                del self._buffer[: self._size]
-                yield part
-        if self._buffer:
-            yield bytes(self._buffer)
+            while chunk:
+                take = min(len(chunk), self._size - held)
+                pending.append(chunk[:take] if take < len(chunk) else chunk)
+                held += take
+                chunk = chunk[take:]
+                if held == self._size:
+                    yield b"".join(pending)
+                    pending, held = [], 0
+        if held:
+            yield b"".join(pending)
 
 
 class Storage:

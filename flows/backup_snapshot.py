@@ -9,10 +9,12 @@ db-target and host set is in the bucket; otherwise a new full snapshot.
 from __future__ import annotations
 
 import time
+from datetime import datetime, timedelta
 
 from prefect import allow_failure, flow, get_run_logger
 
 from dmf.blocks import DEFAULT_BLOCK, CassandraCluster, S3Repository
+from dmf.core.catalog import Catalog
 from dmf.core.errors import DmfError, InputError
 from dmf.core.keys import SetRef, schema_key
 from dmf.core.targets import DbTarget, parse_hosts
@@ -39,12 +41,26 @@ def check_target(target: DbTarget, tables: dict[str, list[str]]) -> None:
         raise InputError(f"table {target.keyspace}.{target.table} does not exist in the cluster")
 
 
+def clean_incomplete(repo: Repository, catalog: Catalog, hosts: tuple[str, ...], before: datetime) -> None:
+    """Removes the objects of sets a failed run left without a manifest (on these hosts, older than
+    the grace period, so a run still uploading elsewhere is never touched)."""
+    logger = get_run_logger()
+    for group in (*catalog.fulls, *catalog.increments):
+        if group.complete or group.time >= before:
+            continue
+        for node, info in group.sets.items():
+            if info.manifest is None and node in hosts:
+                removed = repo.delete_set(info.ref)
+                logger.info("removed %d object(s) of incomplete set %s", removed, info.ref.prefix)
+
+
 @flow(name="backup-snapshot")
 def backup_snapshot(hosts: str | list[str] | None = None, db_target: str | None = None, new: bool = False,
                     backup_schema: bool = False, cluster_block: str = DEFAULT_BLOCK,
-                    repository_block: str = DEFAULT_BLOCK) -> dict:
+                    repository_block: str = DEFAULT_BLOCK, incomplete_grace_minutes: int = 1440) -> dict:
     """Back up HOSTS (comma-separated; default every host of the cluster block) to S3:
-    full, or incremental by the seed's rule."""
+    full, or incremental by the seed's rule. Sets that an earlier failed run left without a
+    manifest on these hosts, older than `incomplete_grace_minutes`, are removed first."""
     logger = get_run_logger()
     started = time.monotonic()
     target = DbTarget.parse(db_target)
@@ -64,8 +80,10 @@ def backup_snapshot(hosts: str | list[str] | None = None, db_target: str | None 
         schema = describe_schema(session, target, keyspaces) if backup_schema else None
 
     repo = Repository(Storage(repository))
-    previous = None if new else repo.catalog().latest_full_for_backup(target, host_list)
+    catalog = repo.catalog()
     now = utcnow()
+    clean_incomplete(repo, catalog, host_list, now - timedelta(minutes=incomplete_grace_minutes))
+    previous = None if new else catalog.latest_full_for_backup(target, host_list)
     incremental = previous is not None
     snapshot_ts = previous.snapshot_ts if incremental else now
     kind = "incremental" if incremental else "full"
@@ -75,7 +93,7 @@ def backup_snapshot(hosts: str | list[str] | None = None, db_target: str | None 
         repo.storage.put_bytes(schema_key(snapshot_ts), schema.encode(), "text/plain")
 
     tag = f"dmf-{format_ts(now)}"
-    sealed, finals = {}, []
+    uploads, sealed, finals = {}, {}, []
     for address in host_list:
         if incremental:
             ref = SetRef.incremental(snapshot_ts, address, now)
@@ -86,8 +104,8 @@ def backup_snapshot(hosts: str | list[str] | None = None, db_target: str | None 
             before = list_backups.submit(cluster, address, target)
             files = take_snapshot.submit(cluster, address, tag, target, keyspaces, wait_for=[before])
             to_delete = list_superseded_backups.submit(cluster, address, target, before, files)
-        entries = upload_set.submit(cluster, repository, ref, files)
-        sealed[address] = seal_set.submit(repository, ref, entries, facts[address], str(target), host_list)
+        uploads[address] = upload_set.submit(cluster, repository, ref, files)
+        sealed[address] = seal_set.submit(repository, ref, uploads[address], facts[address], str(target), host_list)
         finals.append(delete_files.submit(cluster, address, to_delete, wait_for=[sealed[address]]))
         if not incremental:
             # Runs whether or not the upload worked: never leave hard links behind.
@@ -109,9 +127,12 @@ def backup_snapshot(hosts: str | list[str] | None = None, db_target: str | None 
     files_count = sum(len(m.files) for m in manifests)
     total = sum(m.total_bytes for m in manifests)
     seconds = time.monotonic() - started
+    transfers = [f.result() for f in uploads.values()]
+    transfer_seconds = max(t.finished for t in transfers) - min(t.started for t in transfers)
     summary = {"kind": kind, "snapshot_ts": format_ts(snapshot_ts), "set_ts": format_ts(now),
                "hosts": list(host_list), "db_target": str(target), "files": files_count, "bytes": total,
-               "seconds": round(seconds, 2), "mb_per_s": round(total / 1e6 / seconds, 2) if seconds else 0.0}
+               "seconds": round(seconds, 2), "transfer_seconds": round(transfer_seconds, 2),
+               "mb_per_s": round(total / 1e6 / transfer_seconds, 2) if transfer_seconds > 0 else 0.0}
     logger.info("%s backup complete: %d files, %.1f MiB from %d hosts in %.1fs", kind, files_count,
                 total / 2**20, len(host_list), seconds)
     publish_summary("backup-snapshot", summary, f"{kind} backup of {target or 'all keyspaces'}: every object "

@@ -15,7 +15,7 @@ from dmf.ssh import RemoteHost
 from dmf.storage import Storage
 from dmf.transfer import upload_files
 from dmf.tasks.common import RETRY, TASK_DEFAULTS
-from dmf.tasks.upload import seal_set
+from dmf.tasks.upload import Uploaded, seal_set
 
 SEGMENT = re.compile(r"CommitLog-\d+-\d+\.log")
 
@@ -41,7 +41,7 @@ def ship_host_commitlogs(cluster: CassandraCluster, repository: S3Repository, fa
             return {"host": facts.address, "host_id": facts.host_id, "segments": 0, "bytes": 0}
         ref = SetRef.commitlog(snapshot_ts, facts.host_id, utcnow())
         entries = upload_files(cluster, host, Storage(repository), ref, pending, resume=True)
-        seal_set.fn(repository, ref, entries, facts, "", (facts.address,))
+        seal_set.fn(repository, ref, Uploaded(entries, 0.0, 0.0), facts, "", (facts.address,))
         node.delete_files([f.path for f in pending])
     total = sum(e.size for e in entries)
     logger.info("%s: shipped %d segments (%.1f MiB) to %s", facts.address, len(entries), total / 2**20, ref.prefix)

@@ -13,6 +13,7 @@ from dmf.core.targets import DbTarget
 from dmf.cql import connect
 from dmf.download import Fetch, fetch_all
 from dmf.loader import import_unit, run_sstableloader
+from dmf.reporting import TransferProgress
 from dmf.replay import replay_on_host, restore_point
 from dmf.restore_plan import LoadUnit
 from dmf.ssh import RemoteHost
@@ -23,7 +24,8 @@ from dmf.tasks.common import RETRY, TASK_DEFAULTS
 @task(name="download", **TASK_DEFAULTS, **RETRY)
 def download(repository: S3Repository, fetches: list[Fetch]) -> dict:
     """Parallel verified download; files already present and verified are skipped (resume)."""
-    transferred = fetch_all(Storage(repository), fetches, repository.max_concurrency)
+    progress = TransferProgress("download", sum(f.size for f in fetches))
+    transferred = fetch_all(Storage(repository), fetches, repository.max_concurrency, progress)
     total = sum(f.size for f in fetches)
     get_run_logger().info("%d files (%.1f MiB) verified in place, %d downloaded now", len(fetches),
                           total / 2**20, transferred)

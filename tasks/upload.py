@@ -1,6 +1,9 @@
 """Upload a host's files to its set, then seal the set with its manifest."""
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
+
 from prefect import get_run_logger, task
 from prefect.runtime import task_run
 
@@ -11,6 +14,7 @@ from dmf.core.manifest import FileEntry, Manifest
 from dmf.core.timestamps import utcnow
 from dmf.cql import NodeFacts
 from dmf.node import SourceFile
+from dmf.reporting import TransferProgress
 from dmf.repository import Repository
 from dmf.storage import Storage
 from dmf.transfer import upload_files
@@ -18,22 +22,32 @@ from dmf.transfer import upload_files
 from dmf.tasks.common import RETRY, TASK_DEFAULTS
 
 
+@dataclass(frozen=True)
+class Uploaded:
+    entries: list[FileEntry]
+    started: float   # time.time() bounds of the transfer, for the run's throughput
+    finished: float
+
+
 @task(name="upload-set", task_run_name="upload-{set_ref.node}", **TASK_DEFAULTS, **RETRY)
 def upload_set(cluster: CassandraCluster, repository: S3Repository, set_ref: SetRef,
-               files: list[SourceFile]) -> list[FileEntry]:
+               files: list[SourceFile]) -> Uploaded:
     """Streams every file node → S3, verified; a retry keeps what the failed attempt verified."""
+    progress = TransferProgress(f"upload {set_ref.node}", sum(f.size for f in files))
+    started = time.time()
     entries = upload_files(cluster, cluster.host(set_ref.node), Storage(repository), set_ref, files,
-                           resume=task_run.run_count > 1)
-    get_run_logger().info("%s: %d files, %.1f MiB uploaded and verified under %s", set_ref.node,
-                          len(entries), sum(e.size for e in entries) / 2**20, set_ref.prefix)
-    return entries
+                           resume=task_run.run_count > 1, progress=progress)
+    finished = time.time()
+    get_run_logger().info("%s: %d files, %.1f MiB uploaded and verified under %s in %.1fs", set_ref.node,
+                          len(entries), sum(e.size for e in entries) / 2**20, set_ref.prefix, finished - started)
+    return Uploaded(entries, started, finished)
 
 
 @task(name="seal-set", task_run_name="seal-{set_ref.node}", **TASK_DEFAULTS, **RETRY)
-def seal_set(repository: S3Repository, set_ref: SetRef, entries: list[FileEntry], facts: NodeFacts,
+def seal_set(repository: S3Repository, set_ref: SetRef, uploaded: Uploaded, facts: NodeFacts,
              db_target: str, hosts: tuple[str, ...]) -> Manifest:
     """Writes the manifest last: its presence is what makes the set complete."""
-    manifest = Manifest(set=set_ref, files=tuple(entries), host=facts.address, host_id=facts.host_id,
+    manifest = Manifest(set=set_ref, files=tuple(uploaded.entries), host=facts.address, host_id=facts.host_id,
                         created_at=utcnow(), db_target=db_target, hosts=hosts, tokens=facts.tokens,
                         cassandra_version=facts.cassandra_version, schema_version=facts.schema_version)
     Repository(Storage(repository)).write_manifest(manifest)

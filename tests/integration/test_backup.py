@@ -164,8 +164,11 @@ def test_failed_host_leaves_nothing_complete(testbed, cluster_block, repository_
     groups = [g for g in cat.fulls if g.db_target == target]
     assert len(groups) == 1 and not groups[0].complete
     assert cat.latest_full_for_backup(DbTarget.parse(target), HOSTS.split(",")) is None
-    # The next run does not build on the incomplete set: it takes a new full snapshot.
-    assert backup_snapshot(hosts=HOSTS, db_target=target)["kind"] == "full"
+    failed_prefix = f"{groups[0].snapshot_ts.strftime('%Y%m%d%H%M%S')}/127.0.0.1/snapshots/"
+    assert keys_under(repository_block, failed_prefix)  # data objects without a manifest
+    # The next run does not build on the incomplete set: it cleans it and takes a new full snapshot.
+    assert backup_snapshot(hosts=HOSTS, db_target=target, incomplete_grace_minutes=0)["kind"] == "full"
+    assert keys_under(repository_block, failed_prefix) == []
 
 
 def test_commitlogs_shipped_after_writes(testbed, cluster_block, repository_block):

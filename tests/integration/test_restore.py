@@ -139,3 +139,18 @@ def test_cli_flow_failure_prints_no_traceback(history):
     assert result.returncode == 2
     assert "Traceback" not in result.stdout + result.stderr
     assert result.stderr.strip().splitlines()[-1] == "dmf: error: no complete backup covers nosuchks.t (see `dmf backup list`)"
+
+
+def test_restore_with_nodetool_import(testbed, cluster_block, tmp_path):
+    """--mode import: each host gets its own SSTables back and loads them with nodetool import."""
+    keyspace, table = new_table(cluster_block, rows=80, prefix="i")
+    target = f"{keyspace}.{table}"
+    backup_snapshot(hosts=HOSTS, db_target=target)
+    with connect(cluster_block) as session:
+        session.execute(f"TRUNCATE {target}")
+    assert rows(cluster_block, keyspace, table) == set()
+    summary = restore_snapshot(hosts=HOSTS, path=str(tmp_path), db_target=target, mode="import")
+    assert summary["mode"] == "import" and len(summary["loaded"]) == 3
+    assert rows(cluster_block, keyspace, table) == set(range(80))
+    with pytest.raises(InputError, match="HOSTS must include"):
+        restore_snapshot(hosts="127.0.0.1", path=str(tmp_path), db_target=target, mode="import")
