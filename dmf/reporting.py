@@ -1,6 +1,7 @@
 """What runs show while and after they work: Prefect artifacts (UI) and progress bars (CLI)."""
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -45,6 +46,9 @@ class TransferProgress:
         self._lock = threading.Lock()
         self._last = 0.0
         self._artifact = create_progress_artifact(progress=0.0, description=description)
+        # Transfer threads do not inherit the run's context (its Prefect settings and client):
+        # updates run in a copy of the context the transfer was created in.
+        self._context = contextvars.copy_context()
         self._bar = _console.add_task(description, total=self.total) if _console else None
 
     def __call__(self, nbytes: int) -> None:
@@ -58,6 +62,7 @@ class TransferProgress:
             _console.update(self._bar, completed=self.done)
         if due:
             try:
-                update_progress_artifact(self._artifact, progress=min(100.0, 100.0 * self.done / self.total))
+                self._context.copy().run(update_progress_artifact, self._artifact,
+                                         progress=min(100.0, 100.0 * self.done / self.total))
             except Exception as exc:  # noqa: BLE001 — a progress display never fails a transfer
                 log.warning("progress artifact not updated: %s", exc)

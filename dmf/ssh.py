@@ -221,6 +221,31 @@ class RemoteHost:
         finally:
             channel.close()
 
+    def read_range(self, path: str, offset: int, length: int) -> bytes:
+        """`length` bytes of a remote file from `offset` (GNU dd), on a channel of its own."""
+        channel = self._channel(["dd", f"if={path}", "bs=1M", f"skip={offset}", f"count={length}",
+                                 "iflag=skip_bytes,count_bytes", "status=none"], timeout=300)
+        data = bytearray()
+        try:
+            while chunk := channel.recv(CHUNK):
+                data += chunk
+            status = channel.recv_exit_status()
+            if status != 0:
+                err = channel.recv_stderr(4096).decode(errors="replace").strip()
+                raise RemoteError(f"{self.host.address}: cannot read {path}: {err or f'dd exited {status}'}")
+        except socket.timeout:
+            raise RemoteError(f"{self.host.address}: reading {path} timed out") from None
+        finally:
+            channel.close()
+        return bytes(data)
+
+    def sha256(self, path: str) -> str:
+        """SHA-256 of a remote file, computed on the host."""
+        digest = self.run(["sha256sum", "--", path], timeout=3600).stdout.split(maxsplit=1)[:1]
+        if not digest or len(digest[0]) != 64:
+            raise RemoteError(f"{self.host.address}: sha256sum gave no digest for {path}")
+        return digest[0]
+
     def write_file(self, path: str, source: BinaryIO, chunk: int = CHUNK) -> int:
         """Streams `source` into a remote file via SFTP; returns the bytes written."""
         written = 0

@@ -11,6 +11,7 @@ import hashlib
 import logging
 import math
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -199,6 +200,48 @@ class Storage:
             raise
         self._verify(key, response.get("ETag"), multipart_etag(md5s), size)
         return StoredObject(key, size, sha256.hexdigest())
+
+    def upload_parts(self, key: str, size: int, read_part: Callable[[int, int], bytes],
+                     whole_sha256: Callable[[], str], parts_pool: Executor,
+                     progress: Callable[[int], None] | None = None) -> StoredObject:
+        """A large file: its parts are read (`read_part(offset, length)`) and uploaded in parallel on
+        `parts_pool`, whose size bounds the parts in memory. The upload is verified by its multipart
+        ETag; the whole-file SHA-256 comes from `whole_sha256()`, computed where the file is, meanwhile."""
+        part_size = part_size_for(size, self.repository.part_size_mib * MIB)
+        try:
+            upload_id = self.s3.create_multipart_upload(Bucket=self.bucket, Key=key)["UploadId"]
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail("create multipart upload", key, exc) from None
+
+        def one(number: int, offset: int, length: int) -> tuple[int, str, bytes]:
+            data = read_part(offset, length)
+            if len(data) != length:
+                raise VerificationError(f"{key}: read {len(data)} bytes at {offset}, expected {length} (file changed?)")
+            md5 = hashlib.md5(data).digest()
+            response = self.s3.upload_part(Bucket=self.bucket, Key=key, UploadId=upload_id,
+                                           PartNumber=number, Body=data)
+            if progress:
+                progress(length)
+            return number, response["ETag"], md5
+
+        futures = [parts_pool.submit(one, number, offset, min(part_size, size - offset))
+                   for number, offset in enumerate(range(0, size, part_size), start=1)]
+        try:
+            digest = whole_sha256()
+            results = sorted(f.result() for f in futures)
+            response = self.s3.complete_multipart_upload(
+                Bucket=self.bucket, Key=key, UploadId=upload_id,
+                MultipartUpload={"Parts": [{"PartNumber": n, "ETag": etag} for n, etag, _ in results]})
+        except BaseException as exc:
+            for future in futures:
+                future.cancel()
+            wait(futures)
+            self._abort(key, upload_id)
+            if isinstance(exc, (ClientError, BotoCoreError)):
+                raise self._fail("upload", key, exc) from None
+            raise
+        self._verify(key, response.get("ETag"), multipart_etag([md5 for _, _, md5 in results]), size)
+        return StoredObject(key, size, digest)
 
     def _abort(self, key: str, upload_id: str) -> None:
         try:

@@ -1,7 +1,9 @@
 """Parallel, streamed, verified transfers between a node and the bucket.
 
-Bytes go node → SSH channel → S3 part, never staged on the manager's disk; memory per
-transfer is one part. Each worker thread has its own SSH connection to the node.
+Bytes go node → SSH channel → S3 part, never staged on the manager's disk. Files go in parallel;
+a file larger than a part also has its parts read (byte ranges, one SSH channel each) and
+uploaded in parallel, on a pool whose size bounds the parts held in memory. Each worker thread
+has its own SSH connection to the node, opened one at a time (sshd's MaxStartups).
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from dmf.core.keys import SetRef
 from dmf.core.manifest import FileEntry
 from dmf.node import SourceFile
 from dmf.ssh import RemoteHost
-from dmf.storage import Storage
+from dmf.storage import MIB, Storage
 
 Progress = Callable[[int], None]
 
@@ -31,10 +33,10 @@ class ConnectionPool:
     def get(self) -> RemoteHost:
         remote = getattr(self._local, "remote", None)
         if remote is None:
-            remote = RemoteHost(self.cluster, self.host).connect()
-            self._local.remote = remote
             with self._lock:
+                remote = RemoteHost(self.cluster, self.host).connect()
                 self._all.append(remote)
+            self._local.remote = remote
         return remote
 
     def close(self) -> None:
@@ -48,6 +50,9 @@ def upload_files(cluster: CassandraCluster, host: CassandraHost, storage: Storag
                  files: list[SourceFile], *, resume: bool, progress: Progress | None = None) -> list[FileEntry]:
     """Uploads every file to `set_ref`; with `resume`, keeps objects a previous attempt verified."""
     pool = ConnectionPool(cluster, host)
+    part_size = storage.repository.part_size_mib * MIB
+    concurrency = storage.repository.max_concurrency
+    parts_pool = ThreadPoolExecutor(concurrency, thread_name_prefix=f"part-{host.address}")
 
     def one(source: SourceFile) -> FileEntry:
         remote = pool.get()
@@ -57,14 +62,19 @@ def upload_files(cluster: CassandraCluster, host: CassandraHost, storage: Storag
             stored = storage.match_existing(key, source.size, lambda: remote.iter_file(source.path))
             if stored is not None and progress:
                 progress(source.size)
-        if stored is None:
+        if stored is None and source.size > part_size:
+            stored = storage.upload_parts(key, source.size,
+                                          lambda offset, length: pool.get().read_range(source.path, offset, length),
+                                          lambda: remote.sha256(source.path), parts_pool, progress=progress)
+        elif stored is None:
             stored = storage.upload_stream(key, remote.iter_file(source.path), source.size, progress=progress)
         return FileEntry(source.relpath, stored.size, stored.sha256)
 
     try:
-        with ThreadPoolExecutor(storage.repository.max_concurrency, thread_name_prefix=f"up-{host.address}") as ex:
+        with ThreadPoolExecutor(concurrency, thread_name_prefix=f"up-{host.address}") as ex:
             futures = [ex.submit(one, f) for f in sorted(files, key=lambda f: -f.size)]
             entries = [f.result() for f in as_completed(futures)]
     finally:
+        parts_pool.shutdown(wait=True, cancel_futures=True)
         pool.close()
     return sorted(entries, key=lambda e: e.path)

@@ -1,7 +1,9 @@
 """backup-snapshot and ship-commitlogs against the three-node test bed."""
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -12,6 +14,7 @@ from dmf.blocks import S3Repository
 from dmf.core.keys import parse_key
 from dmf.core.targets import DbTarget
 from dmf.cql import connect
+from dmf.flows.backup_registry import backup_registry
 from dmf.flows.backup_snapshot import BackupFailed, backup_snapshot
 from dmf.flows.ship_commitlogs import ship_commitlogs
 from dmf.repository import Repository
@@ -203,3 +206,47 @@ def test_bad_input_is_one_line(args, message):
     result = subprocess.run([sys.executable, "-m", "dmf.cli", *args], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_registry_backup_masks_secrets(testbed, repository_block):
+    result = backup_registry()
+    keys = keys_under(repository_block, result["prefix"])
+    assert result["prefix"] + "manifest.json" in keys
+    assert result["prefix"] + "blocks/dmf-s3-repository/default.json" in keys
+    assert result["prefix"] + "blocks/dmf-cassandra-cluster/default.json" in keys
+    for address in HOSTS.split(","):
+        assert f"{result['prefix']}nodes/{address}/cassandra.yaml" in keys
+        assert f"{result['prefix']}nodes/{address}/commitlog_archiving.properties" in keys
+    s3 = repository_block.client()
+
+    def document(name: str) -> str:
+        return s3.get_object(Bucket=repository_block.bucket, Key=f"{result['prefix']}blocks/{name}.json")["Body"].read().decode()
+    repo_doc, cluster_doc = document("dmf-s3-repository/default"), document("dmf-cassandra-cluster/default")
+    assert "testbed-secret-key" not in repo_doc
+    assert json.loads(repo_doc)["credentials"]["aws_secret_access_key"] == "**********"
+    assert json.loads(cluster_doc)["cql_password"] == "**********"
+    assert json.loads(cluster_doc)["hosts"][0]["address"] == "127.0.0.1"  # the configuration itself is there
+
+
+def test_large_files_go_in_parallel_parts(testbed, cluster_block, repository_block, monkeypatch):
+    """Files larger than a part are read as byte ranges and uploaded part by part in parallel; an
+    injected part failure is retried, and the stored bytes hash to the manifest's SHA-256."""
+    keyspace, table = new_table(cluster_block, prefix="p")
+    with connect(cluster_block) as session:  # ~11 MiB of incompressible rows per replica
+        insert = session.prepare(f"INSERT INTO {keyspace}.{table} (id, payload) VALUES (?, ?)")
+        for i in range(700):
+            session.execute(insert, (i, os.urandom(8000).hex()))
+    repository_block.model_copy(update={"part_size_mib": 5}).save("small-parts", overwrite=True)
+    recorder = S3Recorder(monkeypatch, fail_op="UploadPart", fail_times=1)
+    summary = backup_snapshot(hosts="127.0.0.1", db_target=f"{keyspace}.{table}", repository_block="small-parts")
+    assert recorder.failures_left == 0
+    prefix = f"{summary['snapshot_ts']}/127.0.0.1/snapshots/"
+    manifest = Repository(Storage(repository_block)).read_manifest(parse_key(prefix + "manifest.json").set)
+    big = [f for f in manifest.files if f.size > 5 * 2**20]
+    assert big, [f.size for f in manifest.files]
+    s3 = repository_block.client()
+    for entry in big:
+        head = s3.head_object(Bucket=repository_block.bucket, Key=prefix + entry.path)
+        assert head["ETag"].strip('"').endswith(f"-{-(-entry.size // (5 * 2**20))}")  # really multipart
+        body = s3.get_object(Bucket=repository_block.bucket, Key=prefix + entry.path)["Body"].read()
+        assert hashlib.sha256(body).hexdigest() == entry.sha256 and len(body) == entry.size
