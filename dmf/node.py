@@ -32,10 +32,7 @@ class Node:
 
     def snapshot(self, tag: str, target: DbTarget, keyspaces: list[str]) -> None:
         """`nodetool snapshot -t TAG` scoped to the table, the keyspace, or the given keyspaces."""
-        if target.table:
-            self.nodetool("snapshot", "-t", tag, "-kt", f"{target.keyspace}.{target.table}")
-        else:
-            self.nodetool("snapshot", "-t", tag, *([target.keyspace] if target.keyspace else keyspaces))
+        self.nodetool("snapshot", "-t", tag, *(target.nodetool_args() or keyspaces))
 
     def clear_snapshot(self, tag: str) -> None:
         self.nodetool("clearsnapshot", "-t", tag)

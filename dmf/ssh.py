@@ -191,12 +191,6 @@ class RemoteHost:
         except FileNotFoundError:
             raise RemoteError(f"{self.host.address}: {path} does not exist") from None
 
-    def is_dir(self, path: str) -> bool:
-        try:
-            return stat_mode.S_ISDIR(self.sftp.stat(path).st_mode)
-        except FileNotFoundError:
-            return False
-
     def is_file(self, path: str) -> bool:
         try:
             return stat_mode.S_ISREG(self.sftp.stat(path).st_mode)

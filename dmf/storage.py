@@ -118,9 +118,6 @@ class Storage:
         except BotoCoreError as exc:
             raise self._fail("head", key, exc) from None
 
-    def exists(self, key: str) -> bool:
-        return self.head(key) is not None
-
     def match_existing(self, key: str, size: int, chunks: Callable[[], Iterable[bytes]]) -> StoredObject | None:
         """The object already at `key`, if it is a verified copy of the file (a retried run resumes).
 
