@@ -5,6 +5,7 @@ every level is a delimiter listing and only manifests are read, never file listi
 """
 from __future__ import annotations
 
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
@@ -12,8 +13,11 @@ from dmf.core.catalog import Catalog, SetInfo
 from dmf.core.errors import InputError, LayoutError
 from dmf.core.keys import SetKind, SetRef, parse_set_prefix
 from dmf.core.manifest import Manifest
-from dmf.core.timestamps import parse_ts
+from dmf.core.timestamps import format_ts, parse_ts
 from dmf.storage import Storage
+
+ALL_KINDS = frozenset(SetKind)
+DATA_KINDS = frozenset({SetKind.SNAPSHOT, SetKind.INCREMENTAL})
 
 
 def _snapshot_time(prefix: str) -> datetime | None:
@@ -29,8 +33,13 @@ class Repository:
         self.storage = storage
         self.parallel = parallel
 
-    def set_prefixes(self, start: datetime | None = None, end: datetime | None = None) -> list[SetRef]:
-        """Every set whose time is in [start, end], from delimiter listings only."""
+    def set_prefixes(self, start: datetime | None = None, end: datetime | None = None,
+                     kinds: Collection[SetKind] = ALL_KINDS) -> list[SetRef]:
+        """Every set of `kinds` whose time is in [start, end], from delimiter listings only.
+
+        Timestamps are fixed-width, so key order is time order: listings of increments and
+        commit-log batches start after `start` (S3's StartAfter) instead of walking all history.
+        """
         refs: list[SetRef] = []
         for snapshot_prefix in self.storage.list_prefixes(""):
             snapshot_time = _snapshot_time(snapshot_prefix)
@@ -38,13 +47,17 @@ class Repository:
                 continue  # not a snapshot, or every set under it is later still
             for node_prefix in self.storage.list_prefixes(snapshot_prefix):
                 for kind_prefix in self.storage.list_prefixes(node_prefix):
-                    kind = kind_prefix.rstrip("/").rsplit("/", 1)[-1]
-                    if kind == SetKind.SNAPSHOT.value:
-                        candidates = [kind_prefix]
-                    elif kind in (SetKind.INCREMENTAL.value, SetKind.COMMITLOG.value):
-                        candidates = self.storage.list_prefixes(kind_prefix)
-                    else:
+                    try:
+                        kind = SetKind(kind_prefix.rstrip("/").rsplit("/", 1)[-1])
+                    except ValueError:
                         continue
+                    if kind not in kinds:
+                        continue
+                    if kind is SetKind.SNAPSHOT:
+                        candidates = [kind_prefix]
+                    else:
+                        after = kind_prefix + format_ts(start) if start is not None else ""
+                        candidates = self.storage.list_prefixes(kind_prefix, start_after=after)
                     for candidate in candidates:
                         try:
                             ref = parse_set_prefix(candidate)
@@ -58,8 +71,9 @@ class Repository:
         data = self.storage.get_bytes(ref.manifest_key, missing_ok=True)
         return None if data is None else Manifest.from_json(data, expected=ref)
 
-    def catalog(self, start: datetime | None = None, end: datetime | None = None) -> Catalog:
-        refs = self.set_prefixes(start, end)
+    def catalog(self, start: datetime | None = None, end: datetime | None = None,
+                kinds: Collection[SetKind] = ALL_KINDS) -> Catalog:
+        refs = self.set_prefixes(start, end, kinds)
         with ThreadPoolExecutor(self.parallel) as pool:
             manifests = list(pool.map(self.read_manifest, refs))
         return Catalog.build(SetInfo(ref, m) for ref, m in zip(refs, manifests))

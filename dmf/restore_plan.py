@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from dmf.core.catalog import Chain
+from dmf.core.catalog import Chain, segment_needed
 from dmf.core.keys import MANIFEST_NAME, SetKind, table_of
 from dmf.core.manifest import Manifest
 from dmf.core.targets import DbTarget
@@ -64,7 +64,7 @@ def plan_restore(chain: Chain, target: DbTarget, root: Path, with_commitlogs: bo
         for group in chain.commitlogs:
             for manifest in group.manifests:
                 for entry in manifest.files:
-                    if entry.path != MANIFEST_NAME:
+                    if entry.path != MANIFEST_NAME and segment_needed(manifest, entry.path, chain.full):
                         commitlogs.append(Fetch(manifest.set.file_key(entry.path),
                                                 safe_join(root, COMMITLOG_DIR, manifest.set.node, entry.path),
                                                 entry.size, entry.sha256))

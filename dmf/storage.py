@@ -90,12 +90,14 @@ class Storage:
         return StorageError(f"S3 {action} s3://{self.bucket}/{key} failed: {detail}")
 
     # ---- listing -------------------------------------------------------------------------
-    def list_prefixes(self, prefix: str = "") -> list[str]:
-        """Common prefixes one level below `prefix` (delimiter listing: cost follows folders, not files)."""
+    def list_prefixes(self, prefix: str = "", start_after: str = "") -> list[str]:
+        """Common prefixes one level below `prefix` (delimiter listing: cost follows folders, not files),
+        those sorting after `start_after` only when it is given."""
         found: list[str] = []
+        after = {"StartAfter": start_after} if start_after else {}
         try:
             for page in self.s3.get_paginator("list_objects_v2").paginate(
-                    Bucket=self.bucket, Prefix=prefix, Delimiter="/"):
+                    Bucket=self.bucket, Prefix=prefix, Delimiter="/", **after):
                 found.extend(p["Prefix"] for p in page.get("CommonPrefixes", []))
         except (ClientError, BotoCoreError) as exc:
             raise self._fail("list", prefix, exc) from None

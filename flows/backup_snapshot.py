@@ -20,7 +20,7 @@ from dmf.core.keys import SetRef, schema_key
 from dmf.core.targets import DbTarget, parse_hosts
 from dmf.core.timestamps import format_ts, utcnow
 from dmf.cql import connect, describe_schema, node_facts, user_keyspaces
-from dmf.repository import Repository
+from dmf.repository import DATA_KINDS, Repository
 from dmf.reporting import publish_summary
 from dmf.storage import Storage
 from dmf.tasks.snapshot import (clear_snapshot, delete_files, flush_and_list_backups, list_backups,
@@ -80,7 +80,7 @@ def backup_snapshot(hosts: str | list[str] | None = None, db_target: str | None 
         schema = describe_schema(session, target, keyspaces) if backup_schema else None
 
     repo = Repository(Storage(repository))
-    catalog = repo.catalog()
+    catalog = repo.catalog(kinds=DATA_KINDS)  # commit-log batches are most of the history and unused here
     now = utcnow()
     clean_incomplete(repo, catalog, host_list, now - timedelta(minutes=incomplete_grace_minutes))
     previous = None if new else catalog.latest_full_for_backup(target, host_list)

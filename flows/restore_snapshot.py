@@ -12,11 +12,11 @@ from prefect import flow, get_run_logger
 from dmf.blocks import DEFAULT_BLOCK, CassandraCluster, S3Repository
 from dmf.core.catalog import Catalog, covers, resolve_chain
 from dmf.core.errors import DmfError, InputError
-from dmf.core.keys import schema_key
+from dmf.core.keys import SetKind, schema_key
 from dmf.core.targets import DbTarget, parse_hosts
 from dmf.core.timestamps import format_ts, parse_ts, utcnow
 from dmf.download import check_destination
-from dmf.repository import Repository
+from dmf.repository import DATA_KINDS, Repository
 from dmf.reporting import publish_summary
 from dmf.restore_plan import COMMITLOG_DIR, plan_restore
 from dmf.storage import Storage
@@ -88,10 +88,15 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
         cluster.host(address)
     storage = Storage(repository)
 
-    catalog = Repository(storage).catalog()
-    chain = resolve_chain(catalog, target, at)
+    repo = Repository(storage)
+    # Read only the history the restore can use: data sets up to `at`, then batches since the full.
+    data = repo.catalog(end=at, kinds=DATA_KINDS)
+    chain = resolve_chain(data, target, at)
     if chain is None:
-        raise explain_no_chain(catalog, target, at)
+        raise explain_no_chain(repo.catalog(kinds={SetKind.SNAPSHOT}), target, at)
+    if get_commitlogs or replay_commitlogs:
+        batches = repo.catalog(start=chain.full.time, kinds={SetKind.COMMITLOG})
+        chain = resolve_chain(Catalog(data.fulls, data.increments, batches.commitlogs), target, at)
     plan = plan_restore(chain, target, root, with_commitlogs=get_commitlogs or replay_commitlogs)
     if not plan.fetches:
         raise InputError(f"the backup {format_ts(chain.full.snapshot_ts)} holds no file of {target}")

@@ -6,6 +6,7 @@ from prefect import flow, get_run_logger
 
 from dmf.blocks import DEFAULT_BLOCK, CassandraCluster, S3Repository
 from dmf.core.errors import DmfError, InputError
+from dmf.core.keys import SetKind
 from dmf.core.targets import parse_hosts
 from dmf.core.timestamps import format_ts
 from dmf.cql import connect, node_facts
@@ -29,7 +30,7 @@ def ship_commitlogs(hosts: str | list[str] | None = None, cluster_block: str = D
         cluster.host(address)
     with connect(cluster) as session:
         facts = node_facts(session)
-    catalog = Repository(Storage(repository)).catalog()
+    catalog = Repository(Storage(repository)).catalog(kinds={SetKind.SNAPSHOT})
     futures = {}
     for address in host_list:
         full = catalog.latest_full_any([address])
@@ -39,9 +40,7 @@ def ship_commitlogs(hosts: str | list[str] | None = None, cluster_block: str = D
         fact = facts.get(address)
         if fact is None:
             raise InputError(f"host {address} is not a member of the cluster")
-        shipped = {f.path: f.size for group in catalog.commitlogs if group.complete and fact.host_id in group.sets
-                   for m in group.manifests for f in m.files}
-        futures[address] = ship_host_commitlogs.submit(cluster, repository, fact, full.snapshot_ts, shipped)
+        futures[address] = ship_host_commitlogs.submit(cluster, repository, fact, full.snapshot_ts)
         get_run_logger().debug("%s ships under %s", address, format_ts(full.snapshot_ts))
     results, failures = [], []
     for address, future in futures.items():

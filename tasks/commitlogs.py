@@ -2,16 +2,19 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime, timezone
 
 from prefect import get_run_logger, task
 
 from dmf.blocks.cassandra_cluster import CassandraCluster
 from dmf.blocks.s3_repository import S3Repository
-from dmf.core.keys import SetRef
-from dmf.core.timestamps import utcnow
+from dmf.core.catalog import CLOCK_SKEW_ALLOWANCE, SEGMENTS_CLOSED_AT
+from dmf.core.keys import SetKind, SetRef
+from dmf.core.timestamps import format_ts, utcnow
 from dmf.cql import NodeFacts
 from dmf.node import Node, SourceFile
-from dmf.ssh import RemoteHost
+from dmf.repository import Repository
+from dmf.ssh import RemoteFile, RemoteHost
 from dmf.storage import Storage
 from dmf.transfer import upload_files
 from dmf.tasks.common import RETRY, TASK_DEFAULTS
@@ -20,29 +23,49 @@ from dmf.tasks.upload import Uploaded, seal_set
 SEGMENT = re.compile(r"CommitLog-\d+-\d+\.log")
 
 
+def closed_at(segment: RemoteFile) -> datetime:
+    """An archived segment's mtime: its last write, i.e. when Cassandra closed it."""
+    return datetime.fromtimestamp(segment.mtime, timezone.utc)
+
+
+def already_shipped(storage: Storage, host_id: str, archived: list[RemoteFile]) -> dict[str, int]:
+    """Segment → size, of the archived ones already in a complete batch of this host (an earlier run
+    sealed them, then stopped before deleting them). Such a batch was shipped after the oldest
+    archived segment closed, so only batches since then are read, not the whole history."""
+    since = min(closed_at(f) for f in archived) - CLOCK_SKEW_ALLOWANCE
+    catalog = Repository(storage).catalog(start=since, kinds={SetKind.COMMITLOG})
+    return {f.path: f.size for group in catalog.commitlogs if group.complete and host_id in group.sets
+            for m in group.manifests for f in m.files}
+
+
 @task(name="ship-host-commitlogs", task_run_name="ship-commitlogs-{facts.address}", **TASK_DEFAULTS, **RETRY)
 def ship_host_commitlogs(cluster: CassandraCluster, repository: S3Repository, facts: NodeFacts,
-                         snapshot_ts, shipped: dict[str, int]) -> dict:
-    """`shipped`: segment name → size already in complete batches of this host_id (never re-sent)."""
+                         snapshot_ts: datetime) -> dict:
     host = cluster.host(facts.address)
+    archive_dir = host.commitlog_archive_dir.rstrip("/")
     logger = get_run_logger()
+    storage = Storage(repository)
     with RemoteHost(cluster, host) as remote:
-        archived = [f for f in remote.list_files(host.commitlog_archive_dir)
-                    if "/" not in f.path and SEGMENT.fullmatch(f.path)]
+        archived = [f for f in remote.list_files(archive_dir) if "/" not in f.path and SEGMENT.fullmatch(f.path)]
+        if not archived:
+            logger.info("%s: no new archived segment", facts.address)
+            return {"host": facts.address, "host_id": facts.host_id, "segments": 0, "bytes": 0}
+        shipped = already_shipped(storage, facts.host_id, archived)
         done_before = [f for f in archived if shipped.get(f.path) == f.size]
-        pending = [SourceFile(f"{host.commitlog_archive_dir.rstrip('/')}/{f.path}", f.path, f.size)
-                   for f in archived if f not in done_before]
+        pending = [f for f in archived if f not in done_before]
         node = Node(remote)
         if done_before:
-            # Shipped and sealed by an earlier run that stopped before deleting them.
-            node.delete_files([f"{host.commitlog_archive_dir.rstrip('/')}/{f.path}" for f in done_before])
+            node.delete_files([f"{archive_dir}/{f.path}" for f in done_before])
         if not pending:
             logger.info("%s: no new archived segment", facts.address)
             return {"host": facts.address, "host_id": facts.host_id, "segments": 0, "bytes": 0}
         ref = SetRef.commitlog(snapshot_ts, facts.host_id, utcnow())
-        entries = upload_files(cluster, host, Storage(repository), ref, pending, resume=True)
-        seal_set.fn(repository, ref, Uploaded(entries, 0.0, 0.0), facts, "", (facts.address,))
-        node.delete_files([f.path for f in pending])
+        sources = [SourceFile(f"{archive_dir}/{f.path}", f.path, f.size) for f in pending]
+        entries = upload_files(cluster, host, storage, ref, sources, resume=True)
+        # Close times let a restore skip segments whose writes the snapshot already holds.
+        seal_set.fn(repository, ref, Uploaded(entries, 0.0, 0.0), facts, "", (facts.address,),
+                    extra={SEGMENTS_CLOSED_AT: {f.path: format_ts(closed_at(f)) for f in pending}})
+        node.delete_files([s.path for s in sources])
     total = sum(e.size for e in entries)
     logger.info("%s: shipped %d segments (%.1f MiB) to %s", facts.address, len(entries), total / 2**20, ref.prefix)
     return {"host": facts.address, "host_id": facts.host_id, "segments": len(entries), "bytes": total,

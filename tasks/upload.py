@@ -45,10 +45,11 @@ def upload_set(cluster: CassandraCluster, repository: S3Repository, set_ref: Set
 
 @task(name="seal-set", task_run_name="seal-{set_ref.node}", **TASK_DEFAULTS, **RETRY)
 def seal_set(repository: S3Repository, set_ref: SetRef, uploaded: Uploaded, facts: NodeFacts,
-             db_target: str, hosts: tuple[str, ...]) -> Manifest:
+             db_target: str, hosts: tuple[str, ...], extra: dict | None = None) -> Manifest:
     """Writes the manifest last: its presence is what makes the set complete."""
     manifest = Manifest(set=set_ref, files=tuple(uploaded.entries), host=facts.address, host_id=facts.host_id,
                         created_at=utcnow(), db_target=db_target, hosts=hosts, tokens=facts.tokens,
-                        cassandra_version=facts.cassandra_version, schema_version=facts.schema_version)
+                        cassandra_version=facts.cassandra_version, schema_version=facts.schema_version,
+                        extra=extra or {})
     Repository(Storage(repository)).write_manifest(manifest)
     return manifest

@@ -6,11 +6,17 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from dmf.core.keys import SetKind, SetRef
 from dmf.core.manifest import Manifest
 from dmf.core.targets import DbTarget
+from dmf.core.timestamps import parse_ts
+
+# Node clocks (segment close times) and the manager's clock (snapshot times) may disagree by this
+# much; a segment is left out of a restore only when it closed this long before the snapshot.
+CLOCK_SKEW_ALLOWANCE = timedelta(minutes=10)
+SEGMENTS_CLOSED_AT = "segments_closed_at"  # manifest `extra` of a commit-log batch: segment → close time
 
 
 @dataclass(frozen=True)
@@ -159,3 +165,10 @@ def resolve_chain(catalog: Catalog, target: DbTarget, at: datetime) -> Chain | N
         if group.time > at:
             past_at.add(node)
     return Chain(full, increments, tuple(batches))
+
+
+def segment_needed(batch: Manifest, segment: str, full: Group) -> bool:
+    """Whether a shipped segment can hold writes the full snapshot lacks: every write in a segment
+    that closed before the snapshot was flushed into it. Batches without close times keep all."""
+    closed = batch.extra.get(SEGMENTS_CLOSED_AT, {}).get(segment)
+    return closed is None or parse_ts(closed, name="segment close time") >= full.time - CLOCK_SKEW_ALLOWANCE

@@ -2,17 +2,21 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
 import subprocess
 import sys
+from datetime import timedelta
 
 import pytest
 
 from dmf.blocks import S3Repository
-from dmf.core.keys import parse_key
+from dmf.core.catalog import SEGMENTS_CLOSED_AT
+from dmf.core.keys import SetKind, parse_key
 from dmf.core.targets import DbTarget
+from dmf.core.timestamps import format_ts, parse_ts
 from dmf.cql import connect
 from dmf.flows.backup_registry import backup_registry
 from dmf.flows.backup_snapshot import BackupFailed, backup_snapshot
@@ -191,9 +195,38 @@ def test_commitlogs_shipped_after_writes(testbed, cluster_block, repository_bloc
         with RemoteHost(cluster_block, host) as remote:
             left = {f.path for f in remote.list_files(host.commitlog_archive_dir)}
         assert not left & {k.rsplit("/", 1)[1] for k in segments}  # shipped ones deleted locally
-    # Idempotent: nothing new archived means nothing uploaded again.
+    # Each batch records when its segments closed, so a restore can skip those older than the snapshot.
+    repo = Repository(Storage(repository_block))
+    batches = repo.catalog(kinds={SetKind.COMMITLOG}).commitlogs
+    shipped = {r["prefix"] for r in results}
+    mine = [m for g in batches for m in g.manifests if m.set.prefix in shipped]
+    assert len(mine) == 3
+    for manifest in mine:
+        closed = manifest.extra[SEGMENTS_CLOSED_AT]
+        assert set(closed) == {f.path for f in manifest.files}
+        assert all(at <= format_ts(manifest.set.set_ts) for at in closed.values())
+        assert max(closed.values()) >= format_ts(manifest.set.snapshot_ts)  # the writes made after the full
+    # Scoped reads: only the kinds asked for, and only sets from `start` on.
+    assert repo.catalog(kinds={SetKind.SNAPSHOT}).commitlogs == []
+    assert {m.set.prefix for g in repo.catalog(start=mine[0].set.set_ts, kinds={SetKind.COMMITLOG}).commitlogs
+            for m in g.manifests} >= shipped
+    assert repo.catalog(start=mine[0].set.set_ts + timedelta(seconds=1), kinds={SetKind.COMMITLOG}).fulls == []
+
+    # A run that sealed a batch but stopped before deleting the local copy: the next run deletes
+    # it without uploading it again.
+    leftover = mine[0]
+    segment = leftover.files[0]
+    host = cluster_block.host(leftover.host)
+    with RemoteHost(cluster_block, host) as remote:
+        path = f"{host.commitlog_archive_dir}/{segment.path}"
+        remote.write_file(path, io.BytesIO(repo.storage.get_bytes(leftover.set.file_key(segment.path))))
+        remote.run(["touch", "-d", parse_ts(leftover.extra[SEGMENTS_CLOSED_AT][segment.path]).isoformat(), path])
     again = ship_commitlogs(hosts=HOSTS)
     assert sum(r["segments"] for r in again) <= 3  # at most a segment closed meanwhile per node
+    with RemoteHost(cluster_block, host) as remote:
+        assert not remote.is_file(path)
+    again_keys = [k for r in again if r["segments"] for k in keys_under(repository_block, r["prefix"])]
+    assert not [k for k in again_keys if k.endswith("/" + segment.path)]
 
 
 @pytest.mark.parametrize("args,message", [

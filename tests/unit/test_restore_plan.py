@@ -1,0 +1,52 @@
+"""What a restore fetches: the chain's files, and only the commit-log segments that can matter."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from dmf.core.catalog import SEGMENTS_CLOSED_AT, Catalog, SetInfo, resolve_chain
+from dmf.core.keys import SetRef
+from dmf.core.manifest import FileEntry, Manifest
+from dmf.core.targets import DbTarget
+from dmf.restore_plan import plan_restore
+
+from .test_catalog import IDS, SHA, full, ts
+
+ROOT = Path("/restore")
+
+
+def batch(snap: str, shipped: str, closed: dict[str, str | None]) -> SetInfo:
+    """A commit-log batch of 10.0.0.1; a None close time is a segment of a batch from before they were recorded."""
+    ref = SetRef.commitlog(ts(snap), IDS["10.0.0.1"], ts(shipped))
+    recorded = {name: at for name, at in closed.items() if at is not None}
+    return SetInfo(ref, Manifest(set=ref, files=tuple(FileEntry(name, 5, SHA) for name in closed),
+                                 host="10.0.0.1", host_id=IDS["10.0.0.1"], created_at=ts(shipped),
+                                 hosts=("10.0.0.1",), extra={SEGMENTS_CLOSED_AT: recorded} if recorded else {}))
+
+
+def segments(catalog: Catalog, at: str) -> list[str]:
+    chain = resolve_chain(catalog, DbTarget.parse("ks.t"), ts(at))
+    return [f.dest.name for f in plan_restore(chain, DbTarget.parse("ks.t"), ROOT, with_commitlogs=True)
+            .commitlog_fetches]
+
+
+def test_segments_closed_well_before_the_snapshot_are_not_fetched():
+    # Shipped after the snapshot, but one segment closed an hour before it: its writes are in the snapshot.
+    catalog = Catalog.build([*full("20250101120000"), batch("20250101120000", "20250101120500", {
+        "CommitLog-7-1.log": "20250101110000", "CommitLog-7-2.log": "20250101115955",
+        "CommitLog-7-3.log": "20250101120400"})])
+    assert segments(catalog, "20250101130000") == ["CommitLog-7-2.log", "CommitLog-7-3.log"]
+
+
+def test_segments_without_a_close_time_are_kept():
+    catalog = Catalog.build([*full("20250101120000"), batch("20250101120000", "20250101120500", {
+        "CommitLog-7-1.log": None})])
+    assert segments(catalog, "20250101130000") == ["CommitLog-7-1.log"]
+
+
+def test_chain_files_land_under_snapshot_host_and_set():
+    catalog = Catalog.build(full("20250101120000"))
+    chain = resolve_chain(catalog, DbTarget.parse("ks.t"), ts("20250101130000"))
+    plan = plan_restore(chain, DbTarget.parse("ks.t"), ROOT, with_commitlogs=False)
+    assert sorted(str(f.dest) for f in plan.fetches) == [
+        f"/restore/20250101120000/{h}/full/ks/t/nb-1-big-Data.db" for h in ("10.0.0.1", "10.0.0.2")]
+    assert plan.commitlog_fetches == [] and plan.bytes == 20
