@@ -24,8 +24,13 @@ from dmf.core.errors import DmfError
 log = logging.getLogger(__name__)
 
 CHUNK = 1024 * 1024
-# Larger SSH windows keep the pipe full on fast links (paramiko's default is 2 MiB).
+# Larger SSH windows keep the pipe full on fast links (paramiko's default is 2 MiB); larger packets
+# (OpenSSH sends up to 256 KiB) mean fewer trips through paramiko's per-packet Python code.
 WINDOW = 4 * 1024 * 1024
+MAX_PACKET = 256 * 1024
+# AES-GCM first: one AEAD pass (AES-NI) instead of AES-CTR plus a separate HMAC, which halved the
+# manager's CPU per byte streamed when measured on the test bed. The rest of paramiko's list follows.
+_GCM_FIRST = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 _KEY_TYPES = (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey)
 
 
@@ -66,6 +71,10 @@ def _load_private_key(text: str) -> paramiko.PKey:
     raise RemoteError("the cluster block's SSH private key is not a supported unencrypted OpenSSH/PEM key")
 
 
+class _Transport(paramiko.Transport):
+    _preferred_ciphers = (*_GCM_FIRST, *(c for c in paramiko.Transport._preferred_ciphers if c not in _GCM_FIRST))
+
+
 class RemoteHost:
     """One SSH connection to one host. Not thread-safe for commands; open one per worker."""
 
@@ -98,7 +107,8 @@ class RemoteHost:
                 self.host.ssh_address, port=self.host.ssh_port, username=self.cluster.ssh_user,
                 pkey=pkey, key_filename=self.cluster.ssh_private_key_path if pkey is None else None,
                 timeout=self.cluster.ssh_connect_timeout, banner_timeout=self.cluster.ssh_connect_timeout,
-                auth_timeout=self.cluster.ssh_connect_timeout, allow_agent=False, look_for_keys=False)
+                auth_timeout=self.cluster.ssh_connect_timeout, allow_agent=False, look_for_keys=False,
+                transport_factory=_Transport)
         except paramiko.BadHostKeyException:
             raise HostKeyRefused(f"{self.label}: host key does not match known_hosts; refusing to connect") from None
         except paramiko.SSHException as exc:
@@ -140,7 +150,7 @@ class RemoteHost:
         return self._sftp
 
     def _channel(self, argv: Sequence[str], timeout: float | None) -> paramiko.Channel:
-        channel = self.client.get_transport().open_session(window_size=WINDOW, max_packet_size=32768)
+        channel = self.client.get_transport().open_session(window_size=WINDOW, max_packet_size=MAX_PACKET)
         channel.settimeout(timeout)
         channel.exec_command(shlex.join(argv))
         return channel
@@ -214,31 +224,6 @@ class RemoteHost:
             raise RemoteError(f"{self.host.address}: reading {path} timed out") from None
         finally:
             channel.close()
-
-    def read_range(self, path: str, offset: int, length: int) -> bytes:
-        """`length` bytes of a remote file from `offset` (GNU dd), on a channel of its own."""
-        channel = self._channel(["dd", f"if={path}", "bs=1M", f"skip={offset}", f"count={length}",
-                                 "iflag=skip_bytes,count_bytes", "status=none"], timeout=300)
-        data = bytearray()
-        try:
-            while chunk := channel.recv(CHUNK):
-                data += chunk
-            status = channel.recv_exit_status()
-            if status != 0:
-                err = channel.recv_stderr(4096).decode(errors="replace").strip()
-                raise RemoteError(f"{self.host.address}: cannot read {path}: {err or f'dd exited {status}'}")
-        except socket.timeout:
-            raise RemoteError(f"{self.host.address}: reading {path} timed out") from None
-        finally:
-            channel.close()
-        return bytes(data)
-
-    def sha256(self, path: str) -> str:
-        """SHA-256 of a remote file, computed on the host."""
-        digest = self.run(["sha256sum", "--", path], timeout=3600).stdout.split(maxsplit=1)[:1]
-        if not digest or len(digest[0]) != 64:
-            raise RemoteError(f"{self.host.address}: sha256sum gave no digest for {path}")
-        return digest[0]
 
     def write_file(self, path: str, source: BinaryIO, chunk: int = CHUNK) -> int:
         """Streams `source` into a remote file via SFTP; returns the bytes written."""

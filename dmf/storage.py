@@ -10,8 +10,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Executor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,10 +70,49 @@ class _Rechunker:
                 held += take
                 chunk = chunk[take:]
                 if held == self._size:
-                    yield b"".join(pending)
-                    pending, held = [], 0
+                    # Popped, so the suspended generator keeps no reference to the part it hands out.
+                    joined, pending, held = [b"".join(pending)], [], 0
+                    yield joined.pop()
         if held:
             yield b"".join(pending)
+
+
+class PartPool:
+    """Uploads parts on `workers` threads, shared by every file of a transfer. A slot is taken
+    before a part is read and given back when its upload ends, so at most `workers` parts are in
+    memory however many files stream at once. `inline` runs each upload in the caller instead."""
+
+    def __init__(self, workers: int, inline: bool = False):
+        self._slots = threading.BoundedSemaphore(workers)
+        self._executor = None if inline else ThreadPoolExecutor(workers, thread_name_prefix="part")
+
+    def read_part(self, parts: Iterator[bytes]) -> bytes | None:
+        """The next of `parts` (None at the end), read once a slot is free; the slot passes to its submit."""
+        self._slots.acquire()
+        try:
+            part = next(parts, None)
+        except BaseException:
+            self._slots.release()
+            raise
+        if part is None:
+            self._slots.release()
+        return part
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
+        if self._executor is None:
+            future: Future = Future()
+            try:
+                future.set_result(fn(*args))
+            except Exception as exc:  # noqa: BLE001 — delivered through the future, as from a thread
+                future.set_exception(exc)
+        else:
+            future = self._executor.submit(fn, *args)
+        future.add_done_callback(lambda _: self._slots.release())
+        return future
+
+    def shutdown(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
 
 
 class Storage:
@@ -161,8 +201,13 @@ class Storage:
 
     # ---- streamed upload ----------------------------------------------------------------
     def upload_stream(self, key: str, chunks: Iterable[bytes], size: int,
-                      progress: Callable[[int], None] | None = None) -> StoredObject:
-        """Uploads a stream of known `size`; holds at most one part in memory; verifies size and ETag."""
+                      progress: Callable[[int], None] | None = None,
+                      parts: PartPool | None = None) -> StoredObject:
+        """Uploads a stream of known `size`, verified by size and ETag, its SHA-256 computed on the way.
+
+        A multipart upload sends its parts on `parts` (in parallel with this thread reading the next
+        one), else one after another; either way a part is read only when it can be held.
+        """
         part_size = part_size_for(size, self.repository.part_size_mib * MIB)
         sha256 = hashlib.sha256()
         if size <= part_size:
@@ -173,64 +218,39 @@ class Storage:
             if progress:
                 progress(size)
             return stored
+        parts = parts or PartPool(1, inline=True)
         try:
             upload_id = self.s3.create_multipart_upload(Bucket=self.bucket, Key=key)["UploadId"]
         except (ClientError, BotoCoreError) as exc:
             raise self._fail("create multipart upload", key, exc) from None
+
+        def send(number: int, part: bytes) -> dict:
+            response = self.s3.upload_part(Bucket=self.bucket, Key=key, UploadId=upload_id,
+                                           PartNumber=number, Body=part)
+            if progress:
+                progress(len(part))
+            return {"PartNumber": number, "ETag": response["ETag"]}
+
+        futures: list[Future] = []
+        failed = threading.Event()
         try:
-            parts, md5s, total = [], [], 0
-            for number, part in enumerate(_Rechunker(chunks, part_size), start=1):
+            md5s, total = [], 0
+            source, number = iter(_Rechunker(chunks, part_size)), 0
+            while (part := parts.read_part(source)) is not None:
+                number += 1
                 sha256.update(part)
                 md5s.append(hashlib.md5(part).digest())
-                response = self.s3.upload_part(Bucket=self.bucket, Key=key, UploadId=upload_id,
-                                               PartNumber=number, Body=part)
-                parts.append({"PartNumber": number, "ETag": response["ETag"]})
                 total += len(part)
-                if progress:
-                    progress(len(part))
+                futures.append(parts.submit(send, number, part))
+                futures[-1].add_done_callback(lambda f: f.cancelled() or f.exception() is None or failed.set())
+                del part  # held by the upload now; this thread must not keep it alive while reading on
+                if failed.is_set():
+                    break  # stop reading; result() below raises the part's error
+            uploaded = [f.result() for f in futures]
             if total != size:
                 raise VerificationError(f"{key}: read {total} bytes, expected {size} (file changed?)")
             response = self.s3.complete_multipart_upload(
-                Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts})
-        except BaseException as exc:
-            self._abort(key, upload_id)
-            if isinstance(exc, (ClientError, BotoCoreError)):
-                raise self._fail("upload", key, exc) from None
-            raise
-        self._verify(key, response.get("ETag"), multipart_etag(md5s), size)
-        return StoredObject(key, size, sha256.hexdigest())
-
-    def upload_parts(self, key: str, size: int, read_part: Callable[[int, int], bytes],
-                     whole_sha256: Callable[[], str], parts_pool: Executor,
-                     progress: Callable[[int], None] | None = None) -> StoredObject:
-        """A large file: its parts are read (`read_part(offset, length)`) and uploaded in parallel on
-        `parts_pool`, whose size bounds the parts in memory. The upload is verified by its multipart
-        ETag; the whole-file SHA-256 comes from `whole_sha256()`, computed where the file is, meanwhile."""
-        part_size = part_size_for(size, self.repository.part_size_mib * MIB)
-        try:
-            upload_id = self.s3.create_multipart_upload(Bucket=self.bucket, Key=key)["UploadId"]
-        except (ClientError, BotoCoreError) as exc:
-            raise self._fail("create multipart upload", key, exc) from None
-
-        def one(number: int, offset: int, length: int) -> tuple[int, str, bytes]:
-            data = read_part(offset, length)
-            if len(data) != length:
-                raise VerificationError(f"{key}: read {len(data)} bytes at {offset}, expected {length} (file changed?)")
-            md5 = hashlib.md5(data).digest()
-            response = self.s3.upload_part(Bucket=self.bucket, Key=key, UploadId=upload_id,
-                                           PartNumber=number, Body=data)
-            if progress:
-                progress(length)
-            return number, response["ETag"], md5
-
-        futures = [parts_pool.submit(one, number, offset, min(part_size, size - offset))
-                   for number, offset in enumerate(range(0, size, part_size), start=1)]
-        try:
-            digest = whole_sha256()
-            results = sorted(f.result() for f in futures)
-            response = self.s3.complete_multipart_upload(
-                Bucket=self.bucket, Key=key, UploadId=upload_id,
-                MultipartUpload={"Parts": [{"PartNumber": n, "ETag": etag} for n, etag, _ in results]})
+                Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": uploaded})
         except BaseException as exc:
             for future in futures:
                 future.cancel()
@@ -239,8 +259,8 @@ class Storage:
             if isinstance(exc, (ClientError, BotoCoreError)):
                 raise self._fail("upload", key, exc) from None
             raise
-        self._verify(key, response.get("ETag"), multipart_etag([md5 for _, _, md5 in results]), size)
-        return StoredObject(key, size, digest)
+        self._verify(key, response.get("ETag"), multipart_etag(md5s), size)
+        return StoredObject(key, size, sha256.hexdigest())
 
     def _abort(self, key: str, upload_id: str) -> None:
         try:

@@ -1,9 +1,10 @@
 """Parallel, streamed, verified transfers between a node and the bucket.
 
-Bytes go node → SSH channel → S3 part, never staged on the manager's disk. Files go in parallel;
-a file larger than a part also has its parts read (byte ranges, one SSH channel each) and
-uploaded in parallel, on a pool whose size bounds the parts held in memory. Each worker thread
-has its own SSH connection to the node, opened one at a time (sshd's MaxStartups).
+Bytes go node → SSH channel → S3 part, never staged on the manager's disk. Files go in parallel,
+each read once as one stream (hashed on the way: no second read on the node); the parts of a
+large file upload in parallel on a pool shared by all files, whose slots bound the parts held in
+memory. Each worker thread has its own SSH connection to the node, opened one at a time (sshd's
+MaxStartups).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from dmf.core.keys import SetRef
 from dmf.core.manifest import FileEntry
 from dmf.node import SourceFile
 from dmf.ssh import RemoteHost
-from dmf.storage import MIB, Storage
+from dmf.storage import PartPool, Storage
 
 Progress = Callable[[int], None]
 
@@ -50,9 +51,7 @@ def upload_files(cluster: CassandraCluster, host: CassandraHost, storage: Storag
                  files: list[SourceFile], *, resume: bool, progress: Progress | None = None) -> list[FileEntry]:
     """Uploads every file to `set_ref`; with `resume`, keeps objects a previous attempt verified."""
     pool = ConnectionPool(cluster, host)
-    part_size = storage.repository.part_size_mib * MIB
-    concurrency = storage.repository.max_concurrency
-    parts_pool = ThreadPoolExecutor(concurrency, thread_name_prefix=f"part-{host.address}")
+    parts = PartPool(storage.repository.max_concurrency)
 
     def one(source: SourceFile) -> FileEntry:
         remote = pool.get()
@@ -62,19 +61,16 @@ def upload_files(cluster: CassandraCluster, host: CassandraHost, storage: Storag
             stored = storage.match_existing(key, source.size, lambda: remote.iter_file(source.path))
             if stored is not None and progress:
                 progress(source.size)
-        if stored is None and source.size > part_size:
-            stored = storage.upload_parts(key, source.size,
-                                          lambda offset, length: pool.get().read_range(source.path, offset, length),
-                                          lambda: remote.sha256(source.path), parts_pool, progress=progress)
-        elif stored is None:
-            stored = storage.upload_stream(key, remote.iter_file(source.path), source.size, progress=progress)
+        if stored is None:
+            stored = storage.upload_stream(key, remote.iter_file(source.path), source.size, progress=progress,
+                                           parts=parts)
         return FileEntry(source.relpath, stored.size, stored.sha256)
 
     try:
-        with ThreadPoolExecutor(concurrency, thread_name_prefix=f"up-{host.address}") as ex:
+        with ThreadPoolExecutor(storage.repository.max_concurrency, thread_name_prefix=f"up-{host.address}") as ex:
             futures = [ex.submit(one, f) for f in sorted(files, key=lambda f: -f.size)]
             entries = [f.result() for f in as_completed(futures)]
     finally:
-        parts_pool.shutdown(wait=True, cancel_futures=True)
+        parts.shutdown()
         pool.close()
     return sorted(entries, key=lambda e: e.path)

@@ -262,7 +262,7 @@ def test_registry_backup_masks_secrets(testbed, repository_block):
 
 
 def test_large_files_go_in_parallel_parts(testbed, cluster_block, repository_block, monkeypatch):
-    """Files larger than a part are read as byte ranges and uploaded part by part in parallel; an
+    """Files larger than a part are streamed once and uploaded as multipart, parts in parallel; an
     injected part failure is retried, and the stored bytes hash to the manifest's SHA-256."""
     keyspace, table = new_table(cluster_block, prefix="p")
     with connect(cluster_block) as session:  # ~11 MiB of incompressible rows per replica
