@@ -1,5 +1,6 @@
 """Backup benchmark on the test bed: raw boto3 upload of a snapshot's files vs `dmf backup snapshot`
-(full), at two data sizes, then an incremental after ~1% new data. Prints one comparison table.
+(full) vs cassandra-medusa's `backup-node --mode full`, at two data sizes, then a dmf incremental after
+~1% new data. Prints one comparison table. Medusa is installed on first use into .cache/medusa-venv.
 
     .venv/bin/dmf-testbed up && .venv/bin/python bench/backup.py [--sizes 64,256]
 
@@ -13,9 +14,12 @@ from pathlib import Path
 
 import boto3.s3.transfer
 
+from dmf.cql import connect
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (KEYSPACE, ROW_BYTES, TABLE, bed, ensure_table, nodetool, parse_args,  # noqa: E402
                     peak_rss_mib, run_child, table, write_rows)
+from medusa_node import ensure_venv, phase_medusa  # noqa: E402
 
 MIB = 2**20
 
@@ -41,6 +45,7 @@ def phase_raw(params: dict) -> dict:
     seconds = time.monotonic() - started
     total = sum(p.stat().st_size for p in files)
     nodetool(tb, "clearsnapshot", "-t", tag)
+    s3.delete_objects(Bucket=repo.bucket, Delete={"Objects": [{"Key": f"bench-raw/{tag}/{p.name}"} for p in files]})
     return {"bytes": total, "seconds": seconds, "rss": peak_rss_mib()}
 
 
@@ -59,11 +64,16 @@ def live_bytes(tb) -> int:
 
 
 def main() -> None:
-    args = parse_args(__doc__, {"raw": phase_raw, "dmf": phase_dmf}, lambda parser: parser.add_argument(
-        "--sizes", default="64,256", help="data sizes in MiB (per replica)"))
+    args = parse_args(__doc__, {"raw": phase_raw, "dmf": phase_dmf, "medusa": phase_medusa},
+                      lambda parser: parser.add_argument("--sizes", default="64,256",
+                                                         help="data sizes in MiB (per replica)"))
 
     tb, block, _ = bed()
+    ensure_venv(tb)
     ensure_table(block)
+    with connect(block, timeout=120) as session:  # each run measures the sizes it asks for, from empty
+        session.execute(f"TRUNCATE {KEYSPACE}.{TABLE}")
+    nodetool(tb, "clearsnapshot", "--all", KEYSPACE)
     nodetool(tb, "disableautocompaction", KEYSPACE, TABLE)
     rows_written, results = 0, []
     for size in [int(s) for s in args.sizes.split(",")]:
@@ -73,27 +83,34 @@ def main() -> None:
         nodetool(tb, "flush", KEYSPACE, TABLE)
         raw = run_child("raw")
         full = run_child("dmf", new=True)
-        results.append((size, raw, full))
+        medusa = run_child("medusa")
+        results.append((size, raw, full, medusa))
     before = live_bytes(tb)
     write_rows(block, rows_written, max(1, rows_written // 100))
     nodetool(tb, "flush", KEYSPACE, TABLE)
     delta = live_bytes(tb) - before
     incremental = run_child("dmf", new=False)
 
-    rows = []
-    for size, raw, full in results:
+    rows, ratios = [], []
+    for size, raw, full, medusa in results:
         raw_rate, dmf_rate = raw["bytes"] / MIB / raw["seconds"], full["bytes"] / MIB / full["seconds"]
         rows.append([f"{size} MiB", "raw boto3 upload_file", f"{raw['bytes'] / MIB:.0f}", f"{raw['seconds']:.1f}",
                      "", f"{raw_rate:.1f}", "1.00", f"{raw['rss']:.0f}"])
         rows.append([f"{size} MiB", "dmf backup snapshot (full)", f"{full['bytes'] / MIB:.0f}",
                      f"{full['seconds']:.1f}", f"{full['run_seconds']:.1f}", f"{dmf_rate:.1f}",
                      f"{dmf_rate / raw_rate:.2f}", f"{full['rss']:.0f}"])
+        medusa_rate = medusa["bytes"] / MIB / medusa["seconds"]
+        rows.append([f"{size} MiB", "medusa backup-node (full, bench.data)", f"{medusa['bytes'] / MIB:.0f}",
+                     f"{medusa['seconds']:.1f}", f"{medusa['run_seconds']:.1f}", f"{medusa_rate:.1f}",
+                     f"{medusa_rate / raw_rate:.2f}", f"{medusa['rss']:.0f}"])
+        ratios.append(f"{size} MiB: dmf full / medusa full throughput: {dmf_rate / medusa_rate:.2f}×")
     rows.append([f"+{delta / MIB:.1f} MiB", f"dmf backup snapshot ({incremental['kind']})",
                  f"{incremental['bytes'] / MIB:.1f}", f"{incremental['seconds']:.1f}",
                  f"{incremental['run_seconds']:.1f}",
                  f"{incremental['bytes'] / MIB / incremental['seconds']:.1f}",
                  f"bytes/delta {incremental['bytes'] / delta:.2f}", f"{incremental['rss']:.0f}"])
     print(table(rows, ["data", "method", "MiB", "transfer s", "whole run s", "MiB/s", "ratio", "peak RSS MiB"]))
+    print("\n".join(ratios))
     nodetool(tb, "enableautocompaction", KEYSPACE, TABLE)
 
 

@@ -1,0 +1,116 @@
+"""cassandra-medusa on node 1 of the test bed, to compare with dmf: its own virtualenv under the cache
+folder, a medusa.ini pointing at the test bed's S3 server, and one timed `medusa backup-node` of bench.data."""
+from __future__ import annotations
+
+import configparser
+import io
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from common import KEYSPACE, TABLE, bed, nodetool
+
+VERSION = "0.31.0"
+PREFIX = "bench-medusa"  # not a timestamp, so dmf's catalog ignores it
+
+# Medusa's own CLI, timing its upload step (backup_snapshots: list and upload the snapshot's files, the
+# counterpart of dmf's transfer_seconds) and reporting its own peak RSS, not that of the nodetool JVMs it starts.
+PROBE = """
+import atexit, json, resource, sys, time
+from medusa.medusacli import cli  # first: it monkey-patches the standard library with gevent
+import medusa.backup_node as node
+spans, upload = [], node.backup_snapshots
+def timed(*args, **kwargs):
+    started = time.monotonic()
+    try:
+        return upload(*args, **kwargs)
+    finally:
+        spans.append(time.monotonic() - started)
+node.backup_snapshots = timed
+atexit.register(lambda: print("BENCH " + json.dumps({"seconds": sum(spans),
+    "rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss})))
+sys.argv[0] = "medusa"
+cli()
+"""
+
+
+def venv(tb) -> Path:
+    return tb.cache / "medusa-venv"
+
+
+def ensure_venv(tb) -> Path:
+    """Medusa pins its own dependencies (boto3, cassandra-driver…), so it never goes into the project's .venv."""
+    path = venv(tb)
+    if not any(path.glob(f"lib/python*/site-packages/cassandra_medusa-{VERSION}.dist-info")):
+        subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
+        subprocess.run([str(path / "bin" / "pip"), "install", "-q", f"cassandra-medusa=={VERSION}"], check=True)
+    return path
+
+
+def private_file(path: Path, text: str) -> Path:
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_text(text)
+    return path
+
+
+def write_config(tb, block, repo) -> Path:
+    """medusa.ini for node 1, with dmf's repository transfer settings."""
+    home = tb.root / "medusa"
+    home.mkdir(exist_ok=True)
+    host, creds = block.hosts[0], repo.credentials
+    keys = private_file(home / "credentials", f"[default]\naws_access_key_id = {creds.aws_access_key_id}\n"
+                        f"aws_secret_access_key = {creds.aws_secret_access_key.get_secret_value()}\n")
+    endpoint = urlsplit(creds.aws_client_parameters.endpoint_url)
+    config = configparser.ConfigParser(interpolation=None)
+    config["cassandra"] = {
+        "config_file": str(Path(host.config_dir) / "cassandra.yaml"),
+        "cql_username": block.cql_username, "cql_password": block.cql_password.get_secret_value(),
+        "nodetool_executable": host.nodetool, "nodetool_host": host.jmx_host, "nodetool_port": str(host.jmx_port),
+        # medusa's default flag is a JVM option; the test bed's nodetool wrapper would pass it to NodeTool
+        "nodetool_flags": "",
+        "check_running": shlex.join([host.nodetool, "-h", host.jmx_host, "-p", str(host.jmx_port), "version"]),
+        "start_cmd": host.start_command, "stop_cmd": host.stop_command,
+        "use_sudo": "False", "resolve_ip_addresses": "False",
+    }
+    config["storage"] = {
+        "storage_provider": "s3_compatible", "host": endpoint.hostname, "port": str(endpoint.port),
+        "secure": str(endpoint.scheme == "https"), "s3_addressing_style": "path", "region": creds.region_name,
+        "bucket_name": repo.bucket, "prefix": PREFIX, "key_file": str(keys), "fqdn": host.address,
+        "concurrent_transfers": str(repo.max_concurrency), "multipart_max_concurrency": str(repo.max_concurrency),
+        "multipart_chunksize": f"{repo.part_size_mib}MB", "multi_part_upload_threshold": f"{repo.part_size_mib}MB",
+        # medusa caps uploads at 50MB/s by default; dmf has no cap
+        "transfer_max_bandwidth": "",
+    }
+    text = io.StringIO()
+    config.write(text)
+    return private_file(home / "medusa.ini", text.getvalue())
+
+
+def phase_medusa(params: dict) -> dict:
+    tb, block, repo = bed()
+    ini = write_config(tb, block, repo)
+    name = f"bench-{int(time.time())}"
+    started = time.monotonic()
+    # Medusa snapshots every keyspace; a snapshot of bench.data alone, named as the backup for
+    # --use-existing-snapshot, scopes it to the files raw and dmf upload. Medusa clears it when done.
+    nodetool(tb, "snapshot", "-t", name, "-kt", f"{KEYSPACE}.{TABLE}")
+    command = [str(venv(tb) / "bin" / "python"), "-c", PROBE, "--config-file", str(ini), "backup-node",
+               "--backup-name", name, "--mode", "full", "--use-existing-snapshot"]
+    out = subprocess.run(command, capture_output=True, text=True)
+    run_seconds = time.monotonic() - started
+    if out.returncode != 0:
+        raise RuntimeError(f"exit {out.returncode}: medusa {shlex.join(command[3:])}\n{out.stderr[-2500:]}")
+    probe = json.loads(next(line for line in out.stdout.splitlines() if line.startswith("BENCH "))[6:])
+    s3 = repo.client()
+    objects = [o for page in s3.get_paginator("list_objects_v2").paginate(Bucket=repo.bucket, Prefix=f"{PREFIX}/")
+               for o in page.get("Contents", [])]
+    data = f"{PREFIX}/{block.hosts[0].address}/{name}/data/"
+    total = sum(o["Size"] for o in objects if o["Key"].startswith(data))
+    for i in range(0, len(objects), 1000):
+        s3.delete_objects(Bucket=repo.bucket, Delete={"Objects": [{"Key": o["Key"]} for o in objects[i:i + 1000]]})
+    return {"bytes": total, "seconds": probe["seconds"], "run_seconds": run_seconds, "rss": probe["rss_kib"] / 1024}
