@@ -18,7 +18,7 @@ from dmf.cql import connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (KEYSPACE, ROW_BYTES, TABLE, bed, ensure_table, nodetool, parse_args,  # noqa: E402
-                    peak_rss_mib, run_child, table, write_rows)
+                    peak_rss_mib, run_child, settle, table, write_rows)
 from medusa_node import ensure_venv, phase_medusa  # noqa: E402
 
 MIB = 2**20
@@ -80,14 +80,16 @@ def main() -> None:
         target_rows = size * MIB // ROW_BYTES
         write_rows(block, rows_written, target_rows - rows_written)
         rows_written = target_rows
-        nodetool(tb, "flush", KEYSPACE, TABLE)
+        settle(tb)
         raw = run_child("raw")
+        settle(tb)
         full = run_child("dmf", new=True)
+        settle(tb)
         medusa = run_child("medusa")
         results.append((size, raw, full, medusa))
     before = live_bytes(tb)
     write_rows(block, rows_written, max(1, rows_written // 100))
-    nodetool(tb, "flush", KEYSPACE, TABLE)
+    settle(tb)
     delta = live_bytes(tb) - before
     incremental = run_child("dmf", new=False)
 

@@ -7,6 +7,7 @@ import os
 import resource
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from cassandra.concurrent import execute_concurrent_with_args
@@ -28,6 +29,28 @@ def nodetool(tb: Testbed, *args: str) -> str:
     node = tb.node(1)
     return subprocess.run([str(tb.bin / "nodetool"), "-h", "127.0.0.1", "-p", str(node.jmx_port), *args],
                           check=True, capture_output=True, text=True).stdout
+
+
+def settle(tb: Testbed, keyspace: str = KEYSPACE, timeout: float = 90) -> None:
+    """Flushes `keyspace` on every node and waits until the machine is mostly idle, so a phase is
+    not measured while replicas flush or collect garbage after the writes that preceded it."""
+    for node in tb.nodes(3):
+        subprocess.run([str(tb.bin / "nodetool"), "-h", "127.0.0.1", "-p", str(node.jmx_port), "flush", keyspace],
+                       check=True, capture_output=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = _cpu_times()
+        time.sleep(1.0)
+        after = _cpu_times()
+        busy = 1 - (after[1] - before[1]) / max(after[0] - before[0], 1)
+        if busy < 0.35:
+            return
+
+
+def _cpu_times() -> tuple[int, int]:
+    """(total, idle) jiffies of the machine, from /proc/stat."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(fields), fields[3] + fields[4]
 
 
 def ensure_table(block) -> None:

@@ -58,11 +58,11 @@ def upload_files(cluster: CassandraCluster, host: CassandraHost, storage: Storag
         key = set_ref.file_key(source.relpath)
         stored = None
         if resume:
-            stored = storage.match_existing(key, source.size, lambda: remote.iter_file(source.path))
+            stored = storage.match_existing(key, source.size, lambda: remote.iter_file(source.path, source.size))
             if stored is not None and progress:
                 progress(source.size)
         if stored is None:
-            stored = storage.upload_stream(key, remote.iter_file(source.path), source.size, progress=progress,
+            stored = storage.upload_stream(key, remote.iter_file(source.path, source.size), source.size, progress=progress,
                                            parts=parts)
         return FileEntry(source.relpath, stored.size, stored.sha256)
 
