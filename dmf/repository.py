@@ -5,11 +5,11 @@ every level is a delimiter listing and only manifests are read, never file listi
 """
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
-from dmf.core.catalog import Catalog, SetInfo
+from dmf.core.catalog import Catalog, Group, SetInfo
 from dmf.core.errors import InputError, LayoutError
 from dmf.core.keys import SetKind, SetRef, parse_set_prefix
 from dmf.core.manifest import Manifest
@@ -34,18 +34,25 @@ class Repository:
         self.parallel = parallel
 
     def set_prefixes(self, start: datetime | None = None, end: datetime | None = None,
-                     kinds: Collection[SetKind] = ALL_KINDS) -> list[SetRef]:
-        """Every set of `kinds` whose time is in [start, end], from delimiter listings only.
+                     kinds: Collection[SetKind] = ALL_KINDS, node: str | None = None) -> list[SetRef]:
+        """Every set of `kinds` (of one `node`, a host address or host ID, if given) whose time is in
+        [start, end], from delimiter listings only.
 
         Timestamps are fixed-width, so key order is time order: listings of increments and
         commit-log batches start after `start` (S3's StartAfter) instead of walking all history.
         """
+        return self._sets_under(self.storage.list_prefixes(""), start, end, kinds, node)
+
+    def _sets_under(self, snapshot_prefixes: Iterable[str], start: datetime | None, end: datetime | None,
+                    kinds: Collection[SetKind], node: str | None) -> list[SetRef]:
         refs: list[SetRef] = []
-        for snapshot_prefix in self.storage.list_prefixes(""):
+        for snapshot_prefix in snapshot_prefixes:
             snapshot_time = _snapshot_time(snapshot_prefix)
             if snapshot_time is None or (end is not None and snapshot_time > end):
                 continue  # not a snapshot, or every set under it is later still
-            for node_prefix in self.storage.list_prefixes(snapshot_prefix):
+            node_prefixes = ([f"{snapshot_prefix}{node}/"] if node is not None
+                             else self.storage.list_prefixes(snapshot_prefix))
+            for node_prefix in node_prefixes:
                 for kind_prefix in self.storage.list_prefixes(node_prefix):
                     try:
                         kind = SetKind(kind_prefix.rstrip("/").rsplit("/", 1)[-1])
@@ -71,12 +78,24 @@ class Repository:
         data = self.storage.get_bytes(ref.manifest_key, missing_ok=True)
         return None if data is None else Manifest.from_json(data, expected=ref)
 
-    def catalog(self, start: datetime | None = None, end: datetime | None = None,
-                kinds: Collection[SetKind] = ALL_KINDS) -> Catalog:
-        refs = self.set_prefixes(start, end, kinds)
+    def _catalog_of(self, refs: list[SetRef]) -> Catalog:
         with ThreadPoolExecutor(self.parallel) as pool:
             manifests = list(pool.map(self.read_manifest, refs))
         return Catalog.build(SetInfo(ref, m) for ref, m in zip(refs, manifests))
+
+    def latest_full(self, node_hosts: Iterable[str]) -> Group | None:
+        """The newest complete full snapshot that includes `node_hosts`, reading snapshots newest first
+        and stopping at the first match: a run every minute does not pay for the whole history."""
+        for snapshot_prefix in sorted(self.storage.list_prefixes(""), reverse=True):
+            refs = self._sets_under([snapshot_prefix], None, None, {SetKind.SNAPSHOT}, None)
+            full = self._catalog_of(refs).latest_full_any(node_hosts) if refs else None
+            if full is not None:
+                return full
+        return None
+
+    def catalog(self, start: datetime | None = None, end: datetime | None = None,
+                kinds: Collection[SetKind] = ALL_KINDS, node: str | None = None) -> Catalog:
+        return self._catalog_of(self.set_prefixes(start, end, kinds, node))
 
     def write_manifest(self, manifest: Manifest) -> None:
         self.storage.put_bytes(manifest.set.manifest_key, manifest.to_json(), content_type="application/json")

@@ -6,7 +6,6 @@ from prefect import flow, get_run_logger
 
 from dmf.blocks import DEFAULT_BLOCK, CassandraCluster, S3Repository
 from dmf.core.errors import DmfError, InputError
-from dmf.core.keys import SetKind
 from dmf.core.targets import parse_hosts
 from dmf.core.timestamps import format_ts
 from dmf.cql import connect, node_facts
@@ -30,10 +29,10 @@ def ship_commitlogs(hosts: str | list[str] | None = None, cluster_block: str = D
         cluster.host(address)
     with connect(cluster) as session:
         facts = node_facts(session)
-    catalog = Repository(Storage(repository)).catalog(kinds={SetKind.SNAPSHOT})
+    repo = Repository(Storage(repository))
     futures = {}
     for address in host_list:
-        full = catalog.latest_full_any([address])
+        full = repo.latest_full([address])
         if full is None:
             raise InputError(f"no complete full snapshot includes {address}: take one "
                              "(dmf backup snapshot) before shipping its commit logs")

@@ -33,9 +33,9 @@ def already_shipped(storage: Storage, host_id: str, archived: list[RemoteFile]) 
     sealed them, then stopped before deleting them). Such a batch was shipped after the oldest
     archived segment closed, so only batches since then are read, not the whole history."""
     since = min(closed_at(f) for f in archived) - CLOCK_SKEW_ALLOWANCE
-    catalog = Repository(storage).catalog(start=since, kinds={SetKind.COMMITLOG})
-    return {f.path: f.size for group in catalog.commitlogs if group.complete and host_id in group.sets
-            for m in group.manifests for f in m.files}
+    catalog = Repository(storage).catalog(start=since, kinds={SetKind.COMMITLOG}, node=host_id)
+    return {f.path: f.size for group in catalog.commitlogs if group.complete for m in group.manifests
+            for f in m.files}
 
 
 @task(name="ship-host-commitlogs", task_run_name="ship-commitlogs-{facts.address}", **TASK_DEFAULTS, **RETRY)

@@ -206,8 +206,13 @@ def test_commitlogs_shipped_after_writes(testbed, cluster_block, repository_bloc
         assert set(closed) == {f.path for f in manifest.files}
         assert all(at <= format_ts(manifest.set.set_ts) for at in closed.values())
         assert max(closed.values()) >= format_ts(manifest.set.snapshot_ts)  # the writes made after the full
-    # Scoped reads: only the kinds asked for, and only sets from `start` on.
-    assert repo.catalog(kinds={SetKind.SNAPSHOT}).commitlogs == []
+    # Scoped reads: only the kinds asked for, one node's, only sets from `start` on; and the newest
+    # full found from the newest snapshot down is the one the whole catalog names.
+    fulls = repo.catalog(kinds={SetKind.SNAPSHOT})
+    assert fulls.commitlogs == [] and fulls.increments == []
+    assert repo.latest_full(["127.0.0.2"]).snapshot_ts == fulls.latest_full_any(["127.0.0.2"]).snapshot_ts
+    one_node = repo.catalog(kinds={SetKind.COMMITLOG}, node=mine[0].host_id).commitlogs
+    assert {n for g in one_node for n in g.sets} == {mine[0].host_id}
     assert {m.set.prefix for g in repo.catalog(start=mine[0].set.set_ts, kinds={SetKind.COMMITLOG}).commitlogs
             for m in g.manifests} >= shipped
     assert repo.catalog(start=mine[0].set.set_ts + timedelta(seconds=1), kinds={SetKind.COMMITLOG}).fulls == []
