@@ -1,5 +1,6 @@
 """Restore benchmark on the test bed: raw boto3 download of the objects of the latest full
-backup of bench.data vs the restore's download phase, and the whole restore time.
+backup of bench.data vs the restore's download phase (after the chain is resolved, before
+loading; every file verified), and the whole restore time.
 
     .venv/bin/python bench/backup.py   # first: it creates the backups
     .venv/bin/python bench/restore.py
@@ -24,10 +25,11 @@ def latest_chain():
     from dmf.core.catalog import resolve_chain
     from dmf.core.targets import DbTarget
     from dmf.core.timestamps import utcnow
-    from dmf.repository import Repository
+    from dmf.repository import DATA_KINDS, Repository
     from dmf.storage import Storage
     _, _, repo = bed()
-    chain = resolve_chain(Repository(Storage(repo)).catalog(), DbTarget.parse(f"{KEYSPACE}.{TABLE}"), utcnow())
+    chain = resolve_chain(Repository(Storage(repo)).catalog(kinds=DATA_KINDS), DbTarget.parse(f"{KEYSPACE}.{TABLE}"),
+                          utcnow())
     if chain is None:
         sys.exit("no backup of bench.data: run bench/backup.py first")
     return chain

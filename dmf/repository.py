@@ -5,7 +5,7 @@ every level is a delimiter listing and only manifests are read, never file listi
 """
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
@@ -83,12 +83,22 @@ class Repository:
             manifests = list(pool.map(self.read_manifest, refs))
         return Catalog.build(SetInfo(ref, m) for ref, m in zip(refs, manifests))
 
-    def latest_full(self, node_hosts: Iterable[str]) -> Group | None:
-        """The newest complete full snapshot that includes `node_hosts`, reading snapshots newest first
-        and stopping at the first match: a run every minute does not pay for the whole history."""
+    def newest_first(self, end: datetime | None = None,
+                     kinds: Collection[SetKind] = DATA_KINDS) -> Iterator[Catalog]:
+        """One catalog per snapshot (its sets of `kinds` up to `end`), the newest snapshot first:
+        callers stop at the first that serves them, so a run does not pay for the whole history."""
         for snapshot_prefix in sorted(self.storage.list_prefixes(""), reverse=True):
-            refs = self._sets_under([snapshot_prefix], None, None, {SetKind.SNAPSHOT}, None)
-            full = self._catalog_of(refs).latest_full_any(node_hosts) if refs else None
+            snapshot_time = _snapshot_time(snapshot_prefix)
+            if snapshot_time is None or (end is not None and snapshot_time > end):
+                continue
+            refs = self._sets_under([snapshot_prefix], None, end, kinds, None)
+            if refs:
+                yield self._catalog_of(refs)
+
+    def latest_full(self, node_hosts: Iterable[str]) -> Group | None:
+        """The newest complete full snapshot that includes `node_hosts`."""
+        for catalog in self.newest_first(kinds={SetKind.SNAPSHOT}):
+            full = catalog.latest_full_any(node_hosts)
             if full is not None:
                 return full
         return None

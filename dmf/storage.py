@@ -278,9 +278,11 @@ class Storage:
             raise VerificationError(f"s3://{self.bucket}/{key}: ETag {stored} does not match the bytes sent")
 
     # ---- streamed download --------------------------------------------------------------
-    def iter_object(self, key: str, chunk: int = MIB) -> Iterator[bytes]:
+    def iter_object(self, key: str, chunk: int = MIB, byte_range: tuple[int, int] | None = None) -> Iterator[bytes]:
+        """The object's bytes, or those in [start, end) of it, in chunks."""
+        ranged = {"Range": f"bytes={byte_range[0]}-{byte_range[1] - 1}"} if byte_range else {}
         try:
-            body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"]
+            body = self.s3.get_object(Bucket=self.bucket, Key=key, **ranged)["Body"]
             yield from body.iter_chunks(chunk)
         except (ClientError, BotoCoreError) as exc:
             raise self._fail("get", key, exc) from None

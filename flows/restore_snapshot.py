@@ -16,7 +16,7 @@ from dmf.core.keys import SetKind, schema_key
 from dmf.core.targets import DbTarget, parse_hosts
 from dmf.core.timestamps import format_ts, parse_ts, utcnow
 from dmf.download import check_destination
-from dmf.repository import DATA_KINDS, Repository
+from dmf.repository import Repository
 from dmf.reporting import publish_summary
 from dmf.restore_plan import COMMITLOG_DIR, plan_restore
 from dmf.storage import Storage
@@ -89,9 +89,13 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
     storage = Storage(repository)
 
     repo = Repository(storage)
-    # Read only the history the restore can use: data sets up to `at`, then batches since the full.
-    data = repo.catalog(end=at, kinds=DATA_KINDS)
-    chain = resolve_chain(data, target, at)
+    # Read only the history the restore can use: snapshots newest first down to the one that
+    # serves, then the commit-log batches since it.
+    data, chain = None, None
+    for data in repo.newest_first(end=at):
+        chain = resolve_chain(data, target, at)
+        if chain is not None:
+            break
     if chain is None:
         raise explain_no_chain(repo.catalog(kinds={SetKind.SNAPSHOT}), target, at)
     if get_commitlogs or replay_commitlogs:
@@ -110,8 +114,9 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
                 format_ts(at), format_ts(chain.full.snapshot_ts), len(chain.increments), len(plan.fetches),
                 plan.bytes / 2**20, root)
 
+    resolve_seconds = clock.monotonic() - started
     fetched = download(repository, plan.fetches + plan.commitlog_fetches)
-    download_seconds = clock.monotonic() - started
+    download_seconds = clock.monotonic() - started - resolve_seconds
     if restore_schema:
         apply_schema(cluster, schema_cql(storage, chain.full.snapshot_ts, plan), target)
 
@@ -143,7 +148,8 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
         "increments": [format_ts(g.time) for g in chain.increments], "hosts": list(host_list), "mode": mode,
         "files": len(plan.fetches), "bytes": sum(f.size for f in plan.fetches),
         "downloaded_files": fetched["downloaded"],
-        "download_seconds": round(download_seconds, 2), "loaded": loaded, "seconds": round(seconds, 2),
+        "resolve_seconds": round(resolve_seconds, 2), "download_seconds": round(download_seconds, 2),
+        "loaded": loaded, "seconds": round(seconds, 2),
         "commitlog_segments": len(plan.commitlog_fetches),
         "commitlog_dir": str(root / COMMITLOG_DIR) if plan.commitlog_fetches else None,
         "replayed_mutations": replayed,
