@@ -14,13 +14,13 @@ from datetime import datetime, timedelta
 from prefect import allow_failure, flow, get_run_logger
 
 from dmf.blocks import DEFAULT_BLOCK, CassandraCluster, S3Repository
-from dmf.core.catalog import Catalog
+from dmf.core.catalog import Group
 from dmf.core.errors import DmfError, InputError
 from dmf.core.keys import SetRef, schema_key
 from dmf.core.targets import DbTarget, parse_hosts
 from dmf.core.timestamps import format_ts, utcnow
 from dmf.cql import connect, describe_schema, node_facts, user_keyspaces
-from dmf.repository import DATA_KINDS, Repository
+from dmf.repository import Repository
 from dmf.reporting import publish_summary
 from dmf.storage import Storage
 from dmf.tasks.snapshot import (clear_snapshot, delete_files, flush_and_list_backups, list_backups,
@@ -41,11 +41,24 @@ def check_target(target: DbTarget, tables: dict[str, list[str]]) -> None:
         raise InputError(f"table {target.keyspace}.{target.table} does not exist in the cluster")
 
 
-def clean_incomplete(repo: Repository, catalog: Catalog, hosts: tuple[str, ...], before: datetime) -> None:
+def recent_history(repo: Repository, target: DbTarget, hosts: tuple[str, ...]) -> tuple[Group | None, list[Group]]:
+    """The newest complete full of this target and host set (the seed's rule), and every data group
+    read on the way to it: snapshots are read newest first, so a run's cost does not grow with the
+    history, and an incomplete set a failed run left is read (and cleaned) by the runs after it."""
+    seen: list[Group] = []
+    for catalog in repo.newest_first():
+        seen.extend([*catalog.fulls, *catalog.increments])
+        full = catalog.latest_full_for_backup(target, hosts)
+        if full is not None:
+            return full, seen
+    return None, seen
+
+
+def clean_incomplete(repo: Repository, groups: list[Group], hosts: tuple[str, ...], before: datetime) -> None:
     """Removes the objects of sets a failed run left without a manifest (on these hosts, older than
     the grace period, so a run still uploading elsewhere is never touched)."""
     logger = get_run_logger()
-    for group in (*catalog.fulls, *catalog.increments):
+    for group in groups:
         if group.complete or group.time >= before:
             continue
         for node, info in group.sets.items():
@@ -80,10 +93,10 @@ def backup_snapshot(hosts: str | list[str] | None = None, db_target: str | None 
         schema = describe_schema(session, target, keyspaces) if backup_schema else None
 
     repo = Repository(Storage(repository))
-    catalog = repo.catalog(kinds=DATA_KINDS)  # commit-log batches are most of the history and unused here
+    seed, seen = recent_history(repo, target, host_list)
     now = utcnow()
-    clean_incomplete(repo, catalog, host_list, now - timedelta(minutes=incomplete_grace_minutes))
-    previous = None if new else catalog.latest_full_for_backup(target, host_list)
+    clean_incomplete(repo, seen, host_list, now - timedelta(minutes=incomplete_grace_minutes))
+    previous = None if new else seed
     incremental = previous is not None
     snapshot_ts = previous.snapshot_ts if incremental else now
     kind = "incremental" if incremental else "full"
