@@ -35,6 +35,14 @@ testbed-status: install
 testbed-down: install
 	$(VENV)/bin/dmf-testbed down
 
+# Every benchmark, on the three-node test bed (started if needed); each prints its table.
+bench: install
+	$(VENV)/bin/dmf-testbed up --nodes 3
+	$(VENV)/bin/python bench/backup.py --sizes 64,256
+	$(VENV)/bin/python bench/restore.py
+	$(VENV)/bin/python bench/commitlog_rpo.py --intervals 15,60
+	$(VENV)/bin/python bench/list.py --sets 500,1000,2000
+
 clean: testbed-down
 	rm -rf .testbed
 
