@@ -25,8 +25,8 @@ def bed():
     return tb, cluster(tb, tb.nodes(3)), repository(tb)
 
 
-def nodetool(tb: Testbed, *args: str) -> str:
-    node = tb.node(1)
+def nodetool(tb: Testbed, *args: str, node_index: int = 1) -> str:
+    node = tb.node(node_index)
     return subprocess.run([str(tb.bin / "nodetool"), "-h", "127.0.0.1", "-p", str(node.jmx_port), *args],
                           check=True, capture_output=True, text=True).stdout
 
@@ -34,9 +34,8 @@ def nodetool(tb: Testbed, *args: str) -> str:
 def settle(tb: Testbed, keyspace: str = KEYSPACE, timeout: float = 90) -> None:
     """Flushes `keyspace` on every node and waits until the machine is mostly idle, so a phase is
     not measured while replicas flush or collect garbage after the writes that preceded it."""
-    for node in tb.nodes(3):
-        subprocess.run([str(tb.bin / "nodetool"), "-h", "127.0.0.1", "-p", str(node.jmx_port), "flush", keyspace],
-                       check=True, capture_output=True)
+    for index in (1, 2, 3):
+        nodetool(tb, "flush", keyspace, node_index=index)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         before = _cpu_times()

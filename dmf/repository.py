@@ -88,9 +88,6 @@ class Repository:
         """One catalog per snapshot (its sets of `kinds` up to `end`), the newest snapshot first:
         callers stop at the first that serves them, so a run does not pay for the whole history."""
         for snapshot_prefix in sorted(self.storage.list_prefixes(""), reverse=True):
-            snapshot_time = _snapshot_time(snapshot_prefix)
-            if snapshot_time is None or (end is not None and snapshot_time > end):
-                continue
             refs = self._sets_under([snapshot_prefix], None, end, kinds, None)
             if refs:
                 yield self._catalog_of(refs)

@@ -62,8 +62,8 @@ def upload_files(cluster: CassandraCluster, host: CassandraHost, storage: Storag
             if stored is not None and progress:
                 progress(source.size)
         if stored is None:
-            stored = storage.upload_stream(key, remote.iter_file(source.path, source.size), source.size, progress=progress,
-                                           parts=parts)
+            stored = storage.upload_stream(key, remote.iter_file(source.path, source.size), source.size,
+                                           progress=progress, parts=parts)
         return FileEntry(source.relpath, stored.size, stored.sha256)
 
     try:

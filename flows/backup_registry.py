@@ -42,7 +42,8 @@ def backup_node_config(cluster: CassandraCluster, repository: S3Repository, addr
             if "/" in f.path or not CONFIG_FILE.fullmatch(f.path):
                 continue
             key = f"{prefix}nodes/{address}/{f.path}"
-            stored = storage.upload_stream(key, remote.iter_file(f"{host.config_dir.rstrip('/')}/{f.path}", f.size), f.size)
+            path = f"{host.config_dir.rstrip('/')}/{f.path}"
+            stored = storage.upload_stream(key, remote.iter_file(path, f.size), f.size)
             entries.append({"key": key, "size": stored.size, "sha256": stored.sha256})
     return entries
 

@@ -32,6 +32,8 @@ def already_shipped(storage: Storage, host_id: str, archived: list[RemoteFile]) 
     """Segment → size, of the archived ones already in a complete batch of this host (an earlier run
     sealed them, then stopped before deleting them). Such a batch was shipped after the oldest
     archived segment closed, so only batches since then are read, not the whole history."""
+    if not archived:
+        return {}
     since = min(closed_at(f) for f in archived) - CLOCK_SKEW_ALLOWANCE
     catalog = Repository(storage).catalog(start=since, kinds={SetKind.COMMITLOG}, node=host_id)
     return {f.path: f.size for group in catalog.commitlogs if group.complete for m in group.manifests
@@ -47,9 +49,6 @@ def ship_host_commitlogs(cluster: CassandraCluster, repository: S3Repository, fa
     storage = Storage(repository)
     with RemoteHost(cluster, host) as remote:
         archived = [f for f in remote.list_files(archive_dir) if "/" not in f.path and SEGMENT.fullmatch(f.path)]
-        if not archived:
-            logger.info("%s: no new archived segment", facts.address)
-            return {"host": facts.address, "host_id": facts.host_id, "segments": 0, "bytes": 0}
         shipped = already_shipped(storage, facts.host_id, archived)
         done_before = [f for f in archived if shipped.get(f.path) == f.size]
         pending = [f for f in archived if f not in done_before]
