@@ -1,6 +1,7 @@
 """Backup benchmark on the test bed: raw boto3 upload of a snapshot's files vs `dmf backup snapshot`
-(full) vs cassandra-medusa's `backup-node --mode full`, at two data sizes, then a dmf incremental after
-~1% new data. Prints one comparison table. Medusa is installed on first use into .cache/medusa-venv.
+(full) vs cassandra-medusa's `backup-node --mode full`, at two data sizes, each the median of
+--repeat interleaved runs, then a dmf incremental after ~1% new data. Prints one comparison table.
+Medusa is installed on first use into .cache/medusa-venv.
 
     .venv/bin/dmf-testbed up && .venv/bin/python bench/backup.py [--sizes 64,256]
 
@@ -63,10 +64,17 @@ def live_bytes(tb) -> int:
     raise RuntimeError("no live size in nodetool tablestats")
 
 
+def median(runs: list[dict]) -> dict:
+    """The run of median transfer time (its own RSS and sizes with it)."""
+    return sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
+
+
 def main() -> None:
     args = parse_args(__doc__, {"raw": phase_raw, "dmf": phase_dmf, "medusa": phase_medusa},
-                      lambda parser: parser.add_argument("--sizes", default="64,256",
-                                                         help="data sizes in MiB (per replica)"))
+                      lambda parser: (parser.add_argument("--sizes", default="64,256",
+                                                          help="data sizes in MiB (per replica)"),
+                                      parser.add_argument("--repeat", type=int, default=3,
+                                                          help="runs per method and size; the median is shown")))
 
     tb, block, _ = bed()
     ensure_venv(tb)
@@ -80,12 +88,12 @@ def main() -> None:
         target_rows = size * MIB // ROW_BYTES
         write_rows(block, rows_written, target_rows - rows_written)
         rows_written = target_rows
-        settle(tb)
-        raw = run_child("raw")
-        settle(tb)
-        full = run_child("dmf", new=True)
-        settle(tb)
-        medusa = run_child("medusa")
+        runs: dict[str, list[dict]] = {"raw": [], "dmf": [], "medusa": []}
+        for _ in range(args.repeat):  # rounds interleave the methods, so a slow spell hits them alike
+            for method, params in (("raw", {}), ("dmf", {"new": True}), ("medusa", {})):
+                settle(tb)
+                runs[method].append(run_child(method, **params))
+        raw, full, medusa = (median(runs[m]) for m in ("raw", "dmf", "medusa"))
         results.append((size, raw, full, medusa))
     before = live_bytes(tb)
     write_rows(block, rows_written, max(1, rows_written // 100))
