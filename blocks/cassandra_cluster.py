@@ -23,6 +23,9 @@ class CassandraHost(BaseModel):
                                        description="Where archive_command puts closed commit-log segments.")
     config_dir: str = Field(default="/etc/cassandra", description="cassandra.yaml and friends (registry backup).")
     nodetool: str = Field(default="nodetool", description="nodetool command on the node.")
+    python: str = Field(default="python3",
+                        description="Python 3 on the node (cqlsh's); it uploads the node's files straight to S3 "
+                                    "(see the repository's upload_from_nodes).")
     system_log: str = Field(default="/var/log/cassandra/system.log",
                             description="Cassandra's system.log (replay reports are read from it).")
     stop_command: str = Field(default="sudo systemctl stop cassandra",

@@ -25,9 +25,19 @@ class S3Repository(Block):
     max_concurrency: int = Field(default=8, ge=1, le=64,
                                  description="Parallel object transfers per host.")
 
-    def client(self) -> Any:
+    upload_from_nodes: bool = Field(
+        default=True,
+        description="Nodes upload their files straight to S3 through presigned URLs (needs the host's "
+                    "python, and S3 reachable from the node); the manager still orchestrates and verifies. "
+                    "Off, or where a node cannot, bytes stream through the manager over SSH.")
+    node_endpoint_url: str | None = Field(
+        default=None, description="The S3 endpoint as the nodes reach it, when it differs from the manager's.")
+
+    def client(self, endpoint_url: str | None = None) -> Any:
         """A boto3 S3 client sized for `max_concurrency` transfers (boto3 clients are thread-safe)."""
         params = self.credentials.aws_client_parameters.get_params_override()
+        if endpoint_url:
+            params["endpoint_url"] = endpoint_url
         extra = params.pop("config", None)
         # dmf verifies every object itself (size, and MD5 against the ETag), so botocore's extra CRC32
         # on every request is only sent when an operation requires it: it cost the S3 server (moto

@@ -157,6 +157,10 @@ class RemoteHost:
         channel.exec_command(shlex.join(argv))
         return channel
 
+    def start(self, argv: Sequence[str], timeout: float | None = None) -> paramiko.Channel:
+        """Starts argv on the host; the caller converses over the returned channel's stdin/stdout."""
+        return self._channel(argv, timeout)
+
     def run(self, argv: Sequence[str], *, check: bool = True, timeout: float | None = 600) -> CommandResult:
         """Runs argv on the host (each argument quoted); raises RemoteError on a non-zero exit if `check`."""
         channel = self._channel(argv, timeout=None)

@@ -163,8 +163,9 @@ class Storage:
     def match_existing(self, key: str, size: int, chunks: Callable[[], Iterable[bytes]]) -> StoredObject | None:
         """The object already at `key`, if it is a verified copy of the file (a retried run resumes).
 
-        A single PUT carries its SHA-256 as metadata; a multipart object is checked by re-reading
-        the source (`chunks()`, hashed, not uploaded) and comparing its multipart ETag.
+        A single PUT from this process carries its SHA-256 as metadata; other objects (multipart, or
+        put by a node) are checked by re-reading the source (`chunks()`, hashed, not uploaded) and
+        comparing the ETag: the MD5 of a single PUT, the MD5 of the part MD5s for multipart.
         """
         head = self.head(key)
         if head is None or head["ContentLength"] != size:
@@ -176,7 +177,10 @@ class Storage:
         for part in _Rechunker(chunks(), part_size_for(size, self.repository.part_size_mib * MIB)):
             sha256.update(part)
             md5s.append(hashlib.md5(part).digest())
-        return StoredObject(key, size, sha256.hexdigest()) if head["ETag"].strip('"') == multipart_etag(md5s) else None
+        md5s = md5s or [hashlib.md5(b"").digest()]
+        etag = head["ETag"].strip('"')
+        expected = multipart_etag(md5s) if "-" in etag else md5s[0].hex() if len(md5s) == 1 else None
+        return StoredObject(key, size, sha256.hexdigest()) if etag == expected else None
 
     # ---- small objects ------------------------------------------------------------------
     def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> StoredObject:
@@ -186,7 +190,7 @@ class Storage:
                                           Metadata={SHA256_META: sha256})
         except (ClientError, BotoCoreError) as exc:
             raise self._fail("put", key, exc) from None
-        self._verify(key, response.get("ETag"), hashlib.md5(data).hexdigest(), len(data))
+        self.verify(key, response.get("ETag"), hashlib.md5(data).hexdigest(), len(data))
         return StoredObject(key, len(data), sha256)
 
     def get_bytes(self, key: str, missing_ok: bool = False) -> bytes | None:
@@ -219,10 +223,7 @@ class Storage:
                 progress(size)
             return stored
         parts = parts or PartPool(1, inline=True)
-        try:
-            upload_id = self.s3.create_multipart_upload(Bucket=self.bucket, Key=key)["UploadId"]
-        except (ClientError, BotoCoreError) as exc:
-            raise self._fail("create multipart upload", key, exc) from None
+        upload_id = self.create_multipart(key)
 
         def send(number: int, part: bytes) -> dict:
             response = self.s3.upload_part(Bucket=self.bucket, Key=key, UploadId=upload_id,
@@ -249,26 +250,53 @@ class Storage:
             uploaded = [f.result() for f in futures]
             if total != size:
                 raise VerificationError(f"{key}: read {total} bytes, expected {size} (file changed?)")
-            response = self.s3.complete_multipart_upload(
-                Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": uploaded})
+            self.complete_multipart(key, upload_id, uploaded, md5s, size)
         except BaseException as exc:
             for future in futures:
                 future.cancel()
             wait(futures)
-            self._abort(key, upload_id)
+            self.abort_multipart(key, upload_id)
             if isinstance(exc, (ClientError, BotoCoreError)):
                 raise self._fail("upload", key, exc) from None
             raise
-        self._verify(key, response.get("ETag"), multipart_etag(md5s), size)
         return StoredObject(key, size, sha256.hexdigest())
 
-    def _abort(self, key: str, upload_id: str) -> None:
+    # ---- multipart, for parts sent by this process or by a node ---------------------------
+    def create_multipart(self, key: str) -> str:
+        try:
+            return self.s3.create_multipart_upload(Bucket=self.bucket, Key=key)["UploadId"]
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail("create multipart upload", key, exc) from None
+
+    def presign_put(self, key: str, expires_s: int, client: Any | None = None) -> str:
+        """A URL that lets its holder (a node) PUT the object, until it expires: a credential, never logged."""
+        return (client or self.s3).generate_presigned_url(
+            "put_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_s)
+
+    def presign_part(self, key: str, upload_id: str, number: int, expires_s: int, client: Any | None = None) -> str:
+        """As presign_put, for one part of a multipart upload."""
+        return (client or self.s3).generate_presigned_url(
+            "upload_part", Params={"Bucket": self.bucket, "Key": key, "UploadId": upload_id, "PartNumber": number},
+            ExpiresIn=expires_s)
+
+    def complete_multipart(self, key: str, upload_id: str, parts: list[dict], part_md5s: list[bytes],
+                           size: int) -> None:
+        """Completes the upload, then checks the object's size, and its ETag against the parts' MD5s."""
+        try:
+            response = self.s3.complete_multipart_upload(
+                Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts})
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail("complete multipart upload", key, exc) from None
+        self.verify(key, response.get("ETag"), multipart_etag(part_md5s), size)
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
         try:
             self.s3.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
         except (ClientError, BotoCoreError):
             log.warning("could not abort multipart upload of %s; the bucket's lifecycle rule should", key)
 
-    def _verify(self, key: str, etag: str | None, expected_etag: str, size: int) -> None:
+    def verify(self, key: str, etag: str | None, expected_etag: str, size: int) -> None:
+        """Checks the stored object's size, and its ETag (`etag` if S3 just returned it) against the bytes'."""
         head = self.head(key)
         if head is None or head["ContentLength"] != size:
             got = None if head is None else head["ContentLength"]

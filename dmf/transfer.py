@@ -1,13 +1,15 @@
 """Parallel, streamed, verified transfers between a node and the bucket.
 
-Bytes go node → SSH channel → S3 part, never staged on the manager's disk. Files go in parallel,
-each read once as one stream (hashed on the way: no second read on the node); the parts of a
-large file upload in parallel on a pool shared by all files, whose slots bound the parts held in
-memory. Each worker thread has its own SSH connection to the node, opened one at a time (sshd's
-MaxStartups).
+By default the node uploads its files itself (dmf.node_upload). Where it cannot, or when the
+repository says so, bytes go node → SSH channel → S3 part, never staged on the manager's disk:
+files in parallel, each read once as one stream (hashed on the way: no second read on the node),
+the parts of a large file uploaded in parallel on a pool shared by all files, whose slots bound
+the parts held in memory. Each worker thread has its own SSH connection to the node, opened one
+at a time (sshd's MaxStartups).
 """
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -16,8 +18,11 @@ from dmf.blocks.cassandra_cluster import CassandraCluster, CassandraHost
 from dmf.core.keys import SetRef
 from dmf.core.manifest import FileEntry
 from dmf.node import SourceFile
+from dmf.node_upload import NodeUpload
 from dmf.ssh import RemoteHost
 from dmf.storage import PartPool, Storage
+
+log = logging.getLogger(__name__)
 
 Progress = Callable[[int], None]
 
@@ -48,29 +53,52 @@ class ConnectionPool:
 
 
 def upload_files(cluster: CassandraCluster, host: CassandraHost, storage: Storage, set_ref: SetRef,
-                 files: list[SourceFile], *, resume: bool, progress: Progress | None = None) -> list[FileEntry]:
-    """Uploads every file to `set_ref`; with `resume`, keeps objects a previous attempt verified."""
+                 files: list[SourceFile], *, resume: bool, progress: Progress | None = None,
+                 logger: logging.Logger | logging.LoggerAdapter = log) -> list[FileEntry]:
+    """Uploads every file to `set_ref`; with `resume`, keeps objects a previous attempt verified.
+    The node uploads them itself when the repository allows and the node can (dmf.node_upload);
+    otherwise they stream through this process."""
     pool = ConnectionPool(cluster, host)
+
+    def existing(key: str, source: SourceFile) -> FileEntry | None:
+        if not resume:
+            return None
+        remote = pool.get()
+        stored = storage.match_existing(key, source.size, lambda: remote.iter_file(source.path, source.size))
+        if stored is not None and progress:
+            progress(source.size)
+        return None if stored is None else FileEntry(source.relpath, stored.size, stored.sha256)
+
+    by_size = sorted(files, key=lambda f: -f.size)  # the largest first: the last to finish is a small one
+    try:
+        if storage.repository.upload_from_nodes and files:
+            node_upload = NodeUpload(pool.get(), storage, set_ref, progress)
+            reason = node_upload.start()
+            if reason is None:
+                return sorted(node_upload.run(by_size, existing), key=lambda e: e.path)
+            logger.warning("%s: %s; files stream through the manager instead", host.address, reason)
+        return _stream_through_manager(pool, storage, set_ref, by_size, existing, progress)
+    finally:
+        pool.close()
+
+
+def _stream_through_manager(pool: ConnectionPool, storage: Storage, set_ref: SetRef, files: list[SourceFile],
+                            existing: Callable[[str, SourceFile], FileEntry | None],
+                            progress: Progress | None) -> list[FileEntry]:
     parts = PartPool(storage.repository.max_concurrency)
 
     def one(source: SourceFile) -> FileEntry:
-        remote = pool.get()
         key = set_ref.file_key(source.relpath)
-        stored = None
-        if resume:
-            stored = storage.match_existing(key, source.size, lambda: remote.iter_file(source.path, source.size))
-            if stored is not None and progress:
-                progress(source.size)
-        if stored is None:
-            stored = storage.upload_stream(key, remote.iter_file(source.path, source.size), source.size,
-                                           progress=progress, parts=parts)
+        if (entry := existing(key, source)) is not None:
+            return entry
+        stored = storage.upload_stream(key, pool.get().iter_file(source.path, source.size), source.size,
+                                       progress=progress, parts=parts)
         return FileEntry(source.relpath, stored.size, stored.sha256)
 
     try:
-        with ThreadPoolExecutor(storage.repository.max_concurrency, thread_name_prefix=f"up-{host.address}") as ex:
-            futures = [ex.submit(one, f) for f in sorted(files, key=lambda f: -f.size)]
+        with ThreadPoolExecutor(storage.repository.max_concurrency, thread_name_prefix=f"up-{set_ref.node}") as ex:
+            futures = [ex.submit(one, f) for f in files]
             entries = [f.result() for f in as_completed(futures)]
     finally:
         parts.shutdown()
-        pool.close()
     return sorted(entries, key=lambda e: e.path)

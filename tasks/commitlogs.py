@@ -60,7 +60,7 @@ def ship_host_commitlogs(cluster: CassandraCluster, repository: S3Repository, fa
             return {"host": facts.address, "host_id": facts.host_id, "segments": 0, "bytes": 0}
         ref = SetRef.commitlog(snapshot_ts, facts.host_id, utcnow())
         sources = [SourceFile(f"{archive_dir}/{f.path}", f.path, f.size) for f in pending]
-        entries = upload_files(cluster, host, storage, ref, sources, resume=True)
+        entries = upload_files(cluster, host, storage, ref, sources, resume=True, logger=logger)
         # Close times let a restore skip segments whose writes the snapshot already holds.
         seal_set.fn(repository, ref, Uploaded(entries, 0.0, 0.0), facts, "", (facts.address,),
                     extra={SEGMENTS_CLOSED_AT: {f.path: format_ts(closed_at(f)) for f in pending}})

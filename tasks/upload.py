@@ -36,7 +36,7 @@ def upload_set(cluster: CassandraCluster, repository: S3Repository, set_ref: Set
     progress = TransferProgress(f"upload {set_ref.node}", sum(f.size for f in files))
     started = time.time()
     entries = upload_files(cluster, cluster.host(set_ref.node), Storage(repository), set_ref, files,
-                           resume=task_run.run_count > 1, progress=progress)
+                           resume=task_run.run_count > 1, progress=progress, logger=get_run_logger())
     finished = time.time()
     get_run_logger().info("%s: %d files, %.1f MiB uploaded and verified under %s in %.1fs", set_ref.node,
                           len(entries), sum(e.size for e in entries) / 2**20, set_ref.prefix, finished - started)

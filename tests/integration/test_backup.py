@@ -22,6 +22,7 @@ from dmf.flows.backup_registry import backup_registry
 from dmf.flows.backup_snapshot import BackupFailed, backup_snapshot
 from dmf.flows.ship_commitlogs import ship_commitlogs
 from dmf.repository import Repository
+from dmf.node_upload import NodeUpload
 from dmf.ssh import RemoteHost
 from dmf.storage import Storage
 
@@ -102,8 +103,13 @@ def test_db_target_scopes_the_backup(testbed, cluster_block, repository_block):
 class S3Recorder:
     """Records completed writes, and fails chosen S3 calls a given number of times."""
 
+    @property
+    def operations(self) -> list[str]:
+        return [operation for operation, _ in self.calls]
+
     def __init__(self, monkeypatch, fail_op: str | None = None, fail_times: int = 0, key_part: str = ""):
         self.writes: list[str] = []
+        self.calls: list[tuple[str, str]] = []  # (operation, key) of requests sent, not URLs presigned
         self.failures_left = fail_times
         self.fail_op, self.key_part = fail_op, key_part
         original = S3Repository.client
@@ -123,14 +129,17 @@ class S3Recorder:
             raise EndpointConnectionError(endpoint_url="injected-fault")
 
     def after(self, model, http_response, context, **_):
+        self.calls.append((model.name, context["dmf_key"]))
         if model.name in ("PutObject", "CompleteMultipartUpload") and http_response.status_code == 200:
             self.writes.append(context["dmf_key"])
 
 
 def test_manifest_last_and_s3_fault_retried(testbed, cluster_block, repository_block, monkeypatch):
+    """Through the manager, where every write is a request this process sends and can fail."""
     keyspace, table = new_table(cluster_block, rows=200)
+    repository_block.model_copy(update={"upload_from_nodes": False}).save("via-manager", overwrite=True)
     recorder = S3Recorder(monkeypatch, fail_op="PutObject", fail_times=2, key_part="-Data.db")
-    summary = backup_snapshot(hosts="127.0.0.2", db_target=f"{keyspace}.{table}")
+    summary = backup_snapshot(hosts="127.0.0.2", db_target=f"{keyspace}.{table}", repository_block="via-manager")
     assert recorder.failures_left == 0  # the fault really happened, and the retry completed
     prefix = f"{summary['snapshot_ts']}/127.0.0.2/snapshots/"
     ours = [k for k in recorder.writes if k.startswith(prefix)]
@@ -142,21 +151,45 @@ def test_manifest_last_and_s3_fault_retried(testbed, cluster_block, repository_b
 
 
 def test_dropped_ssh_connection_is_retried(testbed, cluster_block, repository_block, monkeypatch):
+    """The connection really goes away mid-transfer, bytes streaming through the manager."""
     keyspace, table = new_table(cluster_block, rows=200)
+    repository_block.model_copy(update={"upload_from_nodes": False}).save("via-manager", overwrite=True)
     original = RemoteHost.iter_file
     dropped = []
 
     def flaky(self, path, chunk=1024 * 1024):
         if path.endswith("-Data.db") and not dropped:
             dropped.append(path)
-            self.client.get_transport().close()  # the connection really goes away mid-transfer
+            self.client.get_transport().close()
         yield from original(self, path, chunk)
     monkeypatch.setattr(RemoteHost, "iter_file", flaky)
+    summary = backup_snapshot(hosts="127.0.0.3", db_target=f"{keyspace}.{table}", repository_block="via-manager")
+    assert dropped and summary["files"] > 0
+    assert full_group(repository_block, summary, f"{keyspace}.{table}").complete
+
+
+def test_dropped_ssh_connection_to_uploading_node_is_retried(testbed, cluster_block, repository_block, monkeypatch):
+    """The connection to the node's upload agent goes away once it has started: the agent stops, the
+    manager aborts what was unfinished, and the retry completes the set."""
+    keyspace, table = new_table(cluster_block, rows=200)
+    original = NodeUpload._open
+    dropped = []
+
+    def flaky(self, upload):
+        urls = original(self, upload)
+        if upload.key.endswith("-Data.db") and not dropped:
+            dropped.append(upload.key)
+            self.remote.client.get_transport().close()
+        return urls
+    monkeypatch.setattr(NodeUpload, "_open", flaky)
     summary = backup_snapshot(hosts="127.0.0.3", db_target=f"{keyspace}.{table}")
     assert dropped and summary["files"] > 0
-    group = next(g for g in catalog(repository_block).fulls
-                 if g.snapshot_ts.strftime("%Y%m%d%H%M%S") == summary["snapshot_ts"] and g.db_target == f"{keyspace}.{table}")
-    assert group.complete
+    assert full_group(repository_block, summary, f"{keyspace}.{table}").complete
+
+
+def full_group(repository_block, summary, db_target):
+    return next(g for g in catalog(repository_block).fulls
+                if g.snapshot_ts.strftime("%Y%m%d%H%M%S") == summary["snapshot_ts"] and g.db_target == db_target)
 
 
 def test_failed_host_leaves_nothing_complete(testbed, cluster_block, repository_block, monkeypatch):
@@ -266,19 +299,18 @@ def test_registry_backup_masks_secrets(testbed, repository_block):
     assert json.loads(cluster_doc)["hosts"][0]["address"] == "127.0.0.1"  # the configuration itself is there
 
 
-def test_large_files_go_in_parallel_parts(testbed, cluster_block, repository_block, monkeypatch):
-    """Files larger than a part are streamed once and uploaded as multipart, parts in parallel; an
-    injected part failure is retried, and the stored bytes hash to the manifest's SHA-256."""
-    keyspace, table = new_table(cluster_block, prefix="p")
-    with connect(cluster_block) as session:  # ~11 MiB of incompressible rows per replica
+def write_large_rows(cluster_block, prefix: str) -> tuple[str, str]:
+    """A table with ~11 MiB of incompressible rows per replica: a Data.db of two 5 MiB parts and more."""
+    keyspace, table = new_table(cluster_block, prefix=prefix)
+    with connect(cluster_block) as session:
         insert = session.prepare(f"INSERT INTO {keyspace}.{table} (id, payload) VALUES (?, ?)")
         for i in range(700):
             session.execute(insert, (i, os.urandom(8000).hex()))
-    repository_block.model_copy(update={"part_size_mib": 5}).save("small-parts", overwrite=True)
-    recorder = S3Recorder(monkeypatch, fail_op="UploadPart", fail_times=1)
-    summary = backup_snapshot(hosts="127.0.0.1", db_target=f"{keyspace}.{table}", repository_block="small-parts")
-    assert recorder.failures_left == 0
-    prefix = f"{summary['snapshot_ts']}/127.0.0.1/snapshots/"
+    return keyspace, table
+
+
+def assert_multipart_and_intact(repository_block, prefix: str) -> list:
+    """The set's files above 5 MiB are multipart objects whose bytes hash to the manifest's SHA-256."""
     manifest = Repository(Storage(repository_block)).read_manifest(parse_key(prefix + "manifest.json").set)
     big = [f for f in manifest.files if f.size > 5 * 2**20]
     assert big, [f.size for f in manifest.files]
@@ -286,5 +318,61 @@ def test_large_files_go_in_parallel_parts(testbed, cluster_block, repository_blo
     for entry in big:
         head = s3.head_object(Bucket=repository_block.bucket, Key=prefix + entry.path)
         assert head["ETag"].strip('"').endswith(f"-{-(-entry.size // (5 * 2**20))}")  # really multipart
-        body = s3.get_object(Bucket=repository_block.bucket, Key=prefix + entry.path)["Body"].read()
-        assert hashlib.sha256(body).hexdigest() == entry.sha256 and len(body) == entry.size
+        digest = hashlib.sha256()
+        for chunk in s3.get_object(Bucket=repository_block.bucket, Key=prefix + entry.path)["Body"].iter_chunks():
+            digest.update(chunk)
+        assert digest.hexdigest() == entry.sha256 and head["ContentLength"] == entry.size
+    return big
+
+
+def test_large_files_go_in_parallel_parts(testbed, cluster_block, repository_block, monkeypatch):
+    """Through the manager (node uploads off), files larger than a part are streamed once and uploaded
+    as multipart, parts in parallel; an injected part failure is retried."""
+    keyspace, table = write_large_rows(cluster_block, "p")
+    repository_block.model_copy(update={"part_size_mib": 5, "upload_from_nodes": False}).save(
+        "small-parts", overwrite=True)
+    recorder = S3Recorder(monkeypatch, fail_op="UploadPart", fail_times=1)
+    summary = backup_snapshot(hosts="127.0.0.1", db_target=f"{keyspace}.{table}", repository_block="small-parts")
+    assert recorder.failures_left == 0
+    assert_multipart_and_intact(repository_block, f"{summary['snapshot_ts']}/127.0.0.1/snapshots/")
+
+
+def test_large_files_uploaded_by_the_node(testbed, cluster_block, repository_block, monkeypatch):
+    """By default files of 8 MiB and more go from the node straight to S3 (presigned part URLs): no
+    part passes through the manager. A part S3 refuses fails the attempt; the retry completes."""
+    keyspace, table = write_large_rows(cluster_block, "n")
+    repository_block.model_copy(update={"part_size_mib": 5}).save("node-parts", overwrite=True)
+    recorder = S3Recorder(monkeypatch)
+    original, spoiled = Storage.presign_part, []
+
+    def presign(self, key, upload_id, number, expires_s, client=None):
+        if not spoiled:  # the first URL names an upload that does not exist: S3 refuses the part
+            spoiled.append(key)
+            upload_id = "no-such-upload"
+        return original(self, key, upload_id, number, expires_s, client)
+    monkeypatch.setattr(Storage, "presign_part", presign)
+    summary = backup_snapshot(hosts="127.0.0.2", db_target=f"{keyspace}.{table}", repository_block="node-parts")
+    assert spoiled
+    assert "CompleteMultipartUpload" in recorder.operations and "UploadPart" not in recorder.operations
+    prefix = f"{summary['snapshot_ts']}/127.0.0.2/snapshots/"
+    big = assert_multipart_and_intact(repository_block, prefix)
+    assert any(spoiled[0].endswith(entry.path) for entry in big)  # the refused file is there, whole
+    # Each object the node stored was checked (HEAD, or the completed multipart's ETag) before the
+    # manifest was written, and the manifest was the last write.
+    ours = [(op, key) for op, key in recorder.calls if key.startswith(prefix)]
+    manifest_at = ours.index(("PutObject", prefix + "manifest.json"))
+    assert manifest_at == max(i for i, (op, _) in enumerate(ours) if op in ("PutObject", "CompleteMultipartUpload"))
+    checked = {key for op, key in ours[:manifest_at] if op in ("HeadObject", "CompleteMultipartUpload")}
+    assert set(keys_under(repository_block, prefix)) - {prefix + "manifest.json"} == checked
+
+
+def test_node_without_python_streams_through_the_manager(testbed, cluster_block, repository_block, monkeypatch):
+    keyspace, table = write_large_rows(cluster_block, "m")
+    hosts = [h.model_copy(update={"python": "/nonexistent/python3"}) for h in cluster_block.hosts]
+    cluster_block.model_copy(update={"hosts": hosts}).save("no-python", overwrite=True)
+    repository_block.model_copy(update={"part_size_mib": 5}).save("node-parts", overwrite=True)
+    recorder = S3Recorder(monkeypatch)
+    summary = backup_snapshot(hosts="127.0.0.3", db_target=f"{keyspace}.{table}", cluster_block="no-python",
+                              repository_block="node-parts")
+    assert "UploadPart" in recorder.operations  # the manager sent the large file's parts itself
+    assert_multipart_and_intact(repository_block, f"{summary['snapshot_ts']}/127.0.0.3/snapshots/")

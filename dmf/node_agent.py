@@ -1,0 +1,210 @@
+"""Runs ON a Cassandra node, sent over SSH by the manager: uploads files straight to S3 through
+presigned URLs (one PUT, or one per multipart part), so their bytes skip the SSH hop. Standard
+library only (Python 3.6+), since it runs on the node's own python3 (the one cqlsh needs).
+
+Protocol, one JSON object per line:
+  stdin   header {"endpoint": [host, port], "concurrency": n}, then one job per file:
+          {"id", "path", "size", "part_size", "urls": [presigned PUT URL, or one per part]}
+  stdout  {"ready": true} or {"unreachable": reason} after probing the endpoint; then
+          {"progress": bytes} per part, and per file {"id", "sha256", "md5s"} or {"id", "error"}.
+
+Each file is read once, in order (its SHA-256 for the manifest); its parts go in parallel on
+`concurrency` uploaders, and a part is read only when one of `concurrency` slots is free, so memory
+is bounded by part size x concurrency. Every part carries Content-MD5 and its returned ETag must
+equal that MD5. The URLs grant writes: they are read from stdin only, and never printed.
+"""
+import base64
+import hashlib
+import http.client
+import json
+import os
+import queue
+import socket
+import ssl
+import sys
+import threading
+import time
+import urllib.parse
+
+ATTEMPTS = 4
+TIMEOUT_S = 120
+
+_out_lock = threading.Lock()
+_in_lock = threading.Lock()
+
+
+def emit(message):
+    try:
+        with _out_lock:
+            sys.stdout.write(json.dumps(message) + "\n")
+            sys.stdout.flush()
+    except OSError:
+        os._exit(3)  # the manager is gone (SSH connection dropped): stop, it aborts what is unfinished
+
+
+class PartFailed(Exception):
+    pass
+
+
+class Uploader(threading.Thread):
+    """Sends parts from the queue over its own keep-alive connection."""
+
+    def __init__(self, parts, slots):
+        super().__init__(daemon=True)
+        self.parts, self.slots = parts, slots
+        self.conn = None
+
+    def run(self):
+        while True:
+            item = self.parts.get()
+            if item is None:
+                return
+            job, number, data = item
+            try:
+                if not job.failed:
+                    # Hashed here, in parallel with the reader's SHA-256 (hashlib releases the GIL).
+                    md5 = hashlib.md5(data).digest()
+                    job.md5s[number - 1] = md5
+                    self.put(job.urls[number - 1], data, md5)
+                    emit({"progress": len(data)})
+            except Exception as exc:  # noqa: BLE001 — reported for the file, the agent goes on
+                job.fail("part %d: %s" % (number, exc))
+            finally:
+                del data
+                self.slots.release()
+                job.part_done()
+
+    def connect(self, url):
+        if self.conn is None:
+            cls = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
+            kwargs = {"context": ssl.create_default_context()} if url.scheme == "https" else {}
+            self.conn = cls(url.hostname, url.port, timeout=TIMEOUT_S, **kwargs)
+        return self.conn
+
+    def put(self, raw_url, data, md5):
+        url = urllib.parse.urlsplit(raw_url)
+        target = url.path + "?" + url.query
+        headers = {"Content-Length": str(len(data)), "Content-MD5": base64.b64encode(md5).decode()}
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                conn = self.connect(url)
+                conn.request("PUT", target, body=data, headers=headers)
+                response = conn.getresponse()
+                body = response.read()
+                if response.status == 200:
+                    etag = (response.getheader("ETag") or "").strip('"')
+                    if etag != md5.hex():
+                        raise PartFailed("S3 stored ETag %s, not the MD5 of the bytes sent" % etag)
+                    return
+                reason = _s3_code(body) or response.reason
+                if response.status < 500 and response.status not in (400, 408, 429):
+                    raise PartFailed("HTTP %d %s" % (response.status, reason))
+                error = "HTTP %d %s" % (response.status, reason)
+            except (OSError, http.client.HTTPException) as exc:
+                error = "%s: %s" % (type(exc).__name__, exc)
+            self.close()
+            if attempt < ATTEMPTS:
+                time.sleep(0.5 * 2 ** attempt)
+        raise PartFailed(error + " (after %d attempts)" % ATTEMPTS)
+
+    def close(self):
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+def _s3_code(body):
+    text = body[:2000].decode("utf-8", "replace")
+    start = text.find("<Code>")
+    return text[start + 6:text.find("</Code>")] if start >= 0 else ""
+
+
+class Job:
+    def __init__(self, spec):
+        self.id, self.path, self.size = spec["id"], spec["path"], spec["size"]
+        self.part_size, self.urls = spec["part_size"], spec["urls"]
+        self.error = None
+        self.failed = False
+        self._pending = 1  # the reader's own share: the result waits for it too
+        self._lock = threading.Lock()
+        self.sha256 = hashlib.sha256()
+        self.md5s = [None] * len(self.urls)
+
+    def fail(self, error):
+        with self._lock:
+            if self.error is None:
+                self.error = error
+            self.failed = True
+
+    def add_part(self):
+        with self._lock:
+            self._pending += 1
+
+    def part_done(self):
+        with self._lock:
+            self._pending -= 1
+            finished = self._pending == 0
+        if finished:
+            if self.error is not None:
+                emit({"id": self.id, "error": self.error})
+            else:
+                emit({"id": self.id, "sha256": self.sha256.hexdigest(), "md5s": [m.hex() for m in self.md5s]})
+
+
+def read_jobs(parts, slots, no_more_jobs):
+    """Takes jobs from stdin one at a time and reads each file into parts, in order."""
+    while True:
+        with _in_lock:
+            line = b"" if no_more_jobs.is_set() else sys.stdin.buffer.readline()
+            if not line.strip():  # end of stdin, or the blank line that ends the jobs
+                no_more_jobs.set()
+                return
+        job = Job(json.loads(line.decode()))
+        try:
+            with open(job.path, "rb") as source:
+                total = 0
+                for number in range(1, len(job.urls) + 1):
+                    slots.acquire()
+                    data = source.read(job.part_size)
+                    if job.failed or (not data and number > 1):  # an empty file is one empty PUT
+                        slots.release()
+                        break
+                    total += len(data)
+                    job.sha256.update(data)
+                    job.add_part()
+                    parts.put((job, number, data))
+                    del data
+                if not job.failed and (total != job.size or source.read(1)):
+                    job.fail("read %d bytes, expected %d (file changed?)" % (total, job.size))
+        except OSError as exc:
+            job.fail("cannot read: %s" % (exc.strerror or exc))
+        job.part_done()
+
+
+def main():
+    header = json.loads(sys.stdin.buffer.readline().decode())
+    host, port = header["endpoint"]
+    try:
+        socket.create_connection((host, port), timeout=15).close()
+    except OSError as exc:
+        emit({"unreachable": "%s:%s: %s" % (host, port, exc.strerror or exc)})
+        return
+    emit({"ready": True})
+    concurrency = header["concurrency"]
+    parts, slots = queue.Queue(), threading.BoundedSemaphore(concurrency)
+    uploaders = [Uploader(parts, slots) for _ in range(concurrency)]
+    no_more_jobs = threading.Event()
+    readers = [threading.Thread(target=read_jobs, args=(parts, slots, no_more_jobs), daemon=True)
+               for _ in range(concurrency)]
+    for thread in uploaders + readers:
+        thread.start()
+    for reader in readers:
+        reader.join()
+    for _ in uploaders:
+        parts.put(None)
+    for uploader in uploaders:
+        uploader.join()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,209 @@
+"""Files uploaded by the node itself, the manager orchestrating and verifying.
+
+Streaming through the manager costs an SSH hop's CPU per byte on both ends; the node instead runs
+`dmf.node_agent` (sent over the SSH channel's stdin, run by the host's python) and PUTs each file,
+or its parts, to presigned URLs the manager makes for it. The manager creates and completes each
+multipart upload and checks every object's size and ETag against the MD5s of what the node read,
+so a set is verified exactly as when bytes pass through it. The URLs travel on stdin only: not in
+argv (ps), logs or errors.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import urllib.parse
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paramiko
+
+from dmf import node_agent
+from dmf.core.keys import SetRef
+from dmf.core.manifest import FileEntry
+from dmf.node import SourceFile
+from dmf.ssh import RemoteError, RemoteHost, command_argv
+from dmf.storage import MIB, StorageError, Storage, part_size_for
+
+log = logging.getLogger(__name__)
+
+READY_TIMEOUT_S = 60
+MAX_URL_EXPIRY_S = 7 * 24 * 3600  # SigV4's limit
+# Reads the agent's source from stdin and runs it; the rest of stdin is the agent's.
+BOOTSTRAP = ("import sys;n=int(sys.stdin.buffer.readline());"
+             "exec(compile(sys.stdin.buffer.read(n),'dmf-node-agent','exec'))")
+
+
+@dataclass
+class _Upload:
+    source: SourceFile
+    key: str
+    part_size: int
+    upload_id: str | None = None  # set for a multipart upload
+
+
+def url_expiry_s(size: int) -> int:
+    """An hour, plus a second per MiB: generous for a file still queued behind others on the node."""
+    return min(MAX_URL_EXPIRY_S, 3600 + size // MIB)
+
+
+class NodeUpload:
+    """One agent on one node, for one set's files."""
+
+    def __init__(self, remote: RemoteHost, storage: Storage, set_ref: SetRef,
+                 progress: Callable[[int], None] | None = None):
+        self.remote, self.storage, self.set_ref = remote, storage, set_ref
+        self.progress = progress or (lambda _: None)
+        repository = storage.repository
+        self._presigner = repository.client(repository.node_endpoint_url) if repository.node_endpoint_url \
+            else storage.s3
+        self._channel: paramiko.Channel | None = None
+        self._lines: Any = None
+
+    def start(self) -> str | None:
+        """Starts the agent; None when it is ready, else why the node cannot upload (then nothing ran)."""
+        endpoint = urllib.parse.urlsplit(self._presigner.meta.endpoint_url)
+        port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+        script = Path(node_agent.__file__).read_bytes()
+        header = {"endpoint": [endpoint.hostname, port], "concurrency": self.storage.repository.max_concurrency}
+        try:
+            self._channel = self.remote.start(command_argv(self.remote.host.python, "-c", BOOTSTRAP))
+            self._channel.settimeout(READY_TIMEOUT_S)
+            self._channel.sendall(b"%d\n" % len(script) + script + json.dumps(header).encode() + b"\n")
+            self._lines = self._channel.makefile("rb")
+            message = self._first_message()
+        except (OSError, paramiko.SSHException) as exc:
+            self.close()
+            return f"the node's python did not start: {exc}"
+        if message is None:
+            err = self._channel.recv_stderr(4096).decode(errors="replace").strip().splitlines()
+            self.close()
+            return f"`{self.remote.host.python}` on the node failed" + (f": {err[-1][:200]}" if err else "")
+        if "unreachable" in message:
+            self.close()
+            return f"the node cannot reach S3 at {message['unreachable']}"
+        self._channel.settimeout(None)
+        return None
+
+    def _first_message(self) -> dict | None:
+        """The agent's first line; what a login shell's profile printed before it is skipped."""
+        for line in self._lines:
+            if line.startswith(b"{"):
+                return json.loads(line)
+        return None
+
+    def run(self, files: list[SourceFile], match_existing: Callable[[str, SourceFile], FileEntry | None]
+            ) -> list[FileEntry]:
+        """Uploads `files` through the started agent. `match_existing` returns the entry of a file a
+        previous attempt already stored (a retried run resumes), or None."""
+        pending: dict[int, _Upload] = {}
+        lock = threading.Lock()
+        entries: list[FileEntry] = []
+        errors: list[str] = []
+
+        def send_jobs() -> None:
+            try:
+                for number, source in enumerate(files):
+                    upload = self._prepare(source)
+                    existing = match_existing(upload.key, source)
+                    if existing is not None:
+                        with lock:
+                            entries.append(existing)
+                        continue
+                    urls = self._open(upload)
+                    with lock:
+                        pending[number] = upload
+                    job = {"id": number, "path": source.path, "size": source.size, "part_size": upload.part_size,
+                           "urls": urls}
+                    self._channel.sendall(json.dumps(job).encode() + b"\n")
+            except Exception as exc:  # noqa: BLE001 — reported with the agent's own errors below
+                with lock:
+                    errors.append(str(exc))
+            finally:
+                try:
+                    self._channel.sendall(b"\n")  # no more jobs
+                    self._channel.shutdown_write()
+                except (OSError, paramiko.SSHException):
+                    pass
+
+        def finish(upload: _Upload, message: dict) -> None:
+            """Seals one file's upload from the agent's report: completed and verified, or aborted."""
+            error = message.get("error")
+            if error is None:
+                md5s = [bytes.fromhex(m) for m in message["md5s"]]
+                try:
+                    self._seal(upload, md5s)
+                    with lock:
+                        entries.append(FileEntry(upload.source.relpath, upload.source.size, message["sha256"]))
+                    return
+                except StorageError as exc:
+                    error = str(exc)
+            with lock:
+                errors.append(f"{upload.source.path}: {error}")
+            self._abort(upload)
+
+        sender = threading.Thread(target=send_jobs, name=f"jobs-{self.set_ref.node}", daemon=True)
+        sealers = ThreadPoolExecutor(self.storage.repository.max_concurrency, thread_name_prefix="seal")
+        sender.start()
+        try:
+            for line in self._lines:
+                message = json.loads(line)
+                if "progress" in message:
+                    self.progress(message["progress"])
+                    continue
+                with lock:
+                    upload = pending.pop(message["id"])
+                sealers.submit(finish, upload, message)
+            sender.join()
+            status = self._channel.recv_exit_status()
+        finally:
+            sender.join(timeout=5)
+            sealers.shutdown(wait=True)
+            with lock:
+                unfinished = list(pending.values())
+                pending.clear()
+            for upload in unfinished:
+                self._abort(upload)
+            self.close()
+        if status != 0 and not errors:
+            errors.append(f"the upload agent exited {status}")
+        if unfinished and not errors:
+            errors.append(f"{len(unfinished)} files had no result from the upload agent")
+        if errors:
+            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+            raise RemoteError(f"{self.remote.host.address}: node upload failed: {errors[0]}{more}")
+        return entries
+
+    def _prepare(self, source: SourceFile) -> _Upload:
+        part_size = part_size_for(source.size, self.storage.repository.part_size_mib * MIB)
+        return _Upload(source, self.set_ref.file_key(source.relpath), part_size)
+
+    def _open(self, upload: _Upload) -> list[str]:
+        """The URLs the node PUTs to: one for a file within a part, else a multipart upload's parts."""
+        expiry = url_expiry_s(upload.source.size)
+        if upload.source.size <= upload.part_size:
+            return [self.storage.presign_put(upload.key, expiry, self._presigner)]
+        upload.upload_id = self.storage.create_multipart(upload.key)
+        return [self.storage.presign_part(upload.key, upload.upload_id, n, expiry, self._presigner)
+                for n in range(1, math.ceil(upload.source.size / upload.part_size) + 1)]
+
+    def _seal(self, upload: _Upload, md5s: list[bytes]) -> None:
+        """Checks the stored object against the MD5s of what the node read (completing a multipart upload)."""
+        if upload.upload_id is None:
+            self.storage.verify(upload.key, None, md5s[0].hex(), upload.source.size)
+        else:
+            parts = [{"PartNumber": n, "ETag": f'"{m.hex()}"'} for n, m in enumerate(md5s, 1)]
+            self.storage.complete_multipart(upload.key, upload.upload_id, parts, md5s, upload.source.size)
+
+    def _abort(self, upload: _Upload) -> None:
+        if upload.upload_id is not None:
+            self.storage.abort_multipart(upload.key, upload.upload_id)
+
+    def close(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None

@@ -1,0 +1,88 @@
+"""The node upload agent on its own, against the test bed's S3 server: what it reports for whole
+files, empty files, files that changed, parts S3 refuses, and an endpoint it cannot reach."""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dmf import node_agent
+from dmf.node_upload import BOOTSTRAP
+from dmf.storage import MIB, Storage
+
+pytestmark = pytest.mark.integration
+PART = 5 * MIB
+
+
+def run_agent(endpoint: tuple[str, int], jobs: list[dict]) -> list[dict]:
+    """Runs the agent here as it runs on a node: bootstrap in argv, its source and jobs on stdin."""
+    script = Path(node_agent.__file__).read_bytes()
+    stdin = b"%d\n" % len(script) + script + json.dumps({"endpoint": endpoint, "concurrency": 4}).encode() + b"\n"
+    stdin += b"".join(json.dumps(job).encode() + b"\n" for job in jobs) + b"\n"
+    out = subprocess.run([sys.executable, "-c", BOOTSTRAP], input=stdin, capture_output=True, timeout=120)
+    assert out.returncode == 0, out.stderr.decode()[-2000:]
+    return [json.loads(line) for line in out.stdout.splitlines()]
+
+
+@pytest.fixture()
+def storage(repository_block):
+    return Storage(repository_block)
+
+
+def endpoint_of(storage: Storage) -> tuple[str, int]:
+    from urllib.parse import urlsplit
+    url = urlsplit(storage.s3.meta.endpoint_url)
+    return url.hostname, url.port
+
+
+def multipart_job(storage: Storage, key: str, path: Path, size: int) -> tuple[dict, str]:
+    upload_id = storage.create_multipart(key)
+    urls = [storage.presign_part(key, upload_id, n, 600) for n in range(1, math.ceil(size / PART) + 1)]
+    return {"id": 0, "path": str(path), "size": size, "part_size": PART, "urls": urls}, upload_id
+
+
+def test_multipart_and_empty_files_arrive_whole(storage, tmp_path):
+    big, empty = tmp_path / "big", tmp_path / "empty"
+    big.write_bytes(os.urandom(11 * MIB + 123))
+    empty.write_bytes(b"")
+    job, upload_id = multipart_job(storage, "agent-test/big", big, big.stat().st_size)
+    empty_job = {"id": 1, "path": str(empty), "size": 0, "part_size": PART,
+                 "urls": [storage.presign_put("agent-test/empty", 600)]}
+    messages = run_agent(endpoint_of(storage), [job, empty_job])
+    assert messages[0] == {"ready": True}
+    results = {m["id"]: m for m in messages if "id" in m}
+    assert sum(m["progress"] for m in messages if "progress" in m) == big.stat().st_size
+    assert results[0]["sha256"] == hashlib.sha256(big.read_bytes()).hexdigest()
+    md5s = [bytes.fromhex(m) for m in results[0]["md5s"]]
+    assert len(md5s) == 3
+    storage.complete_multipart("agent-test/big", upload_id,
+                               [{"PartNumber": n, "ETag": f'"{m.hex()}"'} for n, m in enumerate(md5s, 1)],
+                               md5s, big.stat().st_size)
+    assert storage.get_bytes("agent-test/big") == big.read_bytes()
+    storage.verify("agent-test/empty", None, results[1]["md5s"][0], 0)
+    assert results[1]["sha256"] == hashlib.sha256(b"").hexdigest()
+
+
+def test_changed_file_and_refused_part_are_errors_without_urls(storage, tmp_path):
+    path = tmp_path / "grew"
+    path.write_bytes(os.urandom(PART + 10))
+    changed, upload_id = multipart_job(storage, "agent-test/grew", path, PART + 5)  # the file is larger now
+    refused = {"id": 1, "path": str(path), "size": PART + 10, "part_size": PART, "urls": [
+        storage.s3.generate_presigned_url("upload_part", ExpiresIn=600, Params={
+            "Bucket": "dmf-no-such-bucket", "Key": "x", "UploadId": "u", "PartNumber": n}) for n in (1, 2)]}
+    messages = run_agent(endpoint_of(storage), [changed, refused])
+    errors = {m["id"]: m["error"] for m in messages if "error" in m}
+    assert "expected" in errors[0] and "file changed" in errors[0]
+    assert "HTTP 404 NoSuchBucket" in errors[1] and "X-Amz" not in errors[1] and "://" not in errors[1]
+    storage.abort_multipart("agent-test/grew", upload_id)
+
+
+def test_unreachable_endpoint_is_reported_before_any_job():
+    messages = run_agent(("127.0.0.1", 1), [])
+    assert list(messages[0]) == ["unreachable"] and len(messages) == 1
