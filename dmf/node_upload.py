@@ -10,7 +10,6 @@ argv (ps), logs or errors.
 from __future__ import annotations
 
 import json
-import logging
 import math
 import threading
 import urllib.parse
@@ -27,9 +26,7 @@ from dmf.core.keys import SetRef
 from dmf.core.manifest import FileEntry
 from dmf.node import SourceFile
 from dmf.ssh import RemoteError, RemoteHost, command_argv
-from dmf.storage import MIB, StorageError, Storage, part_size_for
-
-log = logging.getLogger(__name__)
+from dmf.storage import MIB, Storage, part_size_for
 
 READY_TIMEOUT_S = 60
 MAX_URL_EXPIRY_S = 7 * 24 * 3600  # SigV4's limit
@@ -114,9 +111,9 @@ class NodeUpload:
                         with lock:
                             entries.append(existing)
                         continue
-                    urls = self._open(upload)
                     with lock:
-                        pending[number] = upload
+                        pending[number] = upload  # from here on, a failure aborts its multipart upload
+                    urls = self._open(upload)
                     job = {"id": number, "path": source.path, "size": source.size, "part_size": upload.part_size,
                            "urls": urls}
                     self._channel.sendall(json.dumps(job).encode() + b"\n")
@@ -140,7 +137,7 @@ class NodeUpload:
                     with lock:
                         entries.append(FileEntry(upload.source.relpath, upload.source.size, message["sha256"]))
                     return
-                except StorageError as exc:
+                except Exception as exc:  # noqa: BLE001 — the file's error, raised with the others below
                     error = str(exc)
             with lock:
                 errors.append(f"{upload.source.path}: {error}")
@@ -160,6 +157,8 @@ class NodeUpload:
                 sealers.submit(finish, upload, message)
             sender.join()
             status = self._channel.recv_exit_status()
+            stderr = self._channel.recv_stderr(65536).decode(errors="replace").strip().splitlines() \
+                if status != 0 else []
         finally:
             sender.join(timeout=5)
             sealers.shutdown(wait=True)
@@ -170,9 +169,9 @@ class NodeUpload:
                 self._abort(upload)
             self.close()
         if status != 0 and not errors:
-            errors.append(f"the upload agent exited {status}")
-        if unfinished and not errors:
-            errors.append(f"{len(unfinished)} files had no result from the upload agent")
+            errors.append(f"the upload agent exited {status}" + (f": {stderr[-1][:300]}" if stderr else ""))
+        if not errors and len(entries) != len(files):  # never a manifest that misses a file
+            errors.append(f"{len(files) - len(entries)} files had no result from the upload agent")
         if errors:
             more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
             raise RemoteError(f"{self.remote.host.address}: node upload failed: {errors[0]}{more}")
