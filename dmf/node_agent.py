@@ -3,7 +3,7 @@ presigned URLs (one PUT, or one per multipart part), so their bytes skip the SSH
 library only (Python 3.6+), since it runs on the node's own python3 (the one cqlsh needs).
 
 Protocol, one JSON object per line:
-  stdin   header {"endpoint": [host, port], "concurrency": n}, then one job per file:
+  stdin   header {"endpoint": [host, port], "tls": bool, "concurrency": n}, then one job per file:
           {"id", "path", "size", "part_size", "urls": [presigned PUT URL, or one per part]}
   stdout  {"ready": true} or {"unreachable": reason} after probing the endpoint; then
           {"progress": bytes} per part, and per file {"id", "sha256", "md5s"} or {"id", "error"}.
@@ -181,12 +181,22 @@ def read_jobs(parts, slots, no_more_jobs):
         job.part_done()
 
 
+def probe(host, port, tls):
+    """Connects to the endpoint (and shakes hands, for TLS) before any job is taken."""
+    sock = socket.create_connection((host, port), timeout=15)
+    try:
+        if tls:
+            sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
+    finally:
+        sock.close()
+
+
 def main():
     header = json.loads(sys.stdin.buffer.readline().decode())
     host, port = header["endpoint"]
     try:
-        socket.create_connection((host, port), timeout=15).close()
-    except OSError as exc:
+        probe(host, port, header.get("tls", False))
+    except OSError as exc:  # includes a certificate this node does not trust
         emit({"unreachable": "%s:%s: %s" % (host, port, exc.strerror or exc)})
         return
     emit({"ready": True})

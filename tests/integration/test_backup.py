@@ -114,8 +114,8 @@ class S3Recorder:
         self.fail_op, self.key_part = fail_op, key_part
         original = S3Repository.client
 
-        def client(repo):
-            s3 = original(repo)
+        def client(repo, endpoint_url=None):
+            s3 = original(repo, endpoint_url)
             s3.meta.events.register("before-parameter-build.s3", self.before)
             s3.meta.events.register("after-call.s3", self.after)
             return s3
@@ -366,13 +366,19 @@ def test_large_files_uploaded_by_the_node(testbed, cluster_block, repository_blo
     assert set(keys_under(repository_block, prefix)) - {prefix + "manifest.json"} == checked
 
 
-def test_node_without_python_streams_through_the_manager(testbed, cluster_block, repository_block, monkeypatch):
+@pytest.mark.parametrize("cause", ["no python", "S3 unreachable from the node"])
+def test_node_that_cannot_upload_streams_through_the_manager(testbed, cluster_block, repository_block,
+                                                             monkeypatch, cause):
     keyspace, table = write_large_rows(cluster_block, "m")
-    hosts = [h.model_copy(update={"python": "/nonexistent/python3"}) for h in cluster_block.hosts]
-    cluster_block.model_copy(update={"hosts": hosts}).save("no-python", overwrite=True)
-    repository_block.model_copy(update={"part_size_mib": 5}).save("node-parts", overwrite=True)
+    cluster_name, repository_update = "default", {"part_size_mib": 5}
+    if cause == "no python":
+        hosts = [h.model_copy(update={"python": "/nonexistent/python3"}) for h in cluster_block.hosts]
+        cluster_block.model_copy(update={"hosts": hosts}).save(cluster_name := "no-python", overwrite=True)
+    else:
+        repository_update["node_endpoint_url"] = "http://127.0.0.1:1"  # nothing listens there
+    repository_block.model_copy(update=repository_update).save("fallback", overwrite=True)
     recorder = S3Recorder(monkeypatch)
-    summary = backup_snapshot(hosts="127.0.0.3", db_target=f"{keyspace}.{table}", cluster_block="no-python",
-                              repository_block="node-parts")
+    summary = backup_snapshot(hosts="127.0.0.3", db_target=f"{keyspace}.{table}", cluster_block=cluster_name,
+                              repository_block="fallback")
     assert "UploadPart" in recorder.operations  # the manager sent the large file's parts itself
     assert_multipart_and_intact(repository_block, f"{summary['snapshot_ts']}/127.0.0.3/snapshots/")

@@ -20,10 +20,11 @@ pytestmark = pytest.mark.integration
 PART = 5 * MIB
 
 
-def run_agent(endpoint: tuple[str, int], jobs: list[dict]) -> list[dict]:
+def run_agent(endpoint: tuple[str, int], jobs: list[dict], tls: bool = False) -> list[dict]:
     """Runs the agent here as it runs on a node: bootstrap in argv, its source and jobs on stdin."""
     script = Path(node_agent.__file__).read_bytes()
-    stdin = b"%d\n" % len(script) + script + json.dumps({"endpoint": endpoint, "concurrency": 4}).encode() + b"\n"
+    header = {"endpoint": endpoint, "tls": tls, "concurrency": 4}
+    stdin = b"%d\n" % len(script) + script + json.dumps(header).encode() + b"\n"
     stdin += b"".join(json.dumps(job).encode() + b"\n" for job in jobs) + b"\n"
     out = subprocess.run([sys.executable, "-c", BOOTSTRAP], input=stdin, capture_output=True, timeout=120)
     assert out.returncode == 0, out.stderr.decode()[-2000:]
@@ -85,4 +86,10 @@ def test_changed_file_and_refused_part_are_errors_without_urls(storage, tmp_path
 
 def test_unreachable_endpoint_is_reported_before_any_job():
     messages = run_agent(("127.0.0.1", 1), [])
+    assert list(messages[0]) == ["unreachable"] and len(messages) == 1
+
+
+def test_endpoint_without_trusted_tls_is_unreachable(storage):
+    """The bed's S3 speaks plain HTTP: a TLS handshake with it fails, as with an untrusted certificate."""
+    messages = run_agent(endpoint_of(storage), [], tls=True)
     assert list(messages[0]) == ["unreachable"] and len(messages) == 1
