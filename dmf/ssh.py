@@ -151,19 +151,17 @@ class RemoteHost:
             self._sftp = self.client.open_sftp()
         return self._sftp
 
-    def _channel(self, argv: Sequence[str], timeout: float | None) -> paramiko.Channel:
+    def start(self, argv: Sequence[str], timeout: float | None = None) -> paramiko.Channel:
+        """Starts argv on the host (each argument quoted); the caller converses over the returned
+        channel's stdin/stdout."""
         channel = self.client.get_transport().open_session(window_size=WINDOW, max_packet_size=MAX_PACKET)
         channel.settimeout(timeout)
         channel.exec_command(shlex.join(argv))
         return channel
 
-    def start(self, argv: Sequence[str], timeout: float | None = None) -> paramiko.Channel:
-        """Starts argv on the host; the caller converses over the returned channel's stdin/stdout."""
-        return self._channel(argv, timeout)
-
     def run(self, argv: Sequence[str], *, check: bool = True, timeout: float | None = 600) -> CommandResult:
         """Runs argv on the host (each argument quoted); raises RemoteError on a non-zero exit if `check`."""
-        channel = self._channel(argv, timeout=None)
+        channel = self.start(argv)
         deadline = None if timeout is None else time.monotonic() + timeout
         stdout, stderr = bytearray(), bytearray()
         try:
@@ -221,7 +219,7 @@ class RemoteHost:
         if size is not None and size < SFTP_BELOW:
             yield from self._iter_sftp(path, chunk)
             return
-        channel = self._channel(["cat", "--", path], timeout=300)
+        channel = self.start(["cat", "--", path], timeout=300)
         try:
             while True:
                 data = channel.recv(chunk)

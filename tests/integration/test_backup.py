@@ -21,8 +21,8 @@ from dmf.cql import connect
 from dmf.flows.backup_registry import backup_registry
 from dmf.flows.backup_snapshot import BackupFailed, backup_snapshot
 from dmf.flows.ship_commitlogs import ship_commitlogs
-from dmf.repository import Repository
 from dmf.node_upload import NodeUpload
+from dmf.repository import Repository
 from dmf.ssh import RemoteHost
 from dmf.storage import Storage
 
@@ -103,10 +103,6 @@ def test_db_target_scopes_the_backup(testbed, cluster_block, repository_block):
 class S3Recorder:
     """Records completed writes, and fails chosen S3 calls a given number of times."""
 
-    @property
-    def operations(self) -> list[str]:
-        return [operation for operation, _ in self.calls]
-
     def __init__(self, monkeypatch, fail_op: str | None = None, fail_times: int = 0, key_part: str = ""):
         self.writes: list[str] = []
         self.calls: list[tuple[str, str]] = []  # (operation, key) of requests sent, not URLs presigned
@@ -120,6 +116,10 @@ class S3Recorder:
             s3.meta.events.register("after-call.s3", self.after)
             return s3
         monkeypatch.setattr(S3Repository, "client", client)
+
+    @property
+    def operations(self) -> list[str]:
+        return [operation for operation, _ in self.calls]
 
     def before(self, model, params, context, **_):
         context["dmf_key"] = params.get("Key", "")
@@ -157,11 +157,11 @@ def test_dropped_ssh_connection_is_retried(testbed, cluster_block, repository_bl
     original = RemoteHost.iter_file
     dropped = []
 
-    def flaky(self, path, chunk=1024 * 1024):
+    def flaky(self, path, size=None):
         if path.endswith("-Data.db") and not dropped:
             dropped.append(path)
             self.client.get_transport().close()
-        yield from original(self, path, chunk)
+        yield from original(self, path, size)
     monkeypatch.setattr(RemoteHost, "iter_file", flaky)
     summary = backup_snapshot(hosts="127.0.0.3", db_target=f"{keyspace}.{table}", repository_block="via-manager")
     assert dropped and summary["files"] > 0
