@@ -38,7 +38,7 @@ testbed-down: install
 # Every benchmark, on the three-node test bed (started if needed); each prints its table.
 bench: install
 	$(VENV)/bin/dmf-testbed up --nodes 3
-	$(VENV)/bin/python bench/backup.py --sizes 64,256
+	$(VENV)/bin/python bench/backup.py --sizes 256,1024
 	$(VENV)/bin/python bench/restore.py
 	$(VENV)/bin/python bench/commitlog_rpo.py --intervals 15,60
 	$(VENV)/bin/python bench/list.py --sets 500,1000,2000

@@ -5,6 +5,7 @@ from __future__ import annotations
 import configparser
 import io
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -101,7 +102,10 @@ def phase_medusa(params: dict) -> dict:
     nodetool(tb, "snapshot", "-t", name, "-kt", f"{KEYSPACE}.{TABLE}")
     command = [str(venv(tb) / "bin" / "python"), "-c", PROBE, "--config-file", str(ini), "backup-node",
                "--backup-name", name, "--mode", "full", "--use-existing-snapshot"]
-    out = subprocess.run(command, capture_output=True, text=True)
+    # Plain S3 requests, as dmf sends by default: S3-compatible stores refuse botocore's newer checksums.
+    env = {**os.environ, "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required",
+           "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required"}
+    out = subprocess.run(command, capture_output=True, text=True, env=env)
     run_seconds = time.monotonic() - started
     if out.returncode != 0:
         raise RuntimeError(f"exit {out.returncode}: medusa {shlex.join(command[3:])}\n{out.stderr[-2500:]}")

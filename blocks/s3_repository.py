@@ -1,7 +1,9 @@
 """The S3 repository a cluster is backed up to: bucket, endpoint and credentials, plus transfer tuning."""
 from __future__ import annotations
 
-from typing import Any
+import base64
+import hashlib
+from typing import Any, Literal
 
 from botocore.config import Config
 from prefect.blocks.core import Block
@@ -33,18 +35,56 @@ class S3Repository(Block):
     node_endpoint_url: str | None = Field(
         default=None, description="The S3 endpoint as the nodes reach it, when it differs from the manager's.")
 
+    # S3-compatible stores (Ceph RGW, MinIO, StorageGRID, s3proxy) implement different subsets of
+    # the S3 API: by default dmf sends only what plain S3 has always had.
+    checksum_mode: Literal["when_required", "when_supported"] = Field(
+        default="when_required",
+        description="when_required: plain requests only (dmf checks sizes and hashes itself); works everywhere. "
+                    "when_supported: also botocore's additional checksums (CRC32 headers, x-amz-checksum-mode "
+                    "on reads), for AWS S3 and stores that implement them.")
+    addressing_style: Literal["auto", "path", "virtual"] = Field(
+        default="auto", description="Bucket in the path (path: most on-premises stores) or in the host name "
+                                    "(virtual: AWS S3); auto lets botocore choose.")
+    region: str | None = Field(default=None, description="Region to sign for; defaults to the credentials' "
+                                                         "region_name.")
+    signature_version: Literal["s3v4", "s3"] = Field(
+        default="s3v4", description="Request signing: s3v4 (SigV4, every current store); s3 (SigV2) for old ones.")
+
     def client(self, endpoint_url: str | None = None) -> Any:
         """A boto3 S3 client sized for `max_concurrency` transfers (boto3 clients are thread-safe)."""
         params = self.credentials.aws_client_parameters.get_params_override()
         if endpoint_url:
             params["endpoint_url"] = endpoint_url
+        if self.region:
+            params["region_name"] = self.region
         extra = params.pop("config", None)
         # dmf verifies every object itself (size, and MD5 against the ETag), so botocore's extra CRC32
-        # on every request is only sent when an operation requires it: it cost the S3 server (moto
-        # here) ~40% more CPU per uploaded part, and older S3-compatible stores reject the headers.
+        # on every request is only sent when asked for: it cost the S3 server (moto) ~40% more CPU per
+        # uploaded part, and S3-compatible stores refuse the headers with NotImplemented.
         config = Config(max_pool_connections=self.max_concurrency * 2 + 4,
                         retries={"max_attempts": 8, "mode": "adaptive"},
-                        request_checksum_calculation="when_required")
+                        request_checksum_calculation=self.checksum_mode,
+                        response_checksum_validation=self.checksum_mode,
+                        signature_version=self.signature_version,
+                        s3={"addressing_style": self.addressing_style})
         if extra is not None:
             config = config.merge(extra if isinstance(extra, Config) else Config(**extra))
-        return self.credentials.get_boto3_session().client("s3", config=config, **params)
+        client = self.credentials.get_boto3_session().client("s3", config=config, **params)
+        if self.checksum_mode == "when_required":
+            client.meta.events.register("before-sign.s3.DeleteObjects", _content_md5_instead_of_crc32)
+        return client
+
+    def features_sent(self) -> str:
+        """The optional S3 features this repository's requests use: what a store may refuse."""
+        if self.checksum_mode == "when_supported":
+            return "additional checksums (checksum_mode: when_supported)"
+        return "none beyond plain S3"
+
+
+def _content_md5_instead_of_crc32(request: Any, **_: Any) -> None:
+    """DeleteObjects must carry a checksum; botocore now sends CRC32, which S3-compatible stores
+    refuse (NotImplemented), while Content-MD5 is what S3 has always accepted there."""
+    for header in [h for h in request.headers if h.lower().startswith(("x-amz-checksum-", "x-amz-sdk-checksum"))]:
+        del request.headers[header]
+    body = request.body if isinstance(request.body, bytes) else (request.body or b"")
+    request.headers["Content-MD5"] = base64.b64encode(hashlib.md5(body).digest()).decode()

@@ -6,7 +6,7 @@ import sys
 
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from . import blocks, cassandra, prefect_server, procs, s3, sshd
+from . import blocks, cassandra, maven, prefect_server, procs, s3, sshd
 from .layout import MAX_NODES, Testbed
 
 
@@ -16,14 +16,14 @@ def running_nodes(tb: Testbed) -> list:
 
 def up(tb: Testbed, count: int, save_blocks: bool = True) -> None:
     """Idempotent: starts only what is not running; a 1-node bed grows to 3 by adding nodes 2 and 3."""
-    cassandra.ensure_jars(tb)
+    maven.ensure_jars(tb)
     cassandra.write_tool_wrappers(tb)
     tb.logs.mkdir(parents=True, exist_ok=True)
     if not sshd.is_running(tb):
         print("starting sshd on 127.0.0.1-3 port", tb.ssh_port, flush=True)
         sshd.start(tb)
     if not s3.is_running(tb):
-        print("starting S3 server (moto) on", tb.s3_endpoint, flush=True)
+        print("starting S3 server (s3proxy) on", tb.s3_endpoint, flush=True)
         s3.start(tb)
     s3.ensure_bucket(tb)
     if not prefect_server.is_running(tb):
@@ -67,7 +67,7 @@ def start_node_with_retry(tb: Testbed, node, expect_up: list, attempts: int = 3)
 def status(tb: Testbed) -> int:
     nodes = running_nodes(tb)
     print(f"sshd       {'running' if sshd.is_running(tb) else 'stopped'}  (127.0.0.1-{MAX_NODES}:{tb.ssh_port})")
-    print(f"s3 (moto)  {'running' if s3.is_running(tb) else 'stopped'}  ({tb.s3_endpoint})")
+    print(f"s3proxy    {'running' if s3.is_running(tb) else 'stopped'}  ({tb.s3_endpoint})")
     print(f"prefect    {'running' if prefect_server.is_running(tb) else 'stopped'}  "
           f"({prefect_server.api_url(tb)}, UI http://127.0.0.1:{tb.prefect_port}); worker "
           f"{'running' if prefect_server.worker_running(tb) else 'stopped'} on pool {prefect_server.WORK_POOL}")

@@ -1,8 +1,10 @@
 """`make demo`: the whole story on the local test bed, told the way an operator would run it.
 
-Rows are written, a full backup taken, more rows, an incremental, a point in time noted, more
-rows, commit logs shipped, the history listed, the table dropped, and the table restored to the
-noted time with the real `dmf` CLI; then the rows are checked.
+Rows are written, a full backup taken, more rows, an incremental, more rows, a point in time
+noted, more rows, enough writes to close commit-log segments, the segments shipped, the history
+listed, the table dropped, and the table restored to the noted second with the real `dmf` CLI:
+the snapshot chain, then the shipped commit logs replayed up to that second. Then the rows are
+checked: every row written before the point, none after it.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import time
 from pathlib import Path
 
 from cassandra import ConsistencyLevel
+from cassandra.concurrent import execute_concurrent_with_args
 
 from dmf.core.timestamps import format_ts, utcnow
 from dmf.cql import connect
@@ -24,6 +27,7 @@ from .layout import Testbed
 
 HOSTS = "127.0.0.1,127.0.0.2,127.0.0.3"
 TABLE = "demo.events"
+FILLER = "demo.filler"
 DMF = str(Path(sys.executable).with_name("dmf"))
 
 
@@ -63,23 +67,28 @@ def main() -> int:
         write(session, 1000, 200, "t2")
     step("incremental backup: only the new SSTables travel")
     dmf("backup", "snapshot", HOSTS, "--db-target", TABLE)
+    with connect(block) as session:
+        write(session, 1200, 100, "t3, after the last backup")
     time.sleep(1.1)
     point = format_ts(utcnow())
     time.sleep(1.1)
     print(f"\nthe point in time to come back to: {point} (UTC)")
     with connect(block) as session:
-        write(session, 1200, 300, "t3, after the point in time")
-    step("ship the archived commit logs")
+        write(session, 1300, 300, "t4, after the point in time")
+        step("more writes elsewhere, so that the commit-log segments holding t3 and t4 fill and close")
+        fill_segments(session)
+    step("ship the archived (closed) commit-log segments")
     dmf("backup", "commitlogs", HOSTS)
     step("what the bucket holds")
     dmf("backup", "list", "--start-time", point[:8] + "000000")
     step("an operator drops the table")
     with connect(block) as session:
         session.execute(f"DROP TABLE {TABLE}")
+        session.execute(f"DROP TABLE {FILLER}")
     print(f"DROP TABLE {TABLE}")
-    step(f"restore {TABLE} as it was at {point}")
+    step(f"restore {TABLE} as it was at {point}: snapshot chain, then commit logs replayed to that second")
     with tempfile.TemporaryDirectory(prefix="dmf-demo-") as path:
-        dmf("restore", "snapshot", HOSTS, path, TABLE, "--schema", "--time", point, "--get-commitlogs")
+        dmf("restore", "snapshot", HOSTS, path, TABLE, "--schema", "--time", point, "--replay-commitlogs")
     with connect(block) as session:
         rows = list(session.execute(f"SELECT id, written FROM {TABLE}"))
     batches = {}
@@ -87,9 +96,19 @@ def main() -> int:
         batches[row.written] = batches.get(row.written, 0) + 1
     step("check")
     print(f"{len(rows)} rows back: {dict(sorted(batches.items()))}")
-    ok = batches == {"t1": 1000, "t2": 200}
-    print("OK: exactly the rows written before the point in time" if ok else "MISMATCH")
+    ok = batches == {"t1": 1000, "t2": 200, "t3, after the last backup": 100}
+    print("OK: exactly the rows written before the point in time, t3 from the replayed commit logs"
+          if ok else "MISMATCH")
     return 0 if ok else 1
+
+
+def fill_segments(session) -> None:
+    """~3 MiB of writes per node: more than the bed's 1 MiB segments, so the active ones close and are archived."""
+    session.execute(f"CREATE TABLE IF NOT EXISTS {FILLER} (id int PRIMARY KEY, payload text)")
+    insert = session.prepare(f"INSERT INTO {FILLER} (id, payload) VALUES (?, ?)")
+    execute_concurrent_with_args(session, insert, [(i, "f" * 1000) for i in range(3000)], concurrency=32,
+                                 raise_on_first_error=True)
+    print("wrote 3000 rows of 1 KB to", FILLER)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CASSANDRA_VERSION = "5.0.9"
+S3PROXY_VERSION = "2.6.0"
 BUCKET = "dmf-backups"
-# Static credentials of the local S3 server only; moto accepts any pair.
+# Static credentials of the local S3 server only (s3proxy checks them; moto accepts any pair).
 S3_ACCESS_KEY = "testbed-access-key"
 S3_SECRET_KEY = "testbed-secret-key"
 CQL_USER = "cassandra"
@@ -59,6 +60,15 @@ class Testbed:
     @property
     def lib(self) -> Path:
         return self.cache / f"cassandra-{CASSANDRA_VERSION}" / "lib"
+
+    @property
+    def s3proxy_jar(self) -> Path:
+        return self.cache / f"s3proxy-{S3PROXY_VERSION}" / "s3proxy.jar"
+
+    @property
+    def s3_store(self) -> Path:
+        """s3proxy's filesystem store: the bucket lives here, across `down` and `up`."""
+        return self.root / "s3"
 
     @property
     def bin(self) -> Path:

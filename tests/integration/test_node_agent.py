@@ -1,4 +1,4 @@
-"""The node upload agent on its own, against the test bed's S3 server: what it reports for whole
+"""The node upload agent on its own, against each S3 implementation (s3proxy, moto): what it reports for whole
 files, empty files, files that changed, parts S3 refuses, and an endpoint it cannot reach."""
 from __future__ import annotations
 
@@ -32,8 +32,8 @@ def run_agent(endpoint: tuple[str, int], jobs: list[dict], tls: bool = False) ->
 
 
 @pytest.fixture()
-def storage(repository_block):
-    return Storage(repository_block)
+def storage(any_s3):
+    return Storage(any_s3)
 
 
 def endpoint_of(storage: Storage) -> tuple[str, int]:
