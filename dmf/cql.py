@@ -76,8 +76,9 @@ def describe_schema(session: Session, target: DbTarget, keyspaces: list[str]) ->
     """CQL that recreates the target, table IDs kept (server-side DESCRIBE … WITH INTERNALS)."""
     statements: list[str] = []
     if target.table:
-        ks = session.execute(f'DESCRIBE KEYSPACE "{target.keyspace}"').one()
-        statements.append(ks.create_statement.split(";")[0] + ";" if ks else "")
+        # The keyspace and its user types (a table's columns may use them), then the table and its indexes.
+        rows = session.execute(f'DESCRIBE KEYSPACE "{target.keyspace}" WITH INTERNALS')
+        statements.extend(r.create_statement for r in rows if r.type in ("keyspace", "type"))
         rows = session.execute(f'DESCRIBE TABLE "{target.keyspace}"."{target.table}" WITH INTERNALS')
         statements.extend(r.create_statement for r in rows)
     else:

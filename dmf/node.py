@@ -6,7 +6,7 @@ import posixpath
 from dataclasses import dataclass
 
 from dmf.core.keys import split_table_dir
-from dmf.core.errors import LayoutError
+from dmf.core.errors import InputError, LayoutError
 from dmf.core.targets import SYSTEM_KEYSPACES, DbTarget
 from dmf.ssh import CommandResult, RemoteHost, command_argv
 
@@ -43,6 +43,23 @@ class Node:
         else:
             for keyspace in keyspaces:
                 self.nodetool("flush", keyspace)
+
+    def snapshot_dirs(self) -> list[str]:
+        """Every `<data>/<ks>/<table>/snapshots/<tag>` folder on the node."""
+        found = []
+        for data_dir in self.host.data_dirs:
+            result = self.remote.run(["find", data_dir, "-mindepth", "4", "-maxdepth", "4", "-type", "d",
+                                      "-path", "*/snapshots/*"], check=False)
+            found.extend(line for line in result.stdout.splitlines() if line)
+        return found
+
+    def check_data_dirs(self, target: DbTarget, keyspaces: list[str]) -> None:
+        """Every keyspace the target names has its folder in a data directory: otherwise the block's
+        data_dirs is wrong, and the backup would be a complete set of nothing."""
+        for keyspace in [target.keyspace] if target.keyspace else keyspaces:
+            if not any(self.remote.is_dir(posixpath.join(d, keyspace)) for d in self.host.data_dirs):
+                raise InputError(f"{self.host.address}: no folder for keyspace {keyspace} in the data "
+                                 f"directories {', '.join(self.host.data_dirs)} (check the cluster block's data_dirs)")
 
     def _table_files(self, target: DbTarget, folder: str, tag: str | None = None) -> list[SourceFile]:
         """Files under `<ks>/<table>-<id>/<folder>/[<tag>/]` of the target's tables, in every data dir."""

@@ -19,7 +19,7 @@ from typing import BinaryIO
 import paramiko
 
 from dmf.blocks.cassandra_cluster import CassandraCluster, CassandraHost
-from dmf.core.errors import DmfError
+from dmf.core.errors import DmfError, PermanentError
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +40,17 @@ class RemoteError(DmfError):
     """A host could not be reached or a remote command failed."""
 
 
-class HostKeyRefused(RemoteError):
+class HostKeyRefused(RemoteError, PermanentError):
     pass
+
+
+class RemotePermissionDenied(RemoteError, PermanentError):
+    """The node refused access to a file or command: the block's user or paths need fixing."""
+
+
+def remote_error(message: str) -> RemoteError:
+    """The error for a failed remote step, permanent when the node said permission was denied."""
+    return (RemotePermissionDenied if "Permission denied" in message else RemoteError)(message)
 
 
 @dataclass(frozen=True)
@@ -181,8 +190,8 @@ class RemoteHost:
         result = CommandResult(tuple(argv), status, stdout.decode(errors="replace"), stderr.decode(errors="replace"))
         if check and status != 0:
             detail = (result.stderr.strip() or result.stdout.strip()).splitlines()
-            raise RemoteError(f"{self.host.address}: `{shlex.join(argv)[:200]}` exited {status}"
-                              + (f": {detail[-1][:300]}" if detail else ""))
+            raise remote_error(f"{self.host.address}: `{shlex.join(argv)[:200]}` exited {status}"
+                               + (f": {detail[-1][:300]}" if detail else ""))
         return result
 
     def list_files(self, directory: str) -> list[RemoteFile]:
@@ -191,7 +200,7 @@ class RemoteHost:
         if result.exit_status != 0:
             if "No such file or directory" in result.stderr:
                 return []
-            raise RemoteError(f"{self.host.address}: cannot list {directory}: {result.stderr.strip()[:300]}")
+            raise remote_error(f"{self.host.address}: cannot list {directory}: {result.stderr.strip()[:300]}")
         files = []
         for record in result.stdout.split("\0"):
             if record:
@@ -206,8 +215,14 @@ class RemoteHost:
             raise RemoteError(f"{self.host.address}: {path} does not exist") from None
 
     def is_file(self, path: str) -> bool:
+        return self._is(path, stat_mode.S_ISREG)
+
+    def is_dir(self, path: str) -> bool:
+        return self._is(path, stat_mode.S_ISDIR)
+
+    def _is(self, path: str, kind) -> bool:
         try:
-            return stat_mode.S_ISREG(self.sftp.stat(path).st_mode)
+            return kind(self.sftp.stat(path).st_mode)
         except FileNotFoundError:
             return False
 
@@ -229,7 +244,7 @@ class RemoteHost:
             status = channel.recv_exit_status()
             if status != 0:
                 err = channel.recv_stderr(4096).decode(errors="replace").strip()
-                raise RemoteError(f"{self.host.address}: cannot read {path}: {err or f'cat exited {status}'}")
+                raise remote_error(f"{self.host.address}: cannot read {path}: {err or f'cat exited {status}'}")
         except socket.timeout:
             raise RemoteError(f"{self.host.address}: reading {path} timed out") from None
         finally:
@@ -242,7 +257,7 @@ class RemoteHost:
                 while data := remote.read(chunk):
                     yield data
         except OSError as exc:
-            raise RemoteError(f"{self.host.address}: cannot read {path}: {exc.strerror or exc}") from None
+            raise remote_error(f"{self.host.address}: cannot read {path}: {exc.strerror or exc}") from None
 
     def write_file(self, path: str, source: BinaryIO, chunk: int = CHUNK) -> int:
         """Streams `source` into a remote file via SFTP; returns the bytes written."""

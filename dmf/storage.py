@@ -124,6 +124,11 @@ class Storage:
     def _fail(self, action: str, key: str, exc: Exception) -> StorageError:
         if isinstance(exc, ClientError):
             err = exc.response.get("Error", {})
+            if err.get("Code") == "NotImplemented":
+                return StorageError(
+                    f"S3 {action} s3://{self.bucket}/{key}: the store does not implement a feature of the "
+                    f"request ({err.get('Message', '').strip()}); optional features in use: "
+                    f"{self.repository.features_sent()} (see the repository block's checksum_mode)")
             detail = f"{err.get('Code', '?')}: {err.get('Message', '')}".strip()
         else:
             detail = str(exc)
@@ -150,6 +155,15 @@ class Storage:
         except (ClientError, BotoCoreError) as exc:
             raise self._fail("list", prefix, exc) from None
 
+    def open_uploads(self) -> Iterator[tuple[str, str, Any]]:
+        """(key, upload_id, initiated) of every multipart upload begun and neither completed nor aborted."""
+        try:
+            for page in self.s3.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket):
+                for upload in page.get("Uploads", []):
+                    yield upload["Key"], upload["UploadId"], upload["Initiated"]
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail("list multipart uploads", "", exc) from None
+
     def head(self, key: str) -> dict | None:
         try:
             return self.s3.head_object(Bucket=self.bucket, Key=key)
@@ -165,7 +179,8 @@ class Storage:
 
         A single PUT from this process carries its SHA-256 as metadata; other objects (multipart, or
         put by a node) are checked by re-reading the source (`chunks()`, hashed, not uploaded) and
-        comparing the ETag: the MD5 of a single PUT, the MD5 of the part MD5s for multipart.
+        comparing the ETag with the MD5 of the bytes or, for multipart, the MD5 of the part MD5s
+        (AWS S3, moto) or of the whole object (what s3proxy's filesystem store reports on HEAD).
         """
         head = self.head(key)
         if head is None or head["ContentLength"] != size:
@@ -173,14 +188,14 @@ class Storage:
         stored = head.get("Metadata", {}).get(SHA256_META)
         if stored is not None:
             return StoredObject(key, size, stored)
-        sha256, md5s = hashlib.sha256(), []
+        sha256, whole_md5, md5s = hashlib.sha256(), hashlib.md5(), []
         for part in _Rechunker(chunks(), part_size_for(size, self.repository.part_size_mib * MIB)):
             sha256.update(part)
+            whole_md5.update(part)
             md5s.append(hashlib.md5(part).digest())
-        md5s = md5s or [hashlib.md5(b"").digest()]
         etag = head["ETag"].strip('"')
-        expected = multipart_etag(md5s) if "-" in etag else md5s[0].hex() if len(md5s) == 1 else None
-        return StoredObject(key, size, sha256.hexdigest()) if etag == expected else None
+        matches = etag == whole_md5.hexdigest() or (len(md5s) > 1 and etag == multipart_etag(md5s))
+        return StoredObject(key, size, sha256.hexdigest()) if matches else None
 
     # ---- small objects ------------------------------------------------------------------
     def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> StoredObject:

@@ -58,6 +58,8 @@ def upload_files(cluster: CassandraCluster, host: CassandraHost, storage: Storag
     """Uploads every file to `set_ref`; with `resume`, keeps objects a previous attempt verified.
     The node uploads them itself when the repository allows and the node can (dmf.node_upload);
     otherwise they stream through this process."""
+    for source in files:  # a name outside the layout fails the set before any byte moves, and for good
+        set_ref.file_key(source.relpath)
     pool = ConnectionPool(cluster, host)
 
     def existing(key: str, source: SourceFile) -> FileEntry | None:

@@ -1,7 +1,8 @@
 """backup-snapshot: hosts in parallel; per host
+    both:        clear-leftover-snapshots (dmf snapshots of crashed runs), abort-stale-uploads (once)
     full:        list-backups → take-snapshot → upload-set → seal-set → clear-snapshot
-                                  take-snapshot → list-superseded-backups → (after seal-set) delete-uploaded-backups
-    incremental: flush-and-list-backups → upload-set → seal-set → delete-uploaded-backups
+                                  take-snapshot → list-superseded-backups → (after every host's seal-set) delete-uploaded-backups
+    incremental: flush-and-list-backups → upload-set → seal-set → (after every host's seal-set) delete-uploaded-backups
 
 The seed's rule: incremental when `new` is false and a complete full snapshot of the same
 db-target and host set is in the bucket; otherwise a new full snapshot.
@@ -17,14 +18,18 @@ from dmf.blocks import DEFAULT_BLOCK, CassandraCluster, S3Repository
 from dmf.core.catalog import Group
 from dmf.core.errors import DmfError, InputError
 from dmf.core.keys import SetRef, schema_key
+from dmf.core.plan import is_open
 from dmf.core.targets import DbTarget, parse_hosts
 from dmf.core.timestamps import format_ts, utcnow
 from dmf.cql import connect, describe_schema, node_facts, user_keyspaces
+from dmf.lease import cluster_lease, run_holder
 from dmf.repository import Repository
 from dmf.reporting import publish_summary
 from dmf.storage import Storage
-from dmf.tasks.snapshot import (clear_snapshot, delete_files, flush_and_list_backups, list_backups,
-                                list_superseded_backups, take_snapshot)
+from dmf.core.sweep import snapshot_tag
+from dmf.tasks.snapshot import (clear_leftover_snapshots, clear_snapshot, delete_files, flush_and_list_backups,
+                                list_backups, list_superseded_backups, select_deletable, take_snapshot)
+from dmf.tasks.sweep import abort_stale_uploads
 from dmf.tasks.upload import seal_set, upload_set
 
 
@@ -41,8 +46,10 @@ def check_target(target: DbTarget, tables: dict[str, list[str]]) -> None:
         raise InputError(f"table {target.keyspace}.{target.table} does not exist in the cluster")
 
 
-def recent_history(repo: Repository, target: DbTarget, hosts: tuple[str, ...]) -> tuple[Group | None, list[Group]]:
-    """The newest complete full of this target and host set (the seed's rule), and every data group
+def recent_history(repo: Repository, target: DbTarget, hosts: tuple[str, ...],
+                   now: datetime) -> tuple[Group | None, list[Group]]:
+    """The newest complete full of this target and host set, if its chain is open (the seed's rule,
+    dmf.core.plan), and every data group
     read on the way to it: snapshots are read newest first, so a run's cost does not grow with the
     history, and an incomplete set a failed run left is read (and cleaned) by the runs after it."""
     seen: list[Group] = []
@@ -50,7 +57,8 @@ def recent_history(repo: Repository, target: DbTarget, hosts: tuple[str, ...]) -
         seen.extend([*catalog.fulls, *catalog.increments])
         full = catalog.latest_full_for_backup(target, hosts)
         if full is not None:
-            return full, seen
+            # An idle chain is closed: other chains' runs no longer keep the files it would need.
+            return (full if is_open(catalog, full, now) else None), seen
     return None, seen
 
 
@@ -70,10 +78,13 @@ def clean_incomplete(repo: Repository, groups: list[Group], hosts: tuple[str, ..
 @flow(name="backup-snapshot")
 def backup_snapshot(hosts: str | list[str] | None = None, db_target: str | None = None, new: bool = False,
                     backup_schema: bool = False, cluster_block: str = DEFAULT_BLOCK,
-                    repository_block: str = DEFAULT_BLOCK, incomplete_grace_minutes: int = 1440) -> dict:
+                    repository_block: str = DEFAULT_BLOCK, incomplete_grace_minutes: int = 1440,
+                    lease_wait_seconds: int = 600) -> dict:
     """Back up HOSTS (comma-separated; default every host of the cluster block) to S3:
     full, or incremental by the seed's rule. Sets that an earlier failed run left without a
-    manifest on these hosts, older than `incomplete_grace_minutes`, are removed first."""
+    manifest on these hosts, older than `incomplete_grace_minutes`, are removed first.
+    One run at a time per cluster: a run waits up to `lease_wait_seconds` for the one holding
+    the cluster, then gives up without doing anything."""
     logger = get_run_logger()
     started = time.monotonic()
     target = DbTarget.parse(db_target)
@@ -91,51 +102,74 @@ def backup_snapshot(hosts: str | list[str] | None = None, db_target: str | None 
         if missing:
             raise InputError(f"host(s) {', '.join(missing)} are not members of the cluster")
         schema = describe_schema(session, target, keyspaces) if backup_schema else None
+        cluster_name = session.cluster.metadata.cluster_name
 
-    repo = Repository(Storage(repository))
-    seed, seen = recent_history(repo, target, host_list)
-    now = utcnow()
-    clean_incomplete(repo, seen, host_list, now - timedelta(minutes=incomplete_grace_minutes))
-    previous = None if new else seed
-    incremental = previous is not None
-    snapshot_ts = previous.snapshot_ts if incremental else now
-    kind = "incremental" if incremental else "full"
-    logger.info("%s backup of %s on %s under %s", kind, target or "all keyspaces", ", ".join(host_list),
-                format_ts(snapshot_ts))
-    if schema is not None:
-        repo.storage.put_bytes(schema_key(snapshot_ts), schema.encode(), "text/plain")
+    storage = Storage(repository)
+    with cluster_lease(storage, cluster_name, run_holder(), lease_wait_seconds):
+        repo = Repository(storage)
+        now = utcnow()
+        seed, seen = recent_history(repo, target, host_list, now)
+        clean_incomplete(repo, seen, host_list, now - timedelta(minutes=incomplete_grace_minutes))
+        previous = None if new else seed
+        incremental = previous is not None
+        snapshot_ts = previous.snapshot_ts if incremental else now
+        kind = "incremental" if incremental else "full"
+        logger.info("%s backup of %s on %s under %s", kind, target or "all keyspaces", ", ".join(host_list),
+                    format_ts(snapshot_ts))
+        if schema is not None:
+            repo.storage.put_bytes(schema_key(snapshot_ts), schema.encode(), "text/plain")
 
-    tag = f"dmf-{format_ts(now)}"
-    uploads, sealed, finals = {}, {}, []
-    for address in host_list:
-        if incremental:
-            ref = SetRef.incremental(snapshot_ts, address, now)
-            files = flush_and_list_backups.submit(cluster, address, target, keyspaces)
-            to_delete = files
-        else:
-            ref = SetRef.snapshot(now, address)
-            before = list_backups.submit(cluster, address, target)
-            files = take_snapshot.submit(cluster, address, tag, target, keyspaces, wait_for=[before])
-            to_delete = list_superseded_backups.submit(cluster, address, target, before, files)
-        uploads[address] = upload_set.submit(cluster, repository, ref, files)
-        sealed[address] = seal_set.submit(repository, ref, uploads[address], facts[address], str(target), host_list)
-        finals.append(delete_files.submit(cluster, address, to_delete, wait_for=[sealed[address]]))
-        if not incremental:
-            # Runs whether or not the upload worked: never leave hard links behind.
-            finals.append(clear_snapshot.submit(cluster, address, tag, wait_for=[allow_failure(files),
-                                                                                  allow_failure(sealed[address])]))
+        tag = snapshot_tag(now)
+        # What crashed runs left: multipart uploads past the grace, dmf snapshots on the nodes.
+        finals = [abort_stale_uploads.submit(repository, now, incomplete_grace_minutes)]
+        uploads, sealed, deletable = {}, {}, {}
+        steps: dict[str, list] = {}  # each host's steps up to its seal, in DAG order
+        for address in host_list:
+            leftovers = clear_leftover_snapshots.submit(cluster, address, keep=tag)
+            finals.append(leftovers)
+            if incremental:
+                ref = SetRef.incremental(snapshot_ts, address, now)
+                files = flush_and_list_backups.submit(cluster, address, target, keyspaces)
+                deletable[address] = files
+                steps[address] = [files]
+            else:
+                ref = SetRef.snapshot(now, address)
+                before = list_backups.submit(cluster, address, target)
+                files = take_snapshot.submit(cluster, address, tag, target, keyspaces,
+                                             wait_for=[before, allow_failure(leftovers)])
+                deletable[address] = list_superseded_backups.submit(cluster, address, target, before, files)
+                steps[address] = [before, files]
+            uploads[address] = upload_set.submit(cluster, repository, ref, files)
+            sealed[address] = seal_set.submit(repository, ref, uploads[address], facts[address], str(target), host_list)
+            steps[address] += [uploads[address], sealed[address]]
+            if not incremental:
+                # Runs whether or not the upload worked: never leave hard links behind. The snapshot's
+                # files are still the node's live SSTables, so clearing the tag loses nothing.
+                finals.append(clear_snapshot.submit(cluster, address, tag, wait_for=[allow_failure(files),
+                                                                                      allow_failure(sealed[address])]))
+        # A backup is complete only when every host's set is: until then no host deletes a backups/
+        # file, so a run that fails anywhere deletes nothing anywhere and the next run carries them all.
+        # Nor a file another open chain of the node still needs (an ad-hoc `ks.t` chain beside `ks`'s).
+        every_seal = list(sealed.values())
+        for address in host_list:
+            removable = select_deletable.submit(repository, address, deletable[address], snapshot_ts, now,
+                                                wait_for=every_seal)
+            finals.append(delete_files.submit(cluster, address, removable))
 
-    failures = []
-    for address, future in sealed.items():
-        try:
-            future.result()
-        except Exception as exc:  # noqa: BLE001 — every host's failure is reported, not just the first
-            failures.append(f"{address}: {exc}")
-    for future in finals:
-        future.wait()
-    if failures:
-        raise BackupFailed(f"{kind} backup failed on {len(failures)} host(s); nothing of theirs is "
-                           f"marked complete: {'; '.join(failures)}")
+        failures = []
+        for address in host_list:
+            # The first step that failed names the cause; the steps after it never ran.
+            for step in steps[address]:
+                try:
+                    step.result()
+                except Exception as exc:  # noqa: BLE001 — every host's failure is reported, not just the first
+                    failures.append(f"{address}: {exc}")
+                    break
+        for future in finals:
+            future.wait()
+        if failures:
+            raise BackupFailed(f"{kind} backup failed on {len(failures)} host(s); nothing of theirs is "
+                               f"marked complete: {'; '.join(failures)}")
     manifests = [f.result() for f in sealed.values()]
     files_count = sum(len(m.files) for m in manifests)
     total = sum(m.total_bytes for m in manifests)

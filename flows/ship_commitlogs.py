@@ -6,6 +6,7 @@ from prefect import flow, get_run_logger
 
 from dmf.blocks import DEFAULT_BLOCK, CassandraCluster, S3Repository
 from dmf.core.errors import DmfError, InputError
+from dmf.core.paths import check_commitlog_archive_dir
 from dmf.core.targets import parse_hosts
 from dmf.core.timestamps import format_ts
 from dmf.cql import connect, node_facts
@@ -26,7 +27,10 @@ def ship_commitlogs(hosts: str | list[str] | None = None, cluster_block: str = D
     repository = S3Repository.load(repository_block)
     host_list = parse_hosts(hosts) if hosts else tuple(h.address for h in cluster.hosts)
     for address in host_list:
-        cluster.host(address)
+        host = cluster.host(address)
+        # The block checks this when loaded, but a host built by model_construct or changed by assignment
+        # skips validators, and shipping deletes what it ships.
+        check_commitlog_archive_dir(host.address, host.commitlog_dir, host.commitlog_archive_dir)
     with connect(cluster) as session:
         facts = node_facts(session)
     repo = Repository(Storage(repository))

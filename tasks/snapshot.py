@@ -1,10 +1,17 @@
-"""On-node steps: snapshot, flush, list files, clear snapshot, delete uploaded backups."""
+"""On-node steps: snapshot, flush, list files, clear snapshot, delete uploaded backups, clear leftovers."""
 from __future__ import annotations
 
 from prefect import get_run_logger, task
 
 from dmf.blocks.cassandra_cluster import CassandraCluster
+from datetime import datetime
+
+from dmf import sweep
+from dmf.blocks.s3_repository import S3Repository
+from dmf.core import plan
 from dmf.core.targets import DbTarget
+from dmf.repository import DATA_KINDS, Repository
+from dmf.storage import Storage
 from dmf.node import Node, SourceFile
 from dmf.ssh import RemoteHost
 
@@ -28,6 +35,7 @@ def take_snapshot(cluster: CassandraCluster, address: str, tag: str, target: DbT
                   keyspaces: list[str]) -> list[SourceFile]:
     with RemoteHost(cluster, cluster.host(address)) as remote:
         node = Node(remote)
+        node.check_data_dirs(target, keyspaces)
         node.clear_snapshot(tag)  # a retried attempt starts from a clean tag
         node.snapshot(tag, target, keyspaces)
         files = node.snapshot_files(tag, target)
@@ -51,6 +59,7 @@ def flush_and_list_backups(cluster: CassandraCluster, address: str, target: DbTa
                            keyspaces: list[str]) -> list[SourceFile]:
     with RemoteHost(cluster, cluster.host(address)) as remote:
         node = Node(remote)
+        node.check_data_dirs(target, keyspaces)
         node.flush(target, keyspaces)
         files = node.backup_files(target)
     _log_files(address, "incremental backups", files)
@@ -70,3 +79,38 @@ def delete_files(cluster: CassandraCluster, address: str, files: list[SourceFile
         with RemoteHost(cluster, cluster.host(address)) as remote:
             Node(remote).delete_files([f.path for f in files])
     return len(files)
+
+
+@task(name="clear-leftover-snapshots", task_run_name="clear-leftovers-{address}", **TASK_DEFAULTS, **RETRY)
+def clear_leftover_snapshots(cluster: CassandraCluster, address: str, keep: str | None = None) -> list[str]:
+    """dmf snapshots a crashed run left on the node (the run holds the cluster's lease: none is live)."""
+    with RemoteHost(cluster, cluster.host(address)) as remote:
+        tags = sweep.clear_leftover_snapshots(Node(remote), keep)
+    if tags:
+        get_run_logger().info("%s: cleared %d leftover snapshot(s) of crashed runs: %s", address, len(tags),
+                              ", ".join(tags))
+    return tags
+
+
+@task(name="select-deletable-backups", task_run_name="select-deletable-{address}", **TASK_DEFAULTS, **RETRY)
+def select_deletable(repository: S3Repository, address: str, files: list[SourceFile], own_snapshot: datetime,
+                     now: datetime) -> list[SourceFile]:
+    """Of the backups/ files this run holds, those every other open chain on the node holds too."""
+    if not files:
+        return []
+    repo = Repository(Storage(repository))
+    catalog = repo.catalog(kinds=DATA_KINDS)
+    chains = []
+    for full in plan.open_chains(catalog, address, now, own_snapshot):
+        held: set[str] = set()
+        for group in [full, *catalog.increments_of(full)]:
+            info = group.sets.get(address)
+            if info is not None:
+                held.update(f.path for f in (info.manifest or repo.read_manifest(info.ref)).files)
+        chains.append(plan.ChainFiles(full.db_target, frozenset(held)))
+    removable = set(plan.deletable([f.relpath for f in files], chains))
+    kept = len(files) - len(removable)
+    if kept:
+        get_run_logger().info("%s: keeping %d backups/ file(s) that another open chain has not taken yet",
+                              address, kept)
+    return [f for f in files if f.relpath in removable]

@@ -8,6 +8,8 @@ import pytest
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("DMF_TASK_RETRY_DELAYS", "0.5,1,1")
+# A killed run's leases expire in a minute (Prefect's least), so crash tests need not wait 15.
+os.environ.setdefault("DMF_LEASE_TTL_SECONDS", "60")
 
 
 @pytest.fixture(scope="session")
@@ -54,3 +56,33 @@ def cluster_block(testbed):
 def repository_block(testbed):
     from dmf.testbed.blocks import repository
     return repository(testbed)
+
+
+@pytest.fixture(scope="session")
+def moto_repository():
+    """A second, independent S3 implementation (moto's server, in this process, on a free loopback
+    port) for the storage and node-agent tests, so dmf never depends on one server's quirks."""
+    from moto.server import ThreadedMotoServer
+    from prefect_aws import AwsCredentials
+    from prefect_aws.client_parameters import AwsClientParameters
+    from pydantic import SecretStr
+
+    from dmf.blocks import S3Repository
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    repository = S3Repository(bucket="dmf-moto", credentials=AwsCredentials(
+        aws_access_key_id="moto-access-key", aws_secret_access_key=SecretStr("moto-secret-key"),
+        region_name="us-east-1", aws_client_parameters=AwsClientParameters(endpoint_url=f"http://{host}:{port}")))
+    repository.client().create_bucket(Bucket=repository.bucket)
+    yield repository
+    server.stop()
+
+
+@pytest.fixture(params=["s3proxy", "moto"])
+def any_s3(request):
+    """The repository block of each S3 implementation in turn: the bed's s3proxy, then moto."""
+    if request.param == "s3proxy":
+        return request.getfixturevalue("repository_block")
+    return request.getfixturevalue("moto_repository")

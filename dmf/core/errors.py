@@ -9,11 +9,16 @@ class DmfError(Exception):
         return " ".join(line.strip() for line in super().__str__().splitlines() if line.strip())
 
 
-class InputError(DmfError):
+class PermanentError(DmfError):
+    """A failure that trying again cannot fix (bad input, a key outside the layout, a refused
+    permission or host key): tasks fail at once instead of retrying, and say why."""
+
+
+class InputError(PermanentError):
     """Bad user input: a CLI argument or flow parameter."""
 
 
-class LayoutError(DmfError):
+class LayoutError(PermanentError):
     """An S3 key, prefix or manifest that is not of the bucket layout."""
 
 

@@ -35,3 +35,16 @@ def keys_under(repository_block, prefix: str) -> list[str]:
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=repository_block.bucket, Prefix=prefix):
         keys.extend(o["Key"] for o in page.get("Contents", []))
     return keys
+
+
+def ids(cluster_block, table: str) -> set[int]:
+    with connect(cluster_block) as session:
+        return {r.id for r in session.execute(f"SELECT id FROM {table}")}
+
+
+def drop_and_restore(cluster_block, path, table: str, db_target: str | None = None) -> dict:
+    """The operator's story: DROP TABLE, then restore (with the schema) the table or its keyspace."""
+    from dmf.flows.restore_snapshot import restore_snapshot
+    with connect(cluster_block) as session:
+        session.execute(f"DROP TABLE {table}")
+    return restore_snapshot(hosts=HOSTS, path=str(path), db_target=db_target or table, restore_schema=True)

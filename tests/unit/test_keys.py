@@ -4,8 +4,8 @@ import pytest
 
 from dmf.core.errors import LayoutError
 from dmf.core.keys import (
-    MANIFEST_NAME, ObjectKey, SetKind, SetRef, parse_key, parse_set_prefix, registry_prefix, schema_key,
-    split_table_dir, table_of, validate_relpath,
+    MANIFEST_NAME, ObjectKey, SetKind, SetRef, catalog_key, parse_key, parse_set_prefix, registry_prefix,
+    schema_key, set_prefix_of, split_table_dir, table_of, validate_relpath,
 )
 from dmf.core.timestamps import parse_ts
 
@@ -236,3 +236,78 @@ def test_schema_and_registry_keys():
     assert schema_key(SNAP) == "20181001122613/schema.cql"
     assert registry_prefix(SNAP) == "registry/20181001122613/"
     assert schema_key(datetime(2018, 10, 1, 14, 26, 13, tzinfo=timezone(timedelta(hours=2)))) == schema_key(SNAP)
+
+
+def test_catalog_index_key_is_no_set():
+    assert catalog_key(SNAP) == "20181001122613/catalog.json"
+    with pytest.raises(LayoutError):
+        parse_key(catalog_key(SNAP))
+    assert set_prefix_of(catalog_key(SNAP)) is None
+
+
+@pytest.mark.parametrize("key, prefix", [
+    (SNAPSHOT_PREFIX + DATA, SNAPSHOT_PREFIX),
+    (SNAPSHOT_PREFIX + MANIFEST_NAME, SNAPSHOT_PREFIX),
+    (INCREMENTAL_PREFIX + DATA, INCREMENTAL_PREFIX),
+    (INCREMENTAL_PREFIX + "shop/orders-", INCREMENTAL_PREFIX),  # a common prefix of a '-' delimited listing
+    (COMMITLOG_PREFIX + SEGMENT, COMMITLOG_PREFIX),
+    (COMMITLOG_PREFIX + "CommitLog-", COMMITLOG_PREFIX),
+    ("20181001122613/128.162.240.170/backups/", None),
+    ("20181001122613/128.162.240.170/backups/20181001124953", None),
+    ("20181001122613/128.162.240.170/snapshots", None),
+    ("20181001122613/schema.cql", None),
+])
+def test_set_prefix_of_finds_the_set_by_position(key, prefix):
+    assert set_prefix_of(key) == prefix
+
+
+# What Cassandra 5.0 writes in a table folder: BIG and BTI SSTable components, SAI per-SSTable and
+# per-index components (`<sstable>-SAI+<version>[+<index>]+<component>.db`), and snapshot extras.
+CASSANDRA_5_NAMES = [
+    "nb-1-big-Data.db", "nb-1-big-TOC.txt", "nb-1-big-Digest.crc32", "nb-1-big-Statistics.db",
+    "da-3-bti-Data.db", "da-3-bti-Partitions.db", "da-3-bti-Rows.db",
+    "nb-3gw0_0l1m_2ntsg2ib4ab3ilrqx1-big-Data.db",  # a UUID-based SSTable id
+    "nb-1-big-SAI+aa+GroupComplete.db", "nb-1-big-SAI+aa+GroupMeta.db", "nb-1-big-SAI+aa+RowToToken.db",
+    "nb-1-big-SAI+aa+PrimaryKeyTrie.db", "nb-1-big-SAI+aa+PrimaryKeyBlocks.db",
+    "nb-1-big-SAI+aa+PrimaryKeyBlockOffsets.db", "nb-1-big-SAI+aa+TokenValues.db",
+    "nb-1-big-SAI+aa+OffsetsValues.db",
+    "nb-1-big-SAI+aa+orders_by_email+ColumnComplete.db", "nb-1-big-SAI+aa+orders_by_email+Meta.db",
+    "nb-1-big-SAI+aa+orders_by_email+TermsData.db", "nb-1-big-SAI+aa+orders_by_email+PostingLists.db",
+    "da-3-bti-SAI+aa+Idx_2+BalancedTree.db",
+    "manifest.json", "schema.cql",
+]
+
+
+@pytest.mark.parametrize("name", CASSANDRA_5_NAMES)
+@pytest.mark.parametrize("ref", [SetRef.snapshot(SNAP, HOST), SetRef.incremental(SNAP, HOST, INCR)])
+def test_cassandra_5_file_names_round_trip(ref, name):
+    for relpath in (f"shop/orders-{TABLE_ID}/{name}", f"shop/orders-{TABLE_ID}/.orders_by_email/{name}"):
+        key = ref.file_key(relpath)
+        assert key == ref.prefix + relpath
+        assert parse_key(key) == ObjectKey(ref, relpath)
+        assert table_of(relpath) == ("shop", "orders", TABLE_ID)
+
+
+def test_file_names_are_bounded():
+    name = "nb-1-big-SAI+aa+" + "i" * (255 - len("nb-1-big-SAI+aa++Meta.db")) + "+Meta.db"
+    assert len(name) == 255
+    assert validate_relpath(SetKind.SNAPSHOT, f"shop/orders-{TABLE_ID}/{name}")
+    with pytest.raises(LayoutError):
+        validate_relpath(SetKind.SNAPSHOT, f"shop/orders-{TABLE_ID}/i{name}")
+
+
+@pytest.mark.parametrize("name", [
+    "nb-1-big-SAI+aa+..+Meta.db", "nb-1-big-SAI+..", "..+aa", "nb-1-big-SAI+aa/../x+Meta.db",
+    "nb-1-big-SAI+aa+idx/Meta.db", "-nb-1-big-SAI+aa+Meta.db", "+nb-1-big-SAI+aa+Meta.db", ".SAI+aa+Meta.db",
+    "nb-1-big-SAI+aa+my idx+Meta.db", "nb-1-big-SAI+aa+Meta.db ", "nb-1-big-SAI+aa+\tMeta.db",
+    "nb-1-big-SAI+aa+x;rm+Meta.db", "nb-1-big-SAI+aa+$HOME+Meta.db", "nb-1-big-SAI+aa+`id`+Meta.db",
+    "nb-1-big-SAI+aa+'x'+Meta.db", 'nb-1-big-SAI+aa+"x"+Meta.db', "nb-1-big-SAI+aa+x\n+Meta.db",
+    "nb-1-big-SAI+aa+Meta.db\n", "nb-1-big-SAI+aa+x|y+Meta.db", "nb-1-big-SAI+aa+x&+Meta.db",
+    "nb-1-big-SAI+aa+x*+Meta.db", "nb-1-big-SAI+aa+x\\y+Meta.db", "nb-1-big-SAI+aa+é+Meta.db", "+", "",
+])
+def test_plus_names_that_could_escape_are_refused(name):
+    for kind, relpath in ((SetKind.SNAPSHOT, f"shop/orders-{TABLE_ID}/{name}"),
+                          (SetKind.INCREMENTAL, f"shop/orders-{TABLE_ID}/.orders_by_email/{name}"),
+                          (SetKind.COMMITLOG, name)):
+        with pytest.raises(LayoutError):
+            validate_relpath(kind, relpath)

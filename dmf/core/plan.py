@@ -1,0 +1,58 @@
+"""Backup decisions (pure): which chain a run extends, and which backups/ files it may delete.
+
+Several chains can need the same backups/ file: a scheduled chain of every keyspace and an ad-hoc
+chain of `ks.t` both take `ks.t`'s flushed SSTables. A node's backups/ file may only go once
+every open chain that covers its table holds it; a chain left idle past CHAIN_IDLE is closed
+(the next backup of its target starts a new full), so it never pins files for ever.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from dmf.core.catalog import Catalog, Group, covers
+from dmf.core.keys import split_table_dir
+from dmf.core.targets import DbTarget
+
+CHAIN_IDLE = timedelta(days=7)
+
+
+def chain_end(catalog: Catalog, full: Group) -> datetime:
+    """The time of the chain's newest complete set: its full, or its last increment."""
+    increments = catalog.increments_of(full)
+    return increments[-1].time if increments else full.time
+
+
+def is_open(catalog: Catalog, full: Group, now: datetime) -> bool:
+    return now - chain_end(catalog, full) <= CHAIN_IDLE
+
+
+@dataclass(frozen=True)
+class ChainFiles:
+    """What one open chain holds of a node: the relpaths of its full and increments there."""
+    db_target: str
+    held: frozenset[str]
+
+
+def open_chains(catalog: Catalog, node: str, now: datetime, own_snapshot: datetime) -> list[Group]:
+    """The newest complete full of each db-target and host set that includes `node`, still open,
+    except the running backup's own chain (it holds its files by construction)."""
+    newest: dict[tuple[str, frozenset[str]], Group] = {}
+    for full in catalog.fulls:  # oldest first: the newest of each kind wins
+        if full.complete and node in full.sets:
+            newest[(full.db_target, frozenset(full.hosts))] = full
+    return [full for full in newest.values()
+            if full.snapshot_ts != own_snapshot and is_open(catalog, full, now)]
+
+
+def deletable(relpaths: Iterable[str], chains: Iterable[ChainFiles]) -> list[str]:
+    """The backups/ files (`<ks>/<table>-<id>/[.<index>/]<file>`) every chain covering their table holds."""
+    chains = list(chains)
+    removable = []
+    for relpath in relpaths:
+        keyspace, table_dir = relpath.split("/")[:2]
+        table = DbTarget(keyspace, split_table_dir(table_dir)[0])
+        if all(relpath in chain.held for chain in chains if covers(chain.db_target, table)):
+            removable.append(relpath)
+    return removable

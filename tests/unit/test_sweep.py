@@ -1,0 +1,31 @@
+"""What a sweep may remove of a crashed run's leftovers."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from dmf.core.sweep import key_time, leftover_snapshot_tags, snapshot_tag, stale_uploads
+from dmf.core.timestamps import parse_ts
+
+NOW = parse_ts("20260102000000")
+DATA = f"ks/t-{'0' * 32}/nb-1-big-Data.db"
+
+
+def test_only_dmf_snapshot_tags_but_the_running_one():
+    dirs = ["/d/ks/t-1/snapshots/dmf-20260101000000", "/d/ks/u-2/snapshots/dmf-20260101000000/",
+            "/d/ks/t-1/snapshots/dmf-20260101120000", "/d/ks/t-1/snapshots/before-upgrade",
+            "/d/ks/t-1/snapshots/dmf-2026", "/d/ks/t-1/snapshots/dmf-20260101000000x"]
+    assert leftover_snapshot_tags(dirs) == ["dmf-20260101000000", "dmf-20260101120000"]
+    assert leftover_snapshot_tags(dirs, keep="dmf-20260101120000") == ["dmf-20260101000000"]
+    assert snapshot_tag(NOW) == "dmf-20260102000000"
+
+
+def test_upload_age_comes_from_the_key_not_from_what_the_store_reports():
+    old_set = f"20260101000000/10.0.0.1/backups/20260101010000/{DATA}"
+    running = f"20260101000000/10.0.0.1/backups/20260101235900/{DATA}"
+    registry = "registry/20251231000000/nodes/10.0.0.1/cassandra.yaml"
+    uploads = [(k, f"id-{i}", NOW) for i, k in enumerate([old_set, running, registry, "someone-elses/file",
+                                                           "leases/x/y.json"])]
+    # Initiated = NOW for all (as s3proxy reports it): only the key's time decides.
+    assert stale_uploads(uploads, NOW, timedelta(hours=1)) == [(old_set, "id-0"), (registry, "id-2")]
+    assert stale_uploads(uploads, NOW, timedelta(0)) == [(old_set, "id-0"), (running, "id-1"), (registry, "id-2")]
+    assert key_time(old_set) == parse_ts("20260101010000") and key_time("someone-elses/file") is None
