@@ -1,11 +1,14 @@
 """The Cassandra cluster: its hosts, how to reach them over SSH, their directories and tools, CQL access."""
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+import posixpath
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
 from prefect.blocks.core import Block
 
 from dmf.core.errors import InputError
+from dmf.core.paths import check_commitlog_archive_dir
 from dmf.core.targets import parse_hosts
 
 
@@ -31,7 +34,12 @@ class CassandraHost(BaseModel):
     stop_command: str = Field(default="sudo systemctl stop cassandra",
                               description="Stops the node; returns once it is stopped.")
     start_command: str = Field(default="sudo systemctl start cassandra",
-                               description="Starts the node; run with JVM_EXTRA_OPTS set for a commit-log replay.")
+                               description="Starts the node (it need not pass the environment: a replay's JVM "
+                                           "option goes into jvm_options_file).")
+    jvm_options_file: str | None = Field(
+        default=None, description="A JVM options file the node's start reads (default: <config_dir>/"
+                                  "jvm-server.options, read by every Cassandra packaging); a point-in-time "
+                                  "replay adds its -Dcassandra.replayList line there for one start.")
     restore_staging_dir: str = Field(default="/var/lib/cassandra/dmf_restore",
                                      description="Where `--mode import` places files before `nodetool import` "
                                                  "(same filesystem as the data directories).")
@@ -41,9 +49,18 @@ class CassandraHost(BaseModel):
     def _valid_address(cls, value: str) -> str:
         return parse_hosts(value)[0]
 
+    @model_validator(mode="after")
+    def _separate_commitlog_dirs(self) -> CassandraHost:
+        check_commitlog_archive_dir(self.address, self.commitlog_dir, self.commitlog_archive_dir)
+        return self
+
     @property
     def ssh_address(self) -> str:
         return self.ssh_host or self.address
+
+    @property
+    def jvm_options_path(self) -> str:
+        return self.jvm_options_file or posixpath.join(self.config_dir, "jvm-server.options")
 
 
 class CassandraCluster(Block):

@@ -3,21 +3,35 @@
 Each file is written to `<name>.part` (a large one as parallel byte ranges), checked against
 its manifest entry (size and SHA-256) and only then renamed into place: a file present under
 its final name is a verified one, which is what lets a rerun skip it and resume.
+
+PATH may be shared (/tmp), so nothing below it is followed: every directory is opened relative
+to its parent without following a symlink and must be a directory of this user (made 0o700 when
+missing); a `.part` is created O_CREAT|O_EXCL|O_NOFOLLOW, 0o600, then written, hashed and
+renamed through descriptors. A planted symlink can neither redirect a write nor be loaded.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import posixpath
 import shutil
-from collections.abc import Callable
+import stat
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor, wait
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 from dmf.core.errors import DmfError, InputError
+from dmf.core.paths import is_within
 from dmf.storage import MIB, Storage, VerificationError
 
 Progress = Callable[[int], None]
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# Read and write: the file is hashed back through the descriptor it was written with, never reopened by name.
+_PART_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 @dataclass(frozen=True)
@@ -29,86 +43,222 @@ class Fetch:
 
 
 def safe_join(root: Path, *parts: str) -> Path:
-    """root/parts, refusing anything that would land outside root."""
-    path = root.joinpath(*parts).resolve()
-    if root.resolve() not in path.parents:
+    """root/parts, refusing anything that would land outside root. Lexical: nothing on disk is
+    looked at here; the download itself refuses links below root."""
+    base = posixpath.normpath(str(root))
+    path = posixpath.normpath(posixpath.join(base, *parts))
+    if path == base or not is_within(path, base):
         raise DmfError(f"refusing to write outside {root}: {'/'.join(parts)}")
-    return path
+    return Path(path)
+
+
+def _make_path(root: Path) -> None:
+    """PATH and its missing parents, owner-only; directories that exist are left as they are."""
+    missing = []
+    for directory in (root, *root.parents):
+        if os.path.lexists(directory):
+            break
+        missing.append(directory)
+    for directory in reversed(missing):
+        with suppress(FileExistsError):  # made meanwhile: judged below like any existing PATH
+            os.mkdir(directory, 0o700)
 
 
 def check_destination(root: Path, needed: int) -> None:
-    """PATH must be a writable directory with room for what is still to fetch."""
+    """PATH must be a writable directory no other user can rearrange, with room for what is still to fetch."""
     try:
-        root.mkdir(parents=True, exist_ok=True)
+        _make_path(root)
     except OSError as exc:
         raise InputError(f"PATH {root} cannot be created: {exc.strerror}") from None
     if not root.is_dir() or not os.access(root, os.W_OK | os.X_OK):
         raise InputError(f"PATH {root} is not a writable directory")
+    # Whoever can rename entries of PATH could swap verified files for others before they are loaded.
+    info = os.stat(root)
+    if info.st_uid not in (os.geteuid(), 0):
+        raise InputError(f"PATH {root} belongs to another user (uid {info.st_uid}): use a directory of your own")
+    if info.st_mode & stat.S_IWOTH and not info.st_mode & stat.S_ISVTX:
+        raise InputError(f"PATH {root} is writable by every user and not sticky (as /tmp is): "
+                         "use a directory of your own")
     free = shutil.disk_usage(root).free
     if free < needed:
         raise InputError(f"PATH {root} has {free / 2**30:.2f} GiB free; the restore needs {needed / 2**30:.2f} GiB")
 
 
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(MIB):
-            digest.update(chunk)
+def bytes_missing(fetches: list[Fetch]) -> int:
+    """What is still to download: the files not yet present, as regular files, under their final name."""
+    def present(path: Path) -> bool:
+        try:
+            return stat.S_ISREG(os.lstat(path).st_mode)
+        except FileNotFoundError:
+            return False
+    return sum(f.size for f in fetches if not present(f.dest))
+
+
+def _below(root: Path, path: Path) -> tuple[str, ...]:
+    return path.relative_to(root).parts
+
+
+def _unsafe(root: Path, names: Sequence[str], what: str) -> InputError:
+    return InputError(f"refusing {root.joinpath(*names)}: it is {what}; below PATH {root} dmf uses only "
+                      "directories it made (remove it, or choose another PATH)")
+
+
+@contextmanager
+def _directory(root: Path, names: Sequence[str], create: bool) -> Iterator[int]:
+    """A descriptor of root/names. Each component is opened relative to its parent's descriptor
+    without following a symlink (made 0o700 first when missing and `create`), and must be a
+    directory owned by this user: swapping a component cannot redirect what goes through it."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for depth, name in enumerate(names):
+            if create:
+                with suppress(FileExistsError):
+                    os.mkdir(name, 0o700, dir_fd=fd)
+            try:
+                child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                link = stat.S_ISLNK(os.lstat(name, dir_fd=fd).st_mode)
+                raise _unsafe(root, names[:depth + 1], "a symbolic link" if link else "not a directory") from None
+            os.close(fd)
+            fd = child
+            owner = os.fstat(fd).st_uid
+            if owner != os.geteuid():
+                raise _unsafe(root, names[:depth + 1], f"owned by another user (uid {owner})")
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _sha256_of(fd: int) -> str:
+    digest, offset = hashlib.sha256(), 0
+    while chunk := os.pread(fd, MIB, offset):
+        digest.update(chunk)
+        offset += len(chunk)
     return digest.hexdigest()
 
 
-def is_done(fetch: Fetch) -> bool:
-    return fetch.dest.exists() and fetch.dest.stat().st_size == fetch.size and _sha256_of(fetch.dest) == fetch.sha256
+def _verified(folder: int, name: str, fetch: Fetch) -> bool:
+    """Whether `name` in `folder` is a regular file (a symlink is not) matching the manifest."""
+    try:
+        info = os.stat(name, dir_fd=folder, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISREG(info.st_mode) or info.st_size != fetch.size:
+        return False
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder)
+    try:
+        return _sha256_of(fd) == fetch.sha256
+    finally:
+        os.close(fd)
 
 
-def _write_range(storage: Storage, fetch: Fetch, part: Path, start: int, end: int,
-                 progress: Progress | None) -> None:
-    with open(part, "r+b") as out:
-        out.seek(start)
-        for chunk in storage.iter_object(fetch.key, byte_range=(start, end)):
-            out.write(chunk)
-            if progress:
-                progress(len(chunk))
+def _discard_part(folder: int, part: str) -> None:
+    # A .part never holds a verified file (those only ever bear the final name), and unlinking a
+    # symlink removes the link, never its target. Dies just before: the .part stays and the next
+    # attempt unlinks it; just after: nothing is lost, the next attempt creates it anew.
+    with suppress(FileNotFoundError):
+        os.unlink(part, dir_fd=folder)
 
 
-def fetch_one(storage: Storage, fetch: Fetch, ranges: Executor, progress: Progress | None = None) -> bool:
-    """Downloads and verifies one file; returns False when it was already there and verified.
+def _write_range(storage: Storage, fetch: Fetch, fd: int, start: int, end: int, progress: Progress | None) -> None:
+    offset = start
+    for chunk in storage.iter_object(fetch.key, byte_range=(start, end)):
+        view = memoryview(chunk)
+        while view:
+            written = os.pwrite(fd, view, offset)
+            view, offset = view[written:], offset + written
+        if progress:
+            progress(len(chunk))
+
+
+def fetch_one(storage: Storage, root: Path, fetch: Fetch, ranges: Executor, progress: Progress | None = None) -> bool:
+    """Downloads and verifies one file below `root`; returns False when it was already there and verified.
 
     A file larger than a part comes as byte ranges in parallel on `ranges` (one GET stream per
     file is slower than S3 serves), written in place, then hashed from the page cache."""
-    if is_done(fetch):
-        if progress:
-            progress(fetch.size)
-        return False
-    fetch.dest.parent.mkdir(parents=True, exist_ok=True)
-    part = fetch.dest.with_name(fetch.dest.name + ".part")
-    with open(part, "wb") as out:
-        out.truncate(fetch.size)
-    part_size = storage.repository.part_size_mib * MIB
-    futures = [ranges.submit(_write_range, storage, fetch, part, start, min(start + part_size, fetch.size), progress)
-               for start in range(0, fetch.size, part_size)]
-    try:
-        for future in futures:
-            future.result()
-    except BaseException:
-        for future in futures:
-            future.cancel()
-        wait(futures)
-        part.unlink(missing_ok=True)
-        raise
-    size, sha256 = part.stat().st_size, _sha256_of(part)
-    if size != fetch.size or sha256 != fetch.sha256:
-        part.unlink(missing_ok=True)
-        raise VerificationError(f"s3://{storage.bucket}/{fetch.key}: downloaded {size} bytes with SHA-256 "
-                                f"{sha256[:12]}…, manifest says {fetch.size} bytes, {fetch.sha256[:12]}…")
-    os.replace(part, fetch.dest)
+    *folders, name = _below(root, fetch.dest)
+    with _directory(root, folders, create=True) as folder:
+        if _verified(folder, name, fetch):
+            if progress:
+                progress(fetch.size)
+            return False
+        part = name + ".part"
+        _discard_part(folder, part)  # a stale one from an earlier attempt, or one planted
+        fd = os.open(part, _PART_FLAGS, 0o600, dir_fd=folder)
+        try:
+            os.ftruncate(fd, fetch.size)
+            part_size = storage.repository.part_size_mib * MIB
+            futures = [ranges.submit(_write_range, storage, fetch, fd, start, min(start + part_size, fetch.size),
+                                     progress) for start in range(0, fetch.size, part_size)]
+            try:
+                for future in futures:
+                    future.result()
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                wait(futures)
+                raise
+            size, sha256 = os.fstat(fd).st_size, _sha256_of(fd)
+        except BaseException:
+            _discard_part(folder, part)
+            raise
+        finally:
+            os.close(fd)
+        if size != fetch.size or sha256 != fetch.sha256:
+            _discard_part(folder, part)
+            raise VerificationError(f"s3://{storage.bucket}/{fetch.key}: downloaded {size} bytes with SHA-256 "
+                                    f"{sha256[:12]}…, manifest says {fetch.size} bytes, {fetch.sha256[:12]}…")
+        # Replaces only what failed the check above (partial, corrupt, or a symlink: the link goes,
+        # never its target). Dies just before: the verified .part is downloaded again by the rerun;
+        # just after: the file is in place and verified, and the rerun skips it.
+        os.replace(part, name, src_dir_fd=folder, dst_dir_fd=folder)
     return True
 
 
-def fetch_all(storage: Storage, fetches: list[Fetch], parallel: int, progress: Progress | None = None) -> int:
-    """Downloads everything in parallel (largest first); returns how many files were transferred."""
+def fetch_all(storage: Storage, root: Path, fetches: list[Fetch], parallel: int,
+              progress: Progress | None = None) -> int:
+    """Downloads everything below `root` in parallel (largest first); returns how many files were transferred."""
     with ThreadPoolExecutor(parallel, thread_name_prefix="range") as ranges, \
             ThreadPoolExecutor(parallel, thread_name_prefix="down") as files:
-        results = list(files.map(lambda f: fetch_one(storage, f, ranges, progress),
+        results = list(files.map(lambda f: fetch_one(storage, root, f, ranges, progress),
                                  sorted(fetches, key=lambda f: -f.size)))
     return sum(results)
+
+
+def remove_downloads(root: Path, files: list[Path], dirs: list[Path]) -> int:
+    """Removes `files`, then each of `dirs` (deepest first) that is left empty, through the same
+    no-follow descriptors as the download; returns how many files were removed."""
+    removed = 0
+    for path in files:
+        *folders, name = _below(root, path)
+        with suppress(FileNotFoundError):
+            with _directory(root, folders, create=False) as folder:
+                os.unlink(name, dir_fd=folder)
+            removed += 1
+    for path in dirs:
+        *folders, name = _below(root, path)
+        try:
+            with _directory(root, folders, create=False) as folder:
+                os.rmdir(name, dir_fd=folder)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            if exc.errno != errno.ENOTEMPTY:  # something else lives there: it stays
+                raise
+    return removed
+
+
+def write_private(path: Path, text: str) -> None:
+    """A small file of dmf's directly in PATH (the replay state): written to a fresh owner-only
+    `.part` that follows no link, then renamed over the old one, so a crash leaves one or the other."""
+    part = path.with_name(path.name + ".part")
+    with suppress(FileNotFoundError):
+        os.unlink(part)
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(part, path)

@@ -11,6 +11,7 @@ import io
 import posixpath
 import re
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -22,6 +23,12 @@ from dmf.ssh import RemoteHost, command_argv
 PROPERTIES = "commitlog_archiving.properties"
 _REPLAYED = re.compile(r"Log replay complete, (\d+) replayed mutations")
 _RESTORE_KEYS = ("restore_command", "restore_directories", "restore_point_in_time", "precision")
+REPLAY_LIST = "-Dcassandra.replayList"
+REPLAY_MARKER = "# dmf: point-in-time replay, for one start; removed when it ends"
+# What CommitLogReplayer.ReplayFilter logs at start-up (Cassandra 5.0), with and without a replay list.
+_FILTERED = "Tables to be replayed:"
+_ALL_TABLES = "All tables will be included in commit log replay"
+_FILTER_MAP = re.compile(r"(\w+)=\[([^\]]*)\]")
 
 
 class ReplayError(DmfError):
@@ -33,11 +40,57 @@ def restore_point(at: datetime) -> str:
     return at.strftime("%Y:%m:%d %H:%M:%S")
 
 
+def without_restore_keys(properties: str) -> str:
+    """The node's properties as they are outside a replay (a killed run may have left the keys)."""
+    kept = [line for line in properties.splitlines() if line.split("=", 1)[0].strip() not in _RESTORE_KEYS]
+    return "\n".join(kept) + "\n" if kept else ""
+
+
 def replay_properties(original: str, restore_dir: str, at: datetime) -> str:
     """The node's properties with the restore keys set (its archive_command is kept)."""
-    kept = [line for line in original.splitlines() if line.split("=", 1)[0].strip() not in _RESTORE_KEYS]
-    return "\n".join([*kept, "restore_command=/bin/cp -f %from %to", f"restore_directories={restore_dir}",
-                      f"restore_point_in_time={restore_point(at)}", "precision=MICROSECONDS", ""])
+    return without_restore_keys(original) + "\n".join([
+        "restore_command=/bin/cp -f %from %to", f"restore_directories={restore_dir}",
+        f"restore_point_in_time={restore_point(at)}", "precision=MICROSECONDS", ""])
+
+
+def without_replay_option(jvm_options: str) -> str:
+    """The node's JVM options file without dmf's replay lines (the marker and the option after it)."""
+    lines, kept = jvm_options.splitlines(keepends=True), []
+    skip_option = False
+    for line in lines:
+        if line.rstrip("\n") == REPLAY_MARKER:
+            skip_option = True
+            continue
+        if skip_option and line.startswith(f"{REPLAY_LIST}="):
+            skip_option = False
+            continue
+        skip_option = False
+        kept.append(line)
+    return "".join(kept)
+
+
+def with_replay_option(jvm_options: str, tables: list[str]) -> str:
+    """The file with the replay list for one start: a line of its own (options files allow no
+    trailing comment), after a marker that lets any later run find and remove it."""
+    base = without_replay_option(jvm_options)
+    if base and not base.endswith("\n"):
+        base += "\n"
+    return f"{base}{REPLAY_MARKER}\n{REPLAY_LIST}={','.join(tables)}\n"
+
+
+def check_filter_reached(log_tail: str, tables: list[str], address: str) -> None:
+    """Cassandra names the replay filter it read at start-up; without ours it replays every table,
+    which could bring back rows of tables nobody asked to restore."""
+    if _ALL_TABLES in log_tail or _FILTERED not in log_tail:
+        raise ReplayError(f"{address}: the replay filter did not reach Cassandra (its log says "
+                          f"{'every table was replayed' if _ALL_TABLES in log_tail else 'no replay filter'}); "
+                          "check that the node's start reads the cluster block's jvm_options_file")
+    named = log_tail.split(_FILTERED, 1)[1].splitlines()[0].strip()
+    # Logged as the keyspace → tables map: {ks=[t, u], other=[v]}
+    taken = {f"{ks}.{t.strip()}" for ks, listed in _FILTER_MAP.findall(named) for t in listed.split(",")}
+    missing = [t for t in tables if t not in taken]
+    if missing:
+        raise ReplayError(f"{address}: Cassandra's replay filter ({named}) lacks {', '.join(missing)}")
 
 
 def _read(remote: RemoteHost, path: str) -> str:
@@ -57,33 +110,53 @@ def _wait_serving(node: Node, address: str, timeout: float) -> None:
     raise ReplayError(f"{address} did not come back UN within {timeout:.0f}s after the replay restart")
 
 
+def restore_dir_of(host, at: datetime) -> str:
+    return posixpath.join(host.restore_staging_dir, f"commitlogs-{format_ts(at)}")
+
+
+def log_size(remote: RemoteHost) -> int:
+    log = remote.host.system_log
+    return remote.stat(log).st_size if remote.is_file(log) else 0
+
+
 def replay_on_host(remote: RemoteHost, segments: list[Path], tables: list[str], at: datetime,
-                   timeout: float = 600) -> int:
-    """Rolling-restart step for one node; returns the mutations Cassandra reports replayed."""
+                   on_restart: Callable[[int], None], timeout: float = 600) -> int:
+    """Rolling-restart step for one node; returns the mutations Cassandra reports replayed.
+
+    The replay list goes into the node's JVM options file, which every packaging reads at start
+    (systemd passes no environment), and Cassandra's log must show it took it. Whatever happens
+    after the drain, the properties and the options file are put back as they were outside a
+    replay (also stripping what a killed earlier run left), and a node left stopped is started."""
     host = remote.host
     node = Node(remote)
-    restore_dir = posixpath.join(host.restore_staging_dir, f"commitlogs-{format_ts(at)}")
-    properties = posixpath.join(host.config_dir, PROPERTIES)
+    restore_dir = restore_dir_of(host, at)
+    properties, jvm_options = posixpath.join(host.config_dir, PROPERTIES), host.jvm_options_path
     remote.run(["rm", "-rf", "--", restore_dir])
     remote.run(["mkdir", "-p", "--", restore_dir])
     for segment in segments:
         with open(segment, "rb") as source:
             remote.write_file(posixpath.join(restore_dir, segment.name), source)
-    original = _read(remote, properties)
-    log_offset = remote.stat(host.system_log).st_size if remote.is_file(host.system_log) else 0
+    plain_properties = without_restore_keys(_read(remote, properties))
+    plain_jvm = _plain_jvm_options(remote, jvm_options)
+    log_offset = log_size(remote)
 
-    node.nodetool("drain")
-    remote.run(command_argv(host.stop_command), timeout=timeout)
+    # Dies before the drain: nothing changed. Dies after: the node is drained, stopped or replaying,
+    # its files may hold the replay keys; the next run finishes it (finish_interrupted) first.
+    on_restart(log_offset)
     try:
-        remote.write_file(properties, io.BytesIO(replay_properties(original, restore_dir, at).encode()))
-        replay_list = "-Dcassandra.replayList=" + ",".join(tables)
-        remote.run(["env", f"JVM_EXTRA_OPTS={replay_list}", *command_argv(host.start_command)], timeout=timeout)
+        node.nodetool("drain")
+        remote.run(command_argv(host.stop_command), timeout=timeout)
+        remote.write_file(properties, io.BytesIO(replay_properties(plain_properties, restore_dir, at).encode()))
+        remote.write_file(jvm_options, io.BytesIO(with_replay_option(plain_jvm or "", tables).encode()))
+        remote.run(command_argv(host.start_command), timeout=timeout)
         _wait_serving(node, host.address, timeout)
-    finally:
-        # Left in place, the restore keys would replay again at every restart.
-        remote.write_file(properties, io.BytesIO(original.encode()))
-        remote.run(["rm", "-rf", "--", restore_dir], check=False)
-    log_tail = remote.run(["tail", "-c", f"+{log_offset + 1}", "--", host.system_log]).stdout
+    except BaseException:
+        _put_back(remote, properties, plain_properties, jvm_options, plain_jvm, restore_dir)
+        _start_if_down(remote, node, timeout)
+        raise
+    _put_back(remote, properties, plain_properties, jvm_options, plain_jvm, restore_dir)
+    log_tail = _log_since(remote, log_offset)
+    check_filter_reached(log_tail, tables, host.address)
     counts = [int(n) for n in _REPLAYED.findall(log_tail)]
     if not counts:
         raise ReplayError(f"{host.address}: no 'Log replay complete' line in the {len(log_tail)} bytes "
@@ -91,3 +164,58 @@ def replay_on_host(remote: RemoteHost, segments: list[Path], tables: list[str], 
     return sum(counts)
 
 
+def _plain_jvm_options(remote: RemoteHost, path: str) -> str | None:
+    """The options file without dmf's replay lines; None when the node has no such file."""
+    return without_replay_option(_read(remote, path)) if remote.is_file(path) else None
+
+
+def _log_since(remote: RemoteHost, offset: int) -> str:
+    return remote.run(["tail", "-c", f"+{offset + 1}", "--", remote.host.system_log]).stdout
+
+
+def finish_interrupted(remote: RemoteHost, tables: list[str], at: datetime, log_offset: int,
+                       timeout: float = 600) -> int | None:
+    """A node whose replay restart the manager did not see end: its files are put back to plain,
+    it is brought back if down or drained, and its log tells whether it replayed (the mutations)
+    or not (None: replay it again)."""
+    host = remote.host
+    node = Node(remote)
+    properties, jvm_options = posixpath.join(host.config_dir, PROPERTIES), host.jvm_options_path
+    _put_back(remote, properties, without_restore_keys(_read(remote, properties)), jvm_options,
+              _plain_jvm_options(remote, jvm_options), restore_dir_of(host, at))
+    _start_if_down(remote, node, timeout)
+    _wait_serving(node, host.address, timeout)
+    log_tail = _log_since(remote, log_offset)
+    counts = [int(n) for n in _REPLAYED.findall(log_tail)]
+    if not counts or _FILTERED not in log_tail:
+        return None
+    check_filter_reached(log_tail, tables, host.address)
+    return sum(counts)
+
+
+def _put_back(remote: RemoteHost, properties: str, plain_properties: str, jvm_options: str,
+              plain_jvm: str | None, restore_dir: str) -> None:
+    """Left in place, the restore keys and the replay list would apply again at every restart.
+    `plain_jvm` None: the node had no options file, and has none again."""
+    remote.write_file(properties, io.BytesIO(plain_properties.encode()))
+    if plain_jvm is not None:
+        remote.write_file(jvm_options, io.BytesIO(plain_jvm.encode()))
+    else:
+        remote.run(["rm", "-f", "--", jvm_options])
+    remote.run(["rm", "-rf", "--", restore_dir], check=False)
+
+
+def _start_if_down(remote: RemoteHost, node: Node, timeout: float) -> None:
+    """A failed step must not leave the node drained (it takes no writes) or stopped: restart it
+    once, with its plain files."""
+    host = remote.host
+    try:
+        drained = "Mode: DRAINED" in node.nodetool("netstats", timeout=60).stdout
+    except DmfError:
+        drained, running = False, False
+    else:
+        running = True
+    if drained:
+        remote.run(command_argv(host.stop_command), timeout=timeout, check=False)
+    if drained or not running:
+        remote.run(command_argv(host.start_command), timeout=timeout, check=False)

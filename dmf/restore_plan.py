@@ -70,3 +70,11 @@ def plan_restore(chain: Chain, target: DbTarget, root: Path, with_commitlogs: bo
                                                 entry.size, entry.sha256))
     return Plan(fetches, sorted(units.values(), key=lambda u: (u.set_name != "full", u.set_name, u.host)),
                 commitlogs)
+
+
+def download_dirs(plan: Plan, root: Path) -> list[Path]:
+    """The directories below root that hold the chain's files, deepest first: what is removed, once
+    empty, after a successful restore. COMMITLOG_DIR is never among them (fetched commit logs are
+    the operator's to use)."""
+    dirs = {parent for f in plan.fetches for parent in f.dest.parents if root in parent.parents}
+    return sorted(dirs, key=lambda d: (-len(d.parts), str(d)))

@@ -1,8 +1,14 @@
-"""restore-snapshot: resolve the chain up to `time` → verified parallel download into PATH →
-schema (optional) → load (sstableloader, or nodetool import on the same hosts) → commit logs
-(fetched with get_commitlogs; replayed to the second with replay_commitlogs, node by node)."""
+"""restore-snapshot: check HOSTS (cluster block, then live ring members) and PATH → resolve the
+chain up to `time` → verified parallel download into PATH → schema (optional) → load
+(sstableloader, or nodetool import on the same hosts) → commit logs (fetched with get_commitlogs;
+replayed to the second with replay_commitlogs, node by node) → downloaded files removed unless
+keep_files (fetched commit logs always stay)."""
 from __future__ import annotations
 
+import ipaddress
+import os
+import shlex
+import socket
 import time as clock
 from pathlib import Path
 from typing import Literal
@@ -13,16 +19,18 @@ from dmf.blocks import DEFAULT_BLOCK, CassandraCluster, S3Repository
 from dmf.core.catalog import Catalog, covers, resolve_chain
 from dmf.core.errors import DmfError, InputError
 from dmf.core.keys import SetKind, schema_key
+from dmf.core.restore_checks import NodeDir, absolute_path, check_hosts_in_ring, check_outside_node_dirs
 from dmf.core.targets import DbTarget, parse_hosts
 from dmf.core.timestamps import format_ts, parse_ts, utcnow
-from dmf.download import check_destination
+from dmf.cql import NodeFacts
+from dmf.download import bytes_missing, check_destination, write_private
 from dmf.repository import Repository
 from dmf.reporting import publish_summary
-from dmf.restore_plan import COMMITLOG_DIR, plan_restore
+from dmf.restore_plan import COMMITLOG_DIR, download_dirs, plan_restore
 from dmf.storage import Storage
-from dmf.cql import connect, node_facts
-from dmf.tasks.restore import (apply_schema, download, load_unit_sstableloader, load_units_import,
-                               replay_commitlogs_on_host)
+from dmf.core.replay_state import DONE, RESTARTING, STATE_FILE, ReplayState, continue_message
+from dmf.tasks.restore import (apply_schema, download, finish_interrupted_replay, load_unit_sstableloader,
+                               load_units_import, remove_downloaded, replay_commitlogs_on_host, ring_view)
 
 
 LOADERS_AT_ONCE = 3
@@ -50,30 +58,108 @@ def schema_cql(storage: Storage, snapshot_ts, plan) -> str:
     return "\n".join(dict.fromkeys(pieces))
 
 
-def replay(cluster: CassandraCluster, host_list: tuple[str, ...], plan, at) -> dict[str, int]:
-    """Rolling: one node at a time replays its own segments; returns mutations replayed per host."""
-    with connect(cluster) as session:
-        facts = node_facts(session)
+def addresses_of(name: str) -> set[str]:
+    """The name itself and, for a host name, the addresses it resolves to on this machine."""
+    try:
+        ipaddress.ip_address(name)
+        return {name}
+    except ValueError:
+        pass
+    try:
+        return {name} | {str(info[4][0]) for info in socket.getaddrinfo(name, None)}
+    except OSError:
+        return {name}
+
+
+def is_local(address: str) -> bool:
+    """Whether `address` (an IP) is this machine's: only then can a socket bind to it."""
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.bind((address, 0))
+        return True
+    except (ValueError, OSError):
+        return False
+
+
+def local_node_dirs(cluster: CassandraCluster) -> list[NodeDir]:
+    """The directories of the block's nodes that run on this machine, as named and as resolved here."""
+    dirs = []
+    for host in cluster.hosts:
+        if not any(is_local(a) for name in {host.address, host.ssh_address} for a in addresses_of(name)):
+            continue
+        named = [*((d, "data directory") for d in host.data_dirs), (host.commitlog_dir, "commit-log directory"),
+                 (host.commitlog_archive_dir, "commit-log archive directory"),
+                 (host.restore_staging_dir, "restore staging directory")]
+        dirs.extend(NodeDir(host.address, role, form) for path, role in named
+                    for form in dict.fromkeys((path, os.path.realpath(path))))
+    return dirs
+
+
+def replay(cluster: CassandraCluster, host_list: tuple[str, ...], plan, at, facts: dict[str, NodeFacts],
+           ring_address: dict[str, str], root: Path, command: str) -> dict[str, int]:
+    """Rolling, one node at a time, each replaying its own segments; returns mutations per host.
+    Resumable: the state in PATH (dmf.core.replay_state) tells a rerun which nodes are done."""
     tables = sorted({f"{u.keyspace}.{u.table}" for u in plan.units})
     by_host_id: dict[str, list[Path]] = {}
     for fetch in plan.commitlog_fetches:
         by_host_id.setdefault(fetch.dest.parent.name, []).append(fetch.dest)
-    replayed = {}
+    state_file = root / STATE_FILE
+    state = ReplayState.load(state_file.read_text() if state_file.exists() else None, format_ts(at), tables,
+                             str(state_file))
+
+    def save() -> None:
+        write_private(state_file, state.to_json())
+
     for address in host_list:
-        segments = sorted(by_host_id.get(facts[address].host_id, []))
-        if segments:
-            replayed[address] = replay_commitlogs_on_host(cluster, address, segments, tables, at)
-        else:
+        node = state.node(address)
+        if node.state == RESTARTING:
+            mutations = finish_interrupted_replay(cluster, address, tables, at, node.log_offset)
+            if mutations is None:
+                state.pending(address)
+            else:
+                state.done(address, mutations)
+            save()
+        if state.node(address).state == DONE:
+            get_run_logger().info("%s: replayed by an earlier run of this restore", address)
+            continue
+        segments = sorted(by_host_id.get(facts[ring_address[address]].host_id, []))
+        if not segments:
             get_run_logger().warning("%s: no shipped commit log for its host ID; nothing to replay", address)
-    return replayed
+            state.done(address, 0)
+            save()
+            continue
+        try:
+            mutations = replay_commitlogs_on_host(cluster, address, segments, tables, at,
+                                                  lambda offset, a=address: (state.restarting(a, offset), save()))
+        except Exception as exc:  # noqa: BLE001 — one line with where it stopped and how to go on
+            raise RestoreFailed(continue_message(address, str(exc), state, host_list, command)) from None
+        state.done(address, mutations)
+        save()
+    # Every node done: a later restore into this PATH starts afresh.
+    state_file.unlink()
+    return {address: state.node(address).mutations for address in host_list}
+
+
+def rerun_command(hosts: tuple[str, ...], path: Path, target: DbTarget, at, restore_schema: bool, mode: str,
+                  cluster_block: str, repository_block: str) -> str:
+    """The CLI command that continues this restore (the same run: it resumes where it stopped)."""
+    words = ["dmf", "restore", "snapshot", ",".join(hosts), str(path), str(target), "--time", format_ts(at),
+             "--replay-commitlogs", *(["--schema"] if restore_schema else []), "--mode", mode,
+             "--cluster-block", cluster_block, "--repository-block", repository_block]
+    return shlex.join(words)
 
 
 @flow(name="restore-snapshot")
 def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_schema: bool = False,
                      time: str | int | None = None, get_commitlogs: bool = False,
                      mode: Literal["sstableloader", "import"] = "sstableloader",
-                     replay_commitlogs: bool = False, cluster_block: str = DEFAULT_BLOCK, repository_block: str = DEFAULT_BLOCK) -> dict:
-    """Restore DB_TARGET (keyspace or keyspace.table) into HOSTS as it was at `time` (UTC, default now)."""
+                     replay_commitlogs: bool = False, keep_files: bool = False,
+                     cluster_block: str = DEFAULT_BLOCK, repository_block: str = DEFAULT_BLOCK) -> dict:
+    """Restore DB_TARGET (keyspace or keyspace.table) into HOSTS as it was at `time` (UTC, default now).
+
+    PATH must be absolute. The files downloaded into it are removed after a successful restore
+    unless `keep_files`; commit logs fetched into PATH/cassandra_commitlogs/ always stay."""
     logger = get_run_logger()
     started = clock.monotonic()
     host_list = parse_hosts(hosts)
@@ -81,11 +167,16 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
     if target.keyspace is None:
         raise InputError("DB_TARGET is required: keyspace or keyspace.table")
     at = parse_ts(time, name="--time") if time is not None and time != "" else utcnow()
-    root = Path(path).expanduser().resolve()
+    root = Path(absolute_path(os.path.expanduser(path), cwd=None)).resolve()
     cluster = CassandraCluster.load(cluster_block)
     repository = S3Repository.load(repository_block)
     for address in host_list:
         cluster.host(address)
+    check_outside_node_dirs(str(root), local_node_dirs(cluster))
+    # Before anything is resolved or downloaded: every host must be a live node of this cluster's ring.
+    facts, ring = ring_view(cluster)
+    ring_address = check_hosts_in_ring(
+        {a: addresses_of(a) | addresses_of(cluster.host(a).address) for a in host_list}, ring)
     storage = Storage(repository)
 
     repo = Repository(storage)
@@ -109,16 +200,17 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
         if missing:
             raise InputError(f"--mode import places each host's own files on it: HOSTS must include "
                              f"{', '.join(missing)} (or use the default sstableloader mode)")
-    check_destination(root, sum(f.size for f in (*plan.fetches, *plan.commitlog_fetches) if not f.dest.exists()))
+    check_destination(root, bytes_missing(plan.fetches + plan.commitlog_fetches))
     logger.info("restoring %s at %s: full %s + %d increment(s), %d files, %.1f MiB into %s", target,
                 format_ts(at), format_ts(chain.full.snapshot_ts), len(chain.increments), len(plan.fetches),
                 plan.bytes / 2**20, root)
 
     resolve_seconds = clock.monotonic() - started
-    fetched = download(repository, plan.fetches + plan.commitlog_fetches)
+    fetched = download(repository, root, plan.fetches + plan.commitlog_fetches)
     download_seconds = clock.monotonic() - started - resolve_seconds
+    cql = schema_cql(storage, chain.full.snapshot_ts, plan) if restore_schema else ""
     if restore_schema:
-        apply_schema(cluster, schema_cql(storage, chain.full.snapshot_ts, plan), target)
+        apply_schema(cluster, cql, target)
 
     loaded: list[str] = []
     try:
@@ -140,7 +232,17 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
             f"{exc}. Files in {root} are verified; rerun the same command to resume (downloads are skipped, "
             "reloading the same SSTables is harmless)") from None
 
-    replayed = replay(cluster, host_list, plan, at) if replay_commitlogs else {}
+    if restore_schema:
+        apply_schema(cluster, cql, target, after_load=True)
+    replayed = {}
+    if replay_commitlogs:
+        command = rerun_command(host_list, root, target, at, restore_schema, mode, cluster_block, repository_block)
+        replayed = replay(cluster, host_list, plan, at, facts, ring_address, root, command)
+
+    # Only here, once everything succeeded: after a failed load or replay the files stay and the rerun
+    # resumes from them. Dies just before: the files stay as with keep_files (a rerun reloads them,
+    # harmless). Dies just after, or midway: the data is loaded; a rerun downloads what is gone again.
+    removed = 0 if keep_files else remove_downloaded(root, [f.dest for f in plan.fetches], download_dirs(plan, root))
 
     seconds = clock.monotonic() - started
     summary = {
@@ -153,8 +255,11 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
         "commitlog_segments": len(plan.commitlog_fetches),
         "commitlog_dir": str(root / COMMITLOG_DIR) if plan.commitlog_fetches else None,
         "replayed_mutations": replayed,
+        "path": str(root), "path_peak_bytes": plan.bytes, "kept_files": keep_files, "removed_files": removed,
     }
-    logger.info("restore of %s complete: %d table sets loaded in %.1fs", target, len(loaded), seconds)
+    logger.info("restore of %s complete: %d table sets loaded in %.1fs; PATH needed %.1f MiB at peak, "
+                "downloaded files %s", target, len(loaded), seconds, plan.bytes / 2**20,
+                "kept" if keep_files else "removed")
     publish_summary("restore-snapshot", summary, f"restore of {target} as of {format_ts(at)}: every file "
                     "verified against its manifest (size and SHA-256) before loading")
     return summary

@@ -3,38 +3,15 @@ from __future__ import annotations
 
 import os
 import shlex
-import shutil
 import subprocess
 from pathlib import Path
 
 from . import jvm, procs
-from .layout import CASSANDRA_VERSION, TOKENS, Node, Testbed
+from .layout import TOKENS, Node, Testbed
 
-POM = Path(__file__).with_name("pom.xml")
 DAEMON = "org.apache.cassandra.service.CassandraDaemon"
 TOOLS = {"nodetool": "org.apache.cassandra.tools.NodeTool",
          "sstableloader": "org.apache.cassandra.tools.BulkLoader"}
-
-
-def ensure_jars(tb: Testbed) -> Path:
-    """Resolves cassandra-all and its runtime dependencies into the git-ignored cache, once."""
-    marker = tb.lib / ".complete"
-    if marker.exists():
-        return tb.lib
-    if shutil.which("mvn") is None or shutil.which("java") is None:
-        raise procs.StartError("the test bed needs java (17) and mvn on PATH")
-    tb.lib.mkdir(parents=True, exist_ok=True)
-    print(f"fetching cassandra-all {CASSANDRA_VERSION} and its dependencies with Maven ...", flush=True)
-    result = subprocess.run(
-        ["mvn", "-q", "-B", "-f", str(POM), f"-Dcassandra.version={CASSANDRA_VERSION}",
-         "dependency:copy-dependencies", "-DincludeScope=runtime", f"-DoutputDirectory={tb.lib}"],
-        capture_output=True, text=True)
-    if result.returncode != 0:
-        raise procs.StartError(f"mvn dependency:copy-dependencies failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
-    if not any(tb.lib.glob(f"cassandra-all-{CASSANDRA_VERSION}.jar")):
-        raise procs.StartError(f"cassandra-all-{CASSANDRA_VERSION}.jar missing from {tb.lib} after mvn")
-    marker.touch()
-    return tb.lib
 
 
 def jamm_jar(tb: Testbed) -> Path:
@@ -110,6 +87,8 @@ def configure(tb: Testbed, node: Node, cluster_size: int) -> None:
     token = TOKENS[cluster_size][node.index - 1]
     (conf / "cassandra.yaml").write_text(_yaml(node, "127.0.0.1:7000", token))
     (conf / "logback.xml").write_text(LOGBACK)
+    if not jvm_options_file(node).exists():
+        jvm_options_file(node).write_text("# JVM options read at every start (as Cassandra's conf/jvm-server.options)\n")
     # Read as a classpath resource; commands are split on spaces and run without a shell.
     (conf / "commitlog_archiving.properties").write_text(
         f"archive_command=/bin/ln %path {node.dir('commitlog_archive')}/%name\n")
@@ -145,8 +124,22 @@ def is_running(node: Node) -> bool:
     return procs.read_pid(_pid_file(node)) is not None
 
 
+def jvm_options_file(node: Node) -> Path:
+    return node.dir("conf") / "jvm-server.options"
+
+
+def jvm_file_options(node: Node) -> list[str]:
+    """The options lines of conf/jvm-server.options, read at every start as Cassandra's launcher does:
+    what a restore puts there reaches the node however it is started (systemd passes no environment)."""
+    try:
+        lines = jvm_options_file(node).read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    return [line.strip() for line in lines if line.strip().startswith("-")]
+
+
 def start(tb: Testbed, node: Node, heap: str = "768m") -> None:
-    """JVM_EXTRA_OPTS is honoured as Cassandra's own start script does (e.g. -Dcassandra.replayList)."""
+    """JVM_EXTRA_OPTS and conf/jvm-server.options are honoured as Cassandra's own start script does."""
     conf = node.dir("conf")
     argv = [
         "java", f"-Xms{heap}", f"-Xmx{heap}", "-Xss256k", *jvm.SERVER_GC,
@@ -157,6 +150,7 @@ def start(tb: Testbed, node: Node, heap: str = "768m") -> None:
         f"-Dlogback.configurationFile={(conf / 'logback.xml').as_uri()}",
         "-Dcassandra-foreground=yes",
         f"-Dcassandra.jmx.local.port={node.jmx_port}",
+        *jvm_file_options(node),
         *shlex.split(os.environ.get("JVM_EXTRA_OPTS", "")),
         "-cp", f"{conf}:{tb.lib}/*", DAEMON,
     ]

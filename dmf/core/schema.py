@@ -42,16 +42,22 @@ def _object_name(statement: str) -> tuple[str, str, str | None] | None:
     return (kind, parts[0], parts[1]) if len(parts) == 2 else None
 
 
-def restore_statements(cql: str, target: DbTarget) -> list[str]:
-    """The keyspace, user types and the target's tables (with their indexes), each made
-    idempotent with IF NOT EXISTS so a rerun or an existing keyspace is harmless."""
+# Built from the table's data once it is loaded: Cassandra 5.0 refuses SSTables streamed whole by
+# sstableloader into a table that already has a storage-attached index ("Incomplete per-SSTable
+# index build": the loader does not send the SAI components), so indexes and views come after.
+AFTER_LOAD = frozenset({"INDEX", "CUSTOM INDEX", "MATERIALIZED VIEW"})
+
+
+def restore_statements(cql: str, target: DbTarget, after_load: bool = False) -> list[str]:
+    """The keyspace, user types and the target's tables, or (`after_load`) their indexes and
+    views, each made idempotent with IF NOT EXISTS so a rerun or an existing keyspace is harmless."""
     chosen = []
     for statement in split_statements(cql):
         named = _object_name(statement)
         if named is None:
             continue
         kind, keyspace, name = named
-        if keyspace != target.keyspace:
+        if keyspace != target.keyspace or (kind in AFTER_LOAD) != after_load:
             continue
         if kind != "KEYSPACE" and kind != "TYPE" and target.table and name != target.table:
             continue

@@ -72,7 +72,7 @@ def test_backup_list_shows_the_history(history):
 
 def test_restore_to_time_between_t2_and_t3a(history, cluster_block, tmp_path):
     summary = restore_snapshot(hosts=HOSTS, path=str(tmp_path), db_target=history["target"], restore_schema=True,
-                               time=int(history["between_t2_t3a"]), get_commitlogs=True)
+                               time=int(history["between_t2_t3a"]), get_commitlogs=True, keep_files=True)
     assert rows(cluster_block, history["keyspace"], history["table"]) == set(range(150))
     assert summary["snapshot_ts"] == history["full"]["snapshot_ts"]
     assert summary["increments"] == [history["incr"]["set_ts"]]
@@ -90,11 +90,11 @@ def test_restore_to_time_between_t2_and_t3a(history, cluster_block, tmp_path):
 
 def test_restore_detects_a_corrupted_download(history, tmp_path):
     first = restore_snapshot(hosts="127.0.0.1", path=str(tmp_path), db_target=history["target"],
-                             time=history["between_t2_t3a"])
+                             time=history["between_t2_t3a"], keep_files=True)
     data = next(tmp_path.rglob("*-Data.db"))
     data.write_bytes(b"corrupt" + data.read_bytes()[7:])
     second = restore_snapshot(hosts="127.0.0.1", path=str(tmp_path), db_target=history["target"],
-                              time=history["between_t2_t3a"])
+                              time=history["between_t2_t3a"], keep_files=True)
     assert first["downloaded_files"] > 0 and second["downloaded_files"] == 1
     assert not data.read_bytes().startswith(b"corrupt")
 
@@ -117,11 +117,17 @@ def test_cli_restore_rejects_bad_time(history):
 
 
 def test_replay_commitlogs_recovers_to_the_second(history, cluster_block, tmp_path):
-    """Restore with replay to a time between t3a and t3b: exactly t1, t2 and t3a, nothing of t3b."""
+    """Restore with replay to a time between t3a and t3b: exactly t1, t2 and t3a, nothing of t3b.
+    The nodes start as under systemd, with an empty environment: the replay list must reach
+    Cassandra through its JVM options file (Cassandra's log shows the filter, or the step fails)."""
+    hosts = [h.model_copy(update={"start_command": f"env -i PATH=/usr/local/bin:/usr/bin:/bin {h.start_command}"})
+             for h in cluster_block.hosts]
+    cluster_block.model_copy(update={"hosts": hosts}).save("systemd-like", overwrite=True)
     with connect(cluster_block) as session:
         session.execute(f"DROP TABLE IF EXISTS {history['target']}")
     summary = restore_snapshot(hosts=HOSTS, path=str(tmp_path), db_target=history["target"], restore_schema=True,
-                               time=history["between_t3a_t3b"], replay_commitlogs=True)
+                               time=history["between_t3a_t3b"], replay_commitlogs=True,
+                               cluster_block="systemd-like")
     assert rows(cluster_block, history["keyspace"], history["table"]) == set(range(170))
     assert set(summary["replayed_mutations"]) == set(HOSTS.split(","))
     assert all(n >= 20 for n in summary["replayed_mutations"].values()), summary["replayed_mutations"]
@@ -130,7 +136,10 @@ def test_replay_commitlogs_recovers_to_the_second(history, cluster_block, tmp_pa
     for host in cluster_block.hosts:
         with RemoteHost(cluster_block, host) as remote:
             text = b"".join(remote.iter_file(f"{host.config_dir}/commitlog_archiving.properties")).decode()
+            jvm_options = (b"".join(remote.iter_file(host.jvm_options_path)).decode()
+                           if remote.is_file(host.jvm_options_path) else "")
         assert "restore_point_in_time" not in text and text.startswith("archive_command=")
+        assert "replayList" not in jvm_options
 
 
 def test_cli_flow_failure_prints_no_traceback(history):
@@ -154,3 +163,80 @@ def test_restore_with_nodetool_import(testbed, cluster_block, tmp_path):
     assert rows(cluster_block, keyspace, table) == set(range(80))
     with pytest.raises(InputError, match="HOSTS must include"):
         restore_snapshot(hosts="127.0.0.1", path=str(tmp_path), db_target=target, mode="import")
+
+
+def replay_starts(cluster_block, offsets: dict[str, int], table: str) -> dict[str, int]:
+    """How many starts of each node since `offsets` ran with a replay filter naming `table`."""
+    from dmf.ssh import RemoteHost
+    counts = {}
+    for host in cluster_block.hosts:
+        with RemoteHost(cluster_block, host) as remote:
+            log = remote.run(["tail", "-c", f"+{offsets[host.address] + 1}", "--", host.system_log]).stdout
+        counts[host.address] = sum(1 for line in log.splitlines()
+                                   if "Tables to be replayed:" in line and table in line)
+    return counts
+
+
+def test_replay_resumes_after_a_failed_start_and_a_killed_manager(history, cluster_block, tmp_path):
+    """Node 2's start fails once: the rollout stops with one line (who is replayed, who is not, the
+    command to continue). That command, killed while node 2 restarts, then run again, finishes:
+    every node replayed exactly once, no restore keys or replay option left anywhere."""
+    import os
+    import signal
+    import socket
+    from dmf.flows.restore_snapshot import RestoreFailed
+    from dmf.ssh import RemoteHost
+    flag = tmp_path / "fail-next-start"
+    hosts = []
+    for h in cluster_block.hosts:
+        start = h.start_command
+        if h.address == "127.0.0.2":
+            start = (f"sh -c 'if [ -e \"$0\" ]; then rm -f \"$0\"; echo start refused >&2; exit 1; fi; exec \"$@\"' "
+                     f"{flag} {h.start_command}")
+        hosts.append(h.model_copy(update={"start_command": start}))
+    cluster_block.model_copy(update={"hosts": hosts}).save("flaky-start", overwrite=True)
+    offsets = {}
+    for host in cluster_block.hosts:
+        with RemoteHost(cluster_block, host) as remote:
+            offsets[host.address] = remote.stat(host.system_log).st_size
+    with connect(cluster_block) as session:
+        session.execute(f"DROP TABLE IF EXISTS {history['target']}")
+    path = tmp_path / "restore"
+    flag.write_text("")
+    with pytest.raises(RestoreFailed) as stopped:
+        restore_snapshot(hosts=HOSTS, path=str(path), db_target=history["target"], restore_schema=True,
+                         time=history["between_t3a_t3b"], replay_commitlogs=True, cluster_block="flaky-start")
+    message = str(stopped.value)
+    assert "replay stopped at 127.0.0.2" in message and "start refused" in message
+    assert "Replayed: 127.0.0.1; not replayed: 127.0.0.2, 127.0.0.3" in message
+    command = message.split("continue with: ", 1)[1].split()
+    assert command[:3] == ["dmf", "restore", "snapshot"] and "--cluster-block" in command
+
+    # The printed command, killed while node 2 is down for its replay restart.
+    run = subprocess.Popen([sys.executable, "-m", "dmf.cli", *command[1:]], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, start_new_session=True)
+    state_file = path / "replay-state.json"
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and run.poll() is None:
+        if '"restarting"' in (state_file.read_text() if state_file.exists() else ""):
+            try:
+                socket.create_connection(("127.0.0.2", 9042), timeout=1).close()
+            except OSError:
+                break  # drained or stopped: the restart is under way
+        time.sleep(0.5)
+    assert run.poll() is None, "the rerun ended before node 2's restart began"
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+
+    summary = restore_snapshot(hosts=HOSTS, path=str(path), db_target=history["target"], restore_schema=True,
+                               time=history["between_t3a_t3b"], replay_commitlogs=True, cluster_block="flaky-start")
+    assert rows(cluster_block, history["keyspace"], history["table"]) == set(range(170))
+    assert set(summary["replayed_mutations"]) == set(HOSTS.split(","))
+    assert replay_starts(cluster_block, offsets, history["table"]) == {a: 1 for a in HOSTS.split(",")}
+    assert not state_file.exists()
+    for host in cluster_block.hosts:
+        with RemoteHost(cluster_block, host) as remote:
+            properties = b"".join(remote.iter_file(f"{host.config_dir}/commitlog_archiving.properties")).decode()
+            jvm_options = (b"".join(remote.iter_file(host.jvm_options_path)).decode()
+                           if remote.is_file(host.jvm_options_path) else "")
+        assert "restore_point_in_time" not in properties and "replayList" not in jvm_options

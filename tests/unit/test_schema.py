@@ -30,10 +30,15 @@ def test_restore_statements_for_one_table_keep_the_id_and_are_idempotent():
     statements = restore_statements(DESCRIBED, DbTarget.parse("shop.orders"))
     assert [s.split("(")[0].split(" WITH")[0].strip() for s in statements] == [
         "CREATE KEYSPACE IF NOT EXISTS shop", "CREATE TYPE IF NOT EXISTS shop.address",
-        "CREATE TABLE IF NOT EXISTS shop.orders", "CREATE INDEX IF NOT EXISTS orders_v ON shop.orders"]
+        "CREATE TABLE IF NOT EXISTS shop.orders"]
     assert "WITH ID = 1a2b3c4d-0000-11f0-8000-000000000001" in statements[2]
+    # Indexes come once the data is loaded (Cassandra builds them from it).
+    assert [s.split("(")[0].strip() for s in restore_statements(DESCRIBED, DbTarget.parse("shop.orders"),
+                                                                 after_load=True)] == [
+        "CREATE INDEX IF NOT EXISTS orders_v ON shop.orders"]
 
 
 def test_restore_statements_for_keyspace_and_other_keyspace():
-    assert len(restore_statements(DESCRIBED, DbTarget.parse("shop"))) == 5
+    assert len(restore_statements(DESCRIBED, DbTarget.parse("shop"))) == 4
+    assert len(restore_statements(DESCRIBED, DbTarget.parse("shop"), after_load=True)) == 1
     assert restore_statements(DESCRIBED, DbTarget.parse("other")) == []

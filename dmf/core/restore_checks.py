@@ -1,0 +1,96 @@
+"""Rules a restore checks before it downloads anything: HOSTS are live ring members, PATH is an
+absolute local directory outside the Cassandra directories of a node on the same machine (pure)."""
+from __future__ import annotations
+
+import ipaddress
+import posixpath
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from dmf.core.errors import InputError, quote
+from dmf.core.paths import is_within
+
+
+def absolute_path(path: str, cwd: str | None) -> str:
+    """PATH made absolute against `cwd` (the operator's working directory).
+
+    Without one (a run queued to a worker with -a, or started from the UI) a relative PATH would
+    resolve in the worker's temporary directory, so it is refused. Not normalised here: '..' after a
+    symlink means what the file system says, which the flow's resolve() honours.
+    """
+    if not path:
+        raise InputError("PATH is empty: give the local directory to download into")
+    if posixpath.isabs(path):
+        return path
+    if cwd is None:
+        raise InputError(f"PATH {quote(path)} is relative: a queued or deployed run would resolve it in the "
+                         "Prefect worker's temporary directory; give an absolute path")
+    return posixpath.join(cwd, path)
+
+
+@dataclass(frozen=True)
+class NodeDir:
+    """A directory Cassandra (or dmf on the node) owns, on a node that runs on this machine."""
+
+    host: str
+    role: str      # e.g. "data directory"
+    path: str
+
+
+def check_outside_node_dirs(root: str, node_dirs: Iterable[NodeDir]) -> None:
+    """PATH must not be one of those directories or below one: Cassandra would take the files for its own
+    (data), shipping deletes what it ships (commit-log archive), `--mode import` empties its staging dir."""
+    for d in node_dirs:
+        if is_within(root, d.path):
+            raise InputError(f"PATH {root} is inside {d.path}, the {d.role} of {d.host}, which runs on this "
+                             "machine: choose a PATH outside the node's directories")
+
+
+@dataclass(frozen=True)
+class RingNode:
+    address: str           # the node's address as the ring names it
+    up: bool | None        # as the driver sees it; None: not known (yet)
+
+
+def _normal(address: str) -> str:
+    try:
+        return ipaddress.ip_address(address).compressed
+    except ValueError:
+        return address.lower()
+
+
+def _order(address: str) -> tuple:
+    try:
+        ip = ipaddress.ip_address(address)
+        return (ip.version, int(ip), "")
+    except ValueError:
+        return (7, 0, address.lower())
+
+
+def check_hosts_in_ring(hosts: Mapping[str, Iterable[str]], ring: Mapping[str, RingNode]) -> dict[str, str]:
+    """Each HOSTS entry's ring address; InputError naming the entries that are not live members.
+
+    hosts: each entry → the addresses it stands for (itself, its cluster-block address, what a name
+    resolves to); ring: every address of every node (listen, broadcast, rpc) → that node.
+    """
+    by_address = {_normal(a): node for a, node in ring.items()}
+    found: dict[str, str] = {}
+    outside, down = [], []
+    for host, candidates in hosts.items():
+        node = next((by_address[_normal(a)] for a in candidates if _normal(a) in by_address), None)
+        if node is None:
+            outside.append(host)
+        elif node.up is False:
+            down.append(host)
+        else:
+            found[host] = node.address
+    if outside or down:
+        nodes = sorted({n.address: n for n in ring.values()}.values(), key=lambda n: _order(n.address))
+        members = ", ".join(n.address + (" (down)" if n.up is False else "") for n in nodes) or "none"
+        problems = []
+        if outside:
+            problems.append(f"{', '.join(outside)} {'is' if len(outside) == 1 else 'are'} not in the cluster's ring")
+        if down:
+            problems.append(f"{', '.join(down)} {'is' if len(down) == 1 else 'are'} down")
+        raise InputError(f"HOSTS: {'; '.join(problems)} (its nodes: {members})")
+    return found
