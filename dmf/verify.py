@@ -1,0 +1,53 @@
+"""`backup verify`'s reads: the sets' manifests, one listing per set (key and size of every object:
+no HEAD per object), and, for the deep check, every chosen object's bytes, streamed and hashed on a
+bounded pool. What the reads mean is dmf.core.verify's.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from dmf.core.keys import SetRef
+from dmf.core.manifest import Manifest
+from dmf.core.verify import MISSING, Expected, Finding, check_listing, check_read
+from dmf.repository import Repository
+from dmf.storage import Storage
+
+
+def read_manifests(repo: Repository, refs: Sequence[SetRef]) -> tuple[list[Manifest], list[Finding]]:
+    """The sets' manifests; one deleted since the catalog listed it is a finding (its set was complete)."""
+    with ThreadPoolExecutor(repo.parallel) as pool:
+        read = list(pool.map(repo.read_manifest, refs))
+    gone = [Finding(ref, ref.manifest_key, MISSING, "missing") for ref, m in zip(refs, read) if m is None]
+    return [m for m in read if m is not None], gone
+
+
+def check_listings(repo: Repository, manifests: Sequence[Manifest]) -> tuple[list[Finding], list[Expected]]:
+    """Each set's prefix listed once (ListObjectsV2 pages hold key and size) against its manifest:
+    the findings, and the objects whole by size."""
+    def one(manifest: Manifest) -> tuple[list[Finding], list[Expected]]:
+        listing = repo.storage.list_objects(manifest.set.prefix)
+        return check_listing(manifest, ((o["Key"], o["Size"]) for o in listing))
+
+    with ThreadPoolExecutor(repo.parallel) as pool:
+        checked = list(pool.map(one, manifests))
+    return [f for found, _ in checked for f in found], [o for _, whole in checked for o in whole]
+
+
+def rehash(storage: Storage, expected: Expected, progress: Callable[[int], None] | None = None) -> Finding | None:
+    """Re-reads one object in chunks (memory: one chunk), hashing as it goes."""
+    digest, size = hashlib.sha256(), 0
+    for chunk in storage.iter_object(expected.key):
+        digest.update(chunk)
+        size += len(chunk)
+        if progress is not None:
+            progress(len(chunk))
+    return check_read(expected, size, digest.hexdigest())
+
+
+def deep_check(storage: Storage, objects: Sequence[Expected], workers: int,
+               progress: Callable[[int], None] | None = None) -> list[Finding]:
+    """Every object re-read and its SHA-256 checked, `workers` at a time."""
+    with ThreadPoolExecutor(workers, thread_name_prefix="verify") as pool:
+        return [f for f in pool.map(lambda o: rehash(storage, o, progress), objects) if f is not None]
