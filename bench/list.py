@@ -1,63 +1,143 @@
-"""`backup list` cost against the number of sets: a bucket seeded with thousands of sets
-(manifests and one object each), listed through the same code as `dmf backup list`.
+"""`backup list` cost against the number of sets: a bucket seeded with the history of a three-node
+cluster (a full per host every week, an increment per host every 15 minutes; each set a manifest
+listing 20 files and one stored object), listed through the same code as `dmf backup list`:
+the old way (every manifest read), then through the catalog index: first with no index (it is
+rebuilt), then warm.
 
-    .venv/bin/python bench/list.py [--sets 500,1000,2000]
+    .venv/bin/python bench/list.py [--sets 500,2000,10000,35000] [--old-up-to 5000] [--moto]
+
+Against the test bed's S3 by default; --moto runs an in-process moto server instead (seeded through
+moto's backend: its HTTP front end takes ~10 ms per PUT).
 """
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import bed, table  # noqa: E402
+from common import table  # noqa: E402
 
-from dmf.core.keys import SetRef  # noqa: E402
+from dmf.core.keys import CATALOG_NAME, SetRef  # noqa: E402
 from dmf.core.manifest import FileEntry, Manifest  # noqa: E402
 from dmf.core.timestamps import parse_ts  # noqa: E402
 from dmf.repository import Repository  # noqa: E402
 from dmf.storage import Storage  # noqa: E402
 
-HOST_ID = "4a1a7505-0842-4a5c-a7fc-0baf0bb43b1b"
+BUCKET = "dmf-bench-list"
+HOSTS = ("10.0.0.1", "10.0.0.2", "10.0.0.3")
+HOST_IDS = {h: f"4a1a7505-0842-4a5c-a7fc-0baf0bb43b1{i}" for i, h in enumerate(HOSTS)}
+SLOTS_PER_WEEK = 7 * 24 * 4  # 15-minute slots: the first takes the full, the others an increment
 
 
-def seed(storage: Storage, count: int, start_index: int) -> None:
-    """Sets of 20 files each (one stored; the listing never reads files), one full per 50 increments."""
-    base = parse_ts("20200101000000")
-    for i in range(start_index, count):
-        full_ts = base + timedelta(days=i // 50)
-        set_ts = full_ts + timedelta(minutes=1 + i % 50)
-        ref = SetRef.incremental(full_ts, "10.0.0.1", set_ts) if i % 50 else SetRef.snapshot(full_ts, "10.0.0.1")
-        files = tuple(FileEntry(f"ks/t-{'0' * 32}/nb-{n}-big-Data.db", 1 << 20, "ab" * 32) for n in range(20))
-        storage.s3.put_object(Bucket=storage.bucket, Key=ref.file_key(files[0].path), Body=b"x")
-        manifest = Manifest(set=ref, files=files, host="10.0.0.1", host_id=HOST_ID, created_at=set_ts,
-                            db_target="ks.t", hosts=("10.0.0.1",))
-        storage.s3.put_object(Bucket=storage.bucket, Key=ref.manifest_key, Body=manifest.to_json())
+def set_number(i: int) -> tuple[SetRef, str]:
+    """The i-th set of the history, in time order: host i % 3 at 15-minute slot i // 3."""
+    host, slot = HOSTS[i % len(HOSTS)], i // len(HOSTS)
+    week = parse_ts("20250106000000") + timedelta(weeks=slot // SLOTS_PER_WEEK)
+    in_week = slot % SLOTS_PER_WEEK
+    if in_week == 0:
+        return SetRef.snapshot(week, host), host
+    return SetRef.incremental(week, host, week + timedelta(minutes=15 * in_week)), host
+
+
+def objects_of(i: int) -> list[tuple[str, bytes]]:
+    ref, host = set_number(i)
+    files = tuple(FileEntry(f"ks/t-{'0' * 32}/nb-{n}-big-Data.db", 1 << 20, "ab" * 32) for n in range(20))
+    manifest = Manifest(set=ref, files=files, host=host, host_id=HOST_IDS[host], created_at=ref.time,
+                        db_target="ks.t", hosts=HOSTS)
+    return [(ref.file_key(files[0].path), b"x"), (ref.manifest_key, manifest.to_json())]
+
+
+def http_put(storage: Storage):
+    return lambda key, body: storage.s3.put_object(Bucket=BUCKET, Key=key, Body=body)
+
+
+def seed(put, first: int, count: int) -> None:
+    """Sets [first, count), each data object before its manifest, on parallel threads."""
+    def one(i: int) -> None:
+        for key, body in objects_of(i):
+            put(key, body)
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(one, range(first, count)))
+
+
+def drop_indexes(storage: Storage) -> None:
+    storage.delete_keys([f"{prefix}{CATALOG_NAME}" for prefix in storage.list_prefixes("")])
+
+
+def timed(call) -> tuple[float, object]:
+    started = time.monotonic()
+    result = call()
+    return time.monotonic() - started, result
+
+
+def moto_repository():
+    """An in-process moto server, its repository block, and a PUT straight into moto's backend."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.s3.models import s3_backends
+    from moto.server import ThreadedMotoServer
+    from prefect_aws import AwsCredentials
+    from prefect_aws.client_parameters import AwsClientParameters
+    from pydantic import SecretStr
+
+    from dmf.blocks import S3Repository
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    repo = S3Repository(bucket=BUCKET, credentials=AwsCredentials(
+        aws_access_key_id="moto", aws_secret_access_key=SecretStr("moto"), region_name="us-east-1",
+        aws_client_parameters=AwsClientParameters(endpoint_url=f"http://{host}:{port}")))
+    backend = s3_backends[DEFAULT_ACCOUNT_ID]["global"]
+    return repo, lambda key, body: backend.put_object(BUCKET, key, body)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--sets", default="500,1000,2000")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sets", default="500,2000,10000,35000")
+    parser.add_argument("--old-up-to", type=int, default=5000,
+                        help="read every manifest (the old way) only up to this many sets")
+    parser.add_argument("--moto", action="store_true", help="an in-process moto server instead of the test bed")
     args = parser.parse_args()
-    _, _, repo = bed()
-    bench_repo = repo.model_copy(update={"bucket": "dmf-bench-list"})
-    s3 = bench_repo.client()
-    if "dmf-bench-list" not in {b["Name"] for b in s3.list_buckets()["Buckets"]}:
-        s3.create_bucket(Bucket="dmf-bench-list")
-    storage = Storage(bench_repo)
+    if args.moto:
+        repo, backend_put = moto_repository()
+    else:
+        from common import bed
+        _, _, bed_repo = bed()
+        repo, backend_put = bed_repo.model_copy(update={"bucket": BUCKET}), None
+    s3 = repo.client()
+    if BUCKET not in {b["Name"] for b in s3.list_buckets()["Buckets"]}:
+        s3.create_bucket(Bucket=BUCKET)
+    storage = Storage(repo)
+    storage.delete_keys([o["Key"] for o in storage.list_objects("")])  # the bench's own bucket: a run starts empty
+    put = backend_put or http_put(storage)
+    empty_s, _ = timed(lambda: Repository(storage).listing_catalog())
     rows, seeded = [], 0
     for count in [int(c) for c in args.sets.split(",")]:
-        seed(storage, count, seeded)
+        seed_s, _ = timed(lambda: seed(put, seeded, count))
         seeded = count
-        started = time.monotonic()
-        catalog = Repository(storage).catalog()
-        seconds = time.monotonic() - started
-        sets = len(catalog.fulls) + len(catalog.increments)
-        rows.append([str(sets), str(sets * 20), f"{seconds:.2f}", f"{seconds / sets * 1000:.2f}"])
-    print(table(rows, ["sets", "files they hold", "list s", "ms per set"]))
-
+        if count <= args.old_up_to:
+            old_s, catalog = timed(lambda: Repository(storage).listing_catalog(use_index=False))
+        else:
+            old_s, catalog = None, None
+        drop_indexes(storage)
+        first_s, first = timed(lambda: Repository(storage).listing_catalog())
+        warm_s, warm = timed(lambda: Repository(storage).listing_catalog())
+        assert warm == first and (catalog is None or catalog == warm), "the index lists other sets than the manifests"
+        sets = sum(len(g.sets) for g in warm.all_groups())
+        cost = lambda s: f"{s:.2f} ({s / sets * 1000:.3f})"  # noqa: E731
+        rows.append([str(sets), str(len(warm.fulls) + len(warm.increments)), str(len(warm.fulls)),
+                     cost(old_s) if old_s is not None else "skipped", cost(first_s), cost(warm_s),
+                     cost(max(warm_s - empty_s, 0))])
+        print(f"{count} sets seeded in {seed_s:.0f}s", file=sys.stderr)
+    print(table(rows, ["sets", "backups", "snapshots", "every manifest s (ms/set)", "index rebuild s (ms/set)",
+                       "index warm s (ms/set)", "warm beyond empty s (ms/set)"]))
+    print(f"empty bucket: {empty_s:.3f}s; every manifest read only up to {args.old_up_to} sets")
 
 if __name__ == "__main__":
     main()

@@ -11,7 +11,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from dmf.blocks import DEFAULT_BLOCK
+from dmf.core.catalog import parse_kind
+from dmf.core.defaults import DEFAULT_BLOCK
 from dmf.core.errors import DmfError, InputError
 from dmf.core.targets import DbTarget, parse_hosts
 from dmf.core.timestamps import parse_ts
@@ -142,6 +143,80 @@ def backup_registry_cmd(
     typer.echo(f"registry: {result['objects']} object(s) under {result['prefix']}")
 
 
+@backup_app.command("cleanup")
+def backup_cleanup_cmd(
+    grace_minutes: Annotated[int, typer.Option("--grace-minutes", min=0, help="Only open multipart uploads and "
+                                               "sets without a manifest older than this are removed.")] = 1440,
+    cluster_block: ClusterBlock = DEFAULT_BLOCK,
+    repository_block: RepositoryBlock = DEFAULT_BLOCK,
+) -> None:
+    """Remove what crashed runs left: dmf snapshots on every node (while this run holds the
+    cluster, none is live), and, past the grace period, open multipart uploads and sets without a
+    manifest. Never touches a complete set. Backups do the first two on their own."""
+    from dmf.flows.backup_cleanup import backup_cleanup
+    summary = run_guarded(lambda: backup_cleanup(cluster_block=cluster_block, repository_block=repository_block,
+                                                 grace_minutes=grace_minutes))
+    for host, tags in summary["cleared_snapshots"].items():
+        typer.echo(f"{host}: {len(tags)} leftover snapshot(s) cleared" + (f" ({', '.join(tags)})" if tags else ""))
+    typer.echo(f"{summary['aborted_uploads']} open multipart upload(s) aborted, "
+               f"{summary['removed_objects']} object(s) of sets without a manifest removed")
+
+
+@backup_app.command("verify")
+def backup_verify_cmd(
+    start_time: Annotated[Optional[str], typer.Option("--start-time", metavar="YYYYmmddHHMMSS",
+                                                      help="Window start, UTC (default: the beginning).")] = None,
+    end_time: Annotated[Optional[str], typer.Option("--end-time", metavar="YYYYmmddHHMMSS",
+                                                    help="Window end, UTC (default: now).")] = None,
+    db_target: Annotated[Optional[str], typer.Option("--db-target", metavar="keyspace[.table]",
+                                                     help="Only backups holding data of it, as `backup list` "
+                                                          "selects them.")] = None,
+    deep: Annotated[bool, typer.Option("--deep", help="Also re-read every object and check its SHA-256 "
+                                       "against the manifest.")] = False,
+    sample: Annotated[Optional[float], typer.Option("--sample", metavar="F", help="Re-read only this fraction "
+                                                    "of the objects, drawn at random (0 < F <= 1; implies "
+                                                    "--deep for them).")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", metavar="N", help="Seed of --sample's draw (the "
+                                                "report names the one used), to repeat a run.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report instead of a table.")] = False,
+    repository_block: RepositoryBlock = DEFAULT_BLOCK,
+) -> None:
+    """Check that every complete set in the window is what its manifest says: each object there with
+    its size (from listings), and with --deep or --sample its SHA-256. Objects a manifest does not list
+    are reported as strays (a warning). Names the restore points each damaged set breaks. Exit status
+    1 when anything is missing, of the wrong size or hash."""
+    from dmf.core.verify import check_sample, parse_window, summary_line
+    try:
+        parse_window(start_time, end_time)
+        check_sample(sample)
+        target = DbTarget.parse(db_target)
+    except InputError as exc:
+        fail(str(exc), 2)
+    from dmf.flows.backup_verify import backup_verify
+    report = run_guarded(lambda: backup_verify(start_time=start_time, end_time=end_time,
+                                               db_target=str(target) or None, deep=deep, sample=sample, seed=seed,
+                                               repository_block=repository_block))
+    if as_json:
+        typer.echo(json.dumps(report, indent=1))
+    else:
+        if report["problems"]:
+            from rich.console import Console
+            from rich.table import Table
+            from rich.text import Text
+            table = Table("set", "object", "problem")
+            for p in report["problems"]:  # Text: a stray's key is any S3 key, never rich markup
+                table.add_row(Text(p["set"]), Text(p["object"].removeprefix(p["set"])),
+                              Text(p["detail"], style="red" if p["damage"] else "yellow"))
+            Console(width=None if sys.stdout.isatty() else 240).print(table)
+        for b in report["breaks"]:
+            typer.echo(f"{b['set']} {b['restore_points']}")
+        if report["clean"]:
+            typer.echo(summary_line(report) + (f" ({human_bytes(report['hashed_bytes'])} re-read)"
+                                               if report["deep"] else ""))
+    if not report["clean"]:
+        fail(summary_line(report), 1)
+
+
 def human_bytes(n: int) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if n < 1024 or unit == "TiB":
@@ -156,18 +231,33 @@ def backup_list_cmd(
                                                       help="Window start, UTC (default: the beginning).")] = None,
     end_time: Annotated[Optional[str], typer.Option("--end-time", metavar="YYYYmmddHHMMSS",
                                                     help="Window end, UTC (default: now).")] = None,
+    db_target: Annotated[Optional[str], typer.Option("--db-target", metavar="keyspace[.table]",
+                                                     help="Only backups holding data of it (a keyspace's or "
+                                                          "everything's backup holds a table's; commit logs "
+                                                          "hold everything).")] = None,
+    kind: Annotated[Optional[str], typer.Option("--kind", metavar="full|incremental|commitlog",
+                                                help="Only this kind of set.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     run_async: Async = False,
     repository_block: RepositoryBlock = DEFAULT_BLOCK,
 ) -> None:
-    """List full snapshots, incremental snapshots and commit-log archives in the window."""
+    """List full snapshots, incremental snapshots and commit-log archives in the window. A complete full
+    snapshot also shows its chain's size (the full and its complete increments) and its restorable
+    window: from the full's time to the latest time a restore from it reaches, its last complete
+    increment or, with --replay-commitlogs, the last time every one of its hosts shipped commit logs
+    under it, whichever is later."""
     try:
-        for value, name in ((start_time, "--start-time"), (end_time, "--end-time")):
-            if value is not None:
-                parse_ts(value, name=name)
+        start = parse_ts(start_time, name="--start-time") if start_time is not None else None
+        end = parse_ts(end_time, name="--end-time") if end_time is not None else None
+        if start is not None and end is not None and start > end:
+            raise InputError(f"--start-time {start_time} is after --end-time {end_time}")
+        target = DbTarget.parse(db_target)
+        if kind is not None:
+            parse_kind(kind)
     except InputError as exc:
         fail(str(exc), 2)
-    params = dict(start_time=start_time, end_time=end_time, repository_block=repository_block)
+    params = dict(start_time=start_time, end_time=end_time, db_target=str(target) or None, kind=kind,
+                  repository_block=repository_block)
     if run_async:
         return queue_and_exit("backup-list", params)
     from dmf.flows.backup_list import backup_list
@@ -177,34 +267,49 @@ def backup_list_cmd(
         return
     from rich.console import Console
     from rich.table import Table
-    table = Table("time (UTC)", "kind", "snapshot", "hosts", "db-target", "files", "size", "complete")
+    table = Table("time (UTC)", "kind", "snapshot", "hosts", "db-target", "files", "size", "complete",
+                  "chain size", "restorable window (UTC)")
     for r in rows:
+        chained = r["chain_bytes"] is not None
         table.add_row(r["time"], r["kind"], r["snapshot_ts"], ",".join(r["hosts"]), r["db_target"] or "(all)",
-                      str(r["files"]), human_bytes(r["bytes"]), "yes" if r["complete"] else "[red]NO[/red]")
-    Console(width=None if sys.stdout.isatty() else 200).print(table)
+                      str(r["files"]), human_bytes(r["bytes"]), "yes" if r["complete"] else "[red]NO[/red]",
+                      human_bytes(r["chain_bytes"]) if chained else "",
+                      f"{r['restorable_from']} → {r['restorable_until']}" if chained else "")
+    Console(width=None if sys.stdout.isatty() else 240).print(table)
     typer.echo(f"{len(rows)} set(s); {sum(1 for r in rows if not r['complete'])} incomplete")
 
 
 @restore_app.command("snapshot")
 def restore_snapshot_cmd(
-    hosts: Annotated[str, typer.Argument(metavar="HOSTS", help="Comma-separated hosts to restore into.")],
-    path: Annotated[str, typer.Argument(metavar="PATH", help="Local directory for the files fetched from S3.")],
+    hosts: Annotated[str, typer.Argument(metavar="HOSTS", help="Comma-separated hosts to restore into: live "
+                                         "nodes of the cluster's ring.")],
+    path: Annotated[str, typer.Argument(metavar="PATH", help="Local directory for the files fetched from S3 "
+                                        "(made owner-only if missing; a relative PATH is taken from the current "
+                                        "directory, and refused with -a).")],
     db_target: Annotated[str, typer.Argument(metavar="DB_TARGET", help="keyspace or keyspace.table.")],
     schema: Annotated[bool, typer.Option("--schema", help="Recreate the keyspace/table first (table IDs kept).")] = False,
     time: Annotated[Optional[str], typer.Option("--time", metavar="YYYYmmddHHMMSS",
                                                 help="Restore the state at this time, UTC (default: now).")] = None,
     get_commitlogs: Annotated[bool, typer.Option("--get-commitlogs", help="Also fetch the commit logs up to "
-                                                 "--time into PATH/cassandra_commitlogs/<host_id>/.")] = False,
+                                                 "--time into PATH/cassandra_commitlogs/<host_id>/ (always "
+                                                 "kept: they are yours to use).")] = False,
     replay_commitlogs: Annotated[bool, typer.Option("--replay-commitlogs", help="Also replay the commit logs up "
                                                     "to --time on each host (rolling restart; implies "
                                                     "--get-commitlogs).")] = False,
     mode: Annotated[str, typer.Option("--mode", help="sstableloader (any topology) or import (nodetool import "
                                       "on the same hosts).")] = "sstableloader",
+    keep_files: Annotated[bool, typer.Option("--keep-files", help="Keep the downloaded SSTables in PATH after a "
+                                             "successful restore (default: removed; after a failure they always "
+                                             "stay, so a rerun resumes). PATH/cassandra_commitlogs/ is always "
+                                             "kept.")] = False,
     run_async: Async = False,
     cluster_block: ClusterBlock = DEFAULT_BLOCK,
     repository_block: RepositoryBlock = DEFAULT_BLOCK,
 ) -> None:
     """Restore DB_TARGET into HOSTS: the full snapshot and every increment up to --time."""
+    import os
+
+    from dmf.core.restore_checks import absolute_path
     try:
         host_list = parse_hosts(hosts)
         target = DbTarget.parse(db_target)
@@ -214,11 +319,13 @@ def restore_snapshot_cmd(
             parse_ts(time, name="--time")
         if mode not in ("sstableloader", "import"):
             raise InputError(f"invalid --mode {mode!r}: sstableloader or import")
+        # The flow run records an absolute PATH; a queued run has no working directory of ours to use.
+        path = absolute_path(path, None) if run_async else absolute_path(os.path.expanduser(path), os.getcwd())
     except InputError as exc:
         fail(str(exc), 2)
     params = dict(hosts=",".join(host_list), path=path, db_target=str(target), restore_schema=schema, time=time,
                   get_commitlogs=get_commitlogs, replay_commitlogs=replay_commitlogs, mode=mode,
-                  cluster_block=cluster_block, repository_block=repository_block)
+                  keep_files=keep_files, cluster_block=cluster_block, repository_block=repository_block)
     if run_async:
         return queue_and_exit("restore-snapshot", params)
     from dmf.flows.restore_snapshot import restore_snapshot
@@ -227,8 +334,10 @@ def restore_snapshot_cmd(
                f"{len(summary['increments'])} increment(s)) into {','.join(summary['hosts'])}: "
                f"{summary['files']} files, {human_bytes(summary['bytes'])}, {len(summary['loaded'])} table sets "
                f"loaded in {summary['seconds']:.1f}s")
+    typer.echo(f"PATH {summary['path']} needed {human_bytes(summary['path_peak_bytes'])} at peak; downloaded files "
+               + ("kept" if summary["kept_files"] else f"removed ({summary['removed_files']})"))
     if summary["commitlog_dir"]:
-        typer.echo(f"{summary['commitlog_segments']} commit-log segment(s) in {summary['commitlog_dir']}")
+        typer.echo(f"{summary['commitlog_segments']} commit-log segment(s) in {summary['commitlog_dir']} (kept)")
     for host, count in summary["replayed_mutations"].items():
         typer.echo(f"{host}: {count} mutation(s) replayed up to {summary['time']}")
 

@@ -89,7 +89,7 @@ def bytes_missing(fetches: list[Fetch]) -> int:
     def present(path: Path) -> bool:
         try:
             return stat.S_ISREG(os.lstat(path).st_mode)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # PATH's own checks report what is wrong
             return False
     return sum(f.size for f in fetches if not present(f.dest))
 

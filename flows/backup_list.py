@@ -1,32 +1,45 @@
-"""backup-list: the history in a time window, from the bucket's keys and manifests alone."""
+"""backup-list: the history in a time window, from the bucket's keys, manifests and catalog index alone."""
 from __future__ import annotations
 
-from prefect import flow
+from prefect import flow, get_run_logger
 
 from dmf.blocks import DEFAULT_BLOCK, S3Repository
-from dmf.core.catalog import Group
+from dmf.core.catalog import KIND_NAMES, ChainSummary, Group, chain_summaries, listed, parse_kind
 from dmf.core.errors import InputError
 from dmf.core.keys import SetKind
+from dmf.core.targets import DbTarget
 from dmf.core.timestamps import format_ts, parse_ts
 from dmf.repository import Repository
 from dmf.storage import Storage
 
-KIND_NAMES = {SetKind.SNAPSHOT: "full", SetKind.INCREMENTAL: "incremental", SetKind.COMMITLOG: "commitlog"}
 
-
-def row(group: Group) -> dict:
+def row(group: Group, chain: ChainSummary | None) -> dict:
+    """One listed group; the chain fields are set on complete full snapshots only."""
     return {"time": format_ts(group.time), "kind": KIND_NAMES[group.kind], "snapshot_ts": format_ts(group.snapshot_ts),
             "hosts": sorted(group.sets), "db_target": group.db_target, "files": group.files, "bytes": group.bytes,
-            "complete": group.complete}
+            "complete": group.complete, "chain_bytes": chain.bytes if chain else None,
+            "restorable_from": format_ts(chain.restorable_from) if chain else None,
+            "restorable_until": format_ts(chain.restorable_until) if chain else None}
 
 
 @flow(name="backup-list")
 def backup_list(start_time: str | int | None = None, end_time: str | int | None = None,
+                db_target: str | None = None, kind: str | None = None,
                 repository_block: str = DEFAULT_BLOCK) -> list[dict]:
-    """Full snapshots, increments and commit-log batches whose time is in [start_time, end_time] (UTC)."""
+    """Full snapshots, increments and commit-log batches whose time is in [start_time, end_time] (UTC),
+    of one `kind` (full, incremental or commitlog) and holding data of `db_target` (keyspace[.table])
+    when given. Each complete full carries its chain's size (with its complete increments) and its
+    restorable window (up to its last increment, or the last time all its hosts shipped commit logs)."""
     start = parse_ts(start_time, name="--start-time") if start_time not in (None, "") else None
     end = parse_ts(end_time, name="--end-time") if end_time not in (None, "") else None
     if start and end and start > end:
         raise InputError(f"--start-time {format_ts(start)} is after --end-time {format_ts(end)}")
-    catalog = Repository(Storage(S3Repository.load(repository_block))).catalog(start, end)
-    return [row(g) for g in catalog.all_groups()]
+    target = DbTarget.parse(db_target)
+    wanted_kind = parse_kind(kind) if kind not in (None, "") else None
+    catalog = Repository(Storage(S3Repository.load(repository_block))).listing_catalog(up_to=end)
+    chains = chain_summaries(catalog)
+    groups = listed(catalog, start, end, wanted_kind, target)
+    logger = get_run_logger()
+    for problem in (p for g in groups for p in g.problems):
+        logger.warning("listed as incomplete: %s", problem)
+    return [row(g, chains.get(g.snapshot_ts) if g.kind is SetKind.SNAPSHOT else None) for g in groups]

@@ -70,7 +70,7 @@ def clean_incomplete(repo: Repository, groups: list[Group], hosts: tuple[str, ..
         if group.complete or group.time >= before:
             continue
         for node, info in group.sets.items():
-            if info.manifest is None and node in hosts:
+            if not info.complete and not info.problem and node in hosts:  # never a set with a manifest
                 removed = repo.delete_set(info.ref)
                 logger.info("removed %d object(s) of incomplete set %s", removed, info.ref.prefix)
 

@@ -28,7 +28,8 @@ from dmf.repository import Repository
 from dmf.reporting import publish_summary
 from dmf.restore_plan import COMMITLOG_DIR, download_dirs, plan_restore
 from dmf.storage import Storage
-from dmf.core.replay_state import DONE, RESTARTING, STATE_FILE, ReplayState, continue_message
+from dmf.core.replay_state import (DONE, RESTARTING, STATE_FILE, ReplayState, continue_message,
+                                   restarting_hosts)
 from dmf.tasks.restore import (apply_schema, download, finish_interrupted_replay, load_unit_sstableloader,
                                load_units_import, remove_downloaded, replay_commitlogs_on_host, ring_view)
 
@@ -175,8 +176,10 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
     check_outside_node_dirs(str(root), local_node_dirs(cluster))
     # Before anything is resolved or downloaded: every host must be a live node of this cluster's ring.
     facts, ring = ring_view(cluster)
+    state_file = root / STATE_FILE
+    resuming = restarting_hosts(state_file.read_text() if replay_commitlogs and state_file.is_file() else None)
     ring_address = check_hosts_in_ring(
-        {a: addresses_of(a) | addresses_of(cluster.host(a).address) for a in host_list}, ring)
+        {a: addresses_of(a) | addresses_of(cluster.host(a).address) for a in host_list}, ring, resuming)
     storage = Storage(repository)
 
     repo = Repository(storage)
@@ -214,7 +217,12 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
 
     loaded: list[str] = []
     try:
-        if mode == "sstableloader":
+        if state_file.is_file() and replay_commitlogs:
+            # A replay under way means this restore's load completed: resume the replay alone (a node
+            # it left down could not take a stream anyway).
+            logger.info("resuming the replay recorded in %s; the data was loaded by the run that began it",
+                        state_file)
+        elif mode == "sstableloader":
             # A few loaders at once: each is a JVM streaming to every replica.
             for start in range(0, len(plan.units), LOADERS_AT_ONCE):
                 batch = [load_unit_sstableloader.submit(cluster, host_list, unit)

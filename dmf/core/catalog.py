@@ -8,10 +8,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from dmf.core.errors import InputError, quote
 from dmf.core.keys import SetKind, SetRef
 from dmf.core.manifest import Manifest
 from dmf.core.targets import DbTarget
-from dmf.core.timestamps import parse_ts
+from dmf.core.timestamps import format_ts, parse_ts
 
 # Node clocks (segment close times) and the manager's clock (snapshot times) may disagree by this
 # much; a segment is left out of a restore only when it closed this long before the snapshot.
@@ -20,13 +21,41 @@ SEGMENTS_CLOSED_AT = "segments_closed_at"  # manifest `extra` of a commit-log ba
 
 
 @dataclass(frozen=True)
+class SetSummary:
+    """What listing a set needs of its manifest: read from the manifest, or from the catalog index."""
+
+    host: str
+    host_id: str
+    created_at: datetime
+    db_target: str
+    hosts: tuple[str, ...]
+    files: int
+    bytes: int
+
+    @classmethod
+    def of(cls, manifest: Manifest) -> SetSummary:
+        return cls(manifest.host, manifest.host_id, manifest.created_at, manifest.db_target,
+                   tuple(str(h) for h in manifest.hosts), len(manifest.files), manifest.total_bytes)
+
+
+@dataclass(frozen=True)
 class SetInfo:
+    """One set as listed. Complete when its manifest was read, whole (`manifest`, Repository.catalog)
+    or as a summary (the catalog index): test `complete`, never `manifest is None`. Equality is the
+    listing's view (ref and summary), so a catalog read from the index equals one read from the manifests."""
+
     ref: SetRef
-    manifest: Manifest | None  # None: objects without a manifest, i.e. incomplete
+    manifest: Manifest | None = field(default=None, compare=False)
+    summary: SetSummary | None = None
+    problem: str = ""  # why a set with a manifest object is not complete (a malformed manifest)
+
+    def __post_init__(self) -> None:
+        if self.manifest is not None and self.summary is None:
+            object.__setattr__(self, "summary", SetSummary.of(self.manifest))
 
     @property
     def complete(self) -> bool:
-        return self.manifest is not None
+        return self.summary is not None
 
 
 @dataclass
@@ -40,24 +69,32 @@ class Group:
 
     @property
     def manifests(self) -> list[Manifest]:
+        """The complete sets' whole manifests, which a catalog read from the index does not hold."""
+        if any(s.complete and s.manifest is None for s in self.sets.values()):
+            raise LookupError(f"the {self.kind.value} of {format_ts(self.snapshot_ts)} was listed from the "
+                              "catalog index, which holds summaries only (read it with Repository.catalog)")
         return [s.manifest for s in self.sets.values() if s.manifest is not None]
+
+    @property
+    def summaries(self) -> list[SetSummary]:
+        return [s.summary for s in self.sets.values() if s.summary is not None]
 
     @property
     def hosts(self) -> tuple[str, ...]:
         """The host set the run was for (from any manifest), else the nodes seen."""
-        for manifest in self.manifests:
-            if manifest.hosts:
-                return manifest.hosts
+        for summary in self.summaries:
+            if summary.hosts:
+                return summary.hosts
         return tuple(sorted(self.sets))
 
     @property
     def db_target(self) -> str:
-        return next((m.db_target for m in self.manifests), "")
+        return next((s.db_target for s in self.summaries), "")
 
     @property
     def complete(self) -> bool:
-        manifests = self.manifests
-        if not manifests or len(manifests) != len(self.sets):
+        summaries = self.summaries
+        if not summaries or len(summaries) != len(self.sets):
             return False
         if self.kind is SetKind.COMMITLOG:
             return True
@@ -65,11 +102,15 @@ class Group:
 
     @property
     def files(self) -> int:
-        return sum(len(m.files) for m in self.manifests)
+        return sum(s.files for s in self.summaries)
 
     @property
     def bytes(self) -> int:
-        return sum(m.total_bytes for m in self.manifests)
+        return sum(s.bytes for s in self.summaries)
+
+    @property
+    def problems(self) -> list[str]:
+        return [s.problem for s in self.sets.values() if s.problem]
 
 
 @dataclass
@@ -124,6 +165,67 @@ def covers(backup_target: str, wanted: DbTarget) -> bool:
     if taken.keyspace != wanted.keyspace:
         return False
     return taken.table is None or taken.table == wanted.table
+
+
+KIND_NAMES = {SetKind.SNAPSHOT: "full", SetKind.INCREMENTAL: "incremental", SetKind.COMMITLOG: "commitlog"}
+
+
+def parse_kind(name: str) -> SetKind:
+    """A kind as `backup list --kind` names it."""
+    for kind, kind_name in KIND_NAMES.items():
+        if name == kind_name:
+            return kind
+    raise InputError(f"invalid --kind {quote(name)}: expected {', '.join(KIND_NAMES.values())}")
+
+
+def holds_any_of(backup_target: str, wanted: DbTarget) -> bool:
+    """Whether a backup taken for `backup_target` holds any data of `wanted` (`backup list --db-target`):
+    a backup of everything or of the keyspace holds the table's; a table's backup holds part of its keyspace."""
+    return covers(backup_target, wanted) or covers(str(wanted), DbTarget.parse(backup_target or None))
+
+
+def listed(catalog: Catalog, start: datetime | None = None, end: datetime | None = None,
+           kind: SetKind | None = None, target: DbTarget = DbTarget()) -> list[Group]:
+    """What `backup list` shows: the groups whose time is in [start, end], of `kind`, holding any data of `target`."""
+    return [g for g in catalog.all_groups()
+            if (start is None or g.time >= start) and (end is None or g.time <= end)
+            and (kind is None or g.kind is kind) and holds_any_of(g.db_target, target)]
+
+
+@dataclass(frozen=True)
+class ChainSummary:
+    """A complete full snapshot with what extends it, as `backup list` shows it."""
+
+    bytes: int                  # the full and its complete increments
+    restorable_from: datetime   # the full's time
+    restorable_until: datetime  # its last complete increment or, if later, the last time every one of
+                                # its hosts has shipped commit logs under it
+
+
+def chain_summaries(catalog: Catalog) -> dict[datetime, ChainSummary]:
+    """Per complete full snapshot (by its snapshot_ts: one full per snapshot), its chain's size and
+    restorable window. Commit logs count up to the host that shipped least recently, since a restore
+    to a later time would miss the others' writes since their last batch."""
+    increments: dict[datetime, list[Group]] = defaultdict(list)
+    for group in catalog.increments:
+        if group.complete:
+            increments[group.snapshot_ts].append(group)
+    last_shipped: dict[tuple[datetime, str], datetime] = {}  # (snapshot_ts, host address) → newest batch
+    for group in catalog.commitlogs:  # oldest first, so the newest batch is kept
+        if group.complete:
+            for summary in group.summaries:
+                last_shipped[(group.snapshot_ts, summary.host)] = group.time
+    chains = {}
+    for full in catalog.fulls:
+        if not full.complete:
+            continue
+        own = increments[full.snapshot_ts]
+        until = own[-1].time if own else full.time
+        shipped = [last_shipped.get((full.snapshot_ts, host)) for host in full.hosts]
+        if all(shipped):
+            until = max(until, min(shipped))
+        chains[full.snapshot_ts] = ChainSummary(full.bytes + sum(g.bytes for g in own), full.time, until)
+    return chains
 
 
 @dataclass(frozen=True)

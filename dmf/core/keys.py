@@ -5,6 +5,7 @@
     <snapshot_ts>/<host_id>/commitlogs/<commitlog_ts>/<segment>    one host ID's commit-log batch
     <set prefix>manifest.json                                      written last: the set is complete
     <snapshot_ts>/schema.cql                                       schema of the snapshot's target
+    <snapshot_ts>/catalog.json                                     derived index of its sets (dmf.core.index)
     registry/<ts>/<relpath>                                        the manager's own configuration
 
 relpath of a table file: `<keyspace>/<table>-<table_id>/[.<index>/]<file>`. All timestamps are
@@ -25,8 +26,12 @@ from dmf.core.timestamps import format_ts, parse_ts
 
 MANIFEST_NAME = "manifest.json"
 SCHEMA_NAME = "schema.cql"
+CATALOG_NAME = "catalog.json"
 REGISTRY = "registry"
-_FILE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+# One file name (a path component): Cassandra writes `<version>-<id>-<format>-<component>`, and SAI
+# components add '+' (`nb-1-big-SAI+aa+<index>+TermsData.db`). None of these characters means anything
+# to a POSIX shell; the first is a letter, digit or '_' so a name never reads as an option or a hidden file.
+_FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,254}")
 _TABLE_ID = re.compile(r"[0-9a-f]{32}")
 _TABLE_FILE = "<keyspace>/<table>-<table_id>/[.<index>/]<file>"
 
@@ -41,8 +46,8 @@ _SET_TS_NAME = {SetKind.INCREMENTAL: "incremental_ts", SetKind.COMMITLOG: "commi
 
 
 def is_file_name(name: str) -> bool:
-    """One safe path component; never hidden, so never '.' or '..'."""
-    return _FILE_NAME.fullmatch(name) is not None and not name.startswith(".")
+    """One safe path component of at most 255 characters: never hidden, never an option, no '..' in it."""
+    return isinstance(name, str) and _FILE_NAME.fullmatch(name) is not None and ".." not in name
 
 
 def _table_dir(dirname: str) -> tuple[str, str] | None:
@@ -239,6 +244,17 @@ def parse_key(key: str) -> ObjectKey:
         raise LayoutError(f"not a backup key {quote(key)}: {exc}") from None
 
 
+def set_prefix_of(key: str) -> str | None:
+    """The prefix of the set that `key` (or a deeper listing prefix) lies in, found by position only:
+    `<snapshot_ts>/<node>/snapshots/` or `<snapshot_ts>/<node>/<kind>/<ts>/`; None when the key stops
+    before one ends. Cheap enough for every key of a listing; check the result with parse_set_prefix."""
+    parts = key.split("/", 4)
+    depth = 3 if len(parts) > 2 and parts[2] == SetKind.SNAPSHOT.value else 4
+    if len(parts) <= depth:
+        return None
+    return "/".join(parts[:depth]) + "/"
+
+
 def parse_set_prefix(prefix: str) -> SetRef:
     """A set's prefix, with or without the trailing '/'."""
     try:
@@ -252,6 +268,10 @@ def parse_set_prefix(prefix: str) -> SetRef:
 
 def schema_key(snapshot_ts: datetime) -> str:
     return f"{format_ts(snapshot_ts)}/{SCHEMA_NAME}"
+
+
+def catalog_key(snapshot_ts: datetime) -> str:
+    return f"{format_ts(snapshot_ts)}/{CATALOG_NAME}"
 
 
 def registry_prefix(ts: datetime) -> str:

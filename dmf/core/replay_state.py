@@ -68,6 +68,15 @@ class ReplayState:
         return state
 
 
+def restarting_hosts(text: str | None) -> set[str]:
+    """Nodes an interrupted replay left restarting (down, maybe): the resume brings them back, so the
+    restore's check of HOSTS lets them be down. A damaged state is reported later, when loaded."""
+    try:
+        return {a for a, n in json.loads(text or "{}").get("nodes", {}).items() if n.get("state") == RESTARTING}
+    except (ValueError, AttributeError):
+        return set()
+
+
 def continue_message(address: str, error: str, state: ReplayState, hosts: tuple[str, ...], command: str) -> str:
     """One line: where the rollout stopped, which nodes are replayed and which not, and how to go on."""
     replayed = state.replayed(hosts)

@@ -67,12 +67,15 @@ def _order(address: str) -> tuple:
         return (7, 0, address.lower())
 
 
-def check_hosts_in_ring(hosts: Mapping[str, Iterable[str]], ring: Mapping[str, RingNode]) -> dict[str, str]:
+def check_hosts_in_ring(hosts: Mapping[str, Iterable[str]], ring: Mapping[str, RingNode],
+                        may_be_down: Iterable[str] = ()) -> dict[str, str]:
     """Each HOSTS entry's ring address; InputError naming the entries that are not live members.
 
     hosts: each entry → the addresses it stands for (itself, its cluster-block address, what a name
-    resolves to); ring: every address of every node (listen, broadcast, rpc) → that node.
+    resolves to); ring: every address of every node (listen, broadcast, rpc) → that node;
+    may_be_down: entries an interrupted replay left restarting (resuming it brings them back).
     """
+    may_be_down = set(may_be_down)
     by_address = {_normal(a): node for a, node in ring.items()}
     found: dict[str, str] = {}
     outside, down = [], []
@@ -80,7 +83,7 @@ def check_hosts_in_ring(hosts: Mapping[str, Iterable[str]], ring: Mapping[str, R
         node = next((by_address[_normal(a)] for a in candidates if _normal(a) in by_address), None)
         if node is None:
             outside.append(host)
-        elif node.up is False:
+        elif node.up is False and host not in may_be_down:
             down.append(host)
         else:
             found[host] = node.address

@@ -45,3 +45,12 @@ def test_stop_message_names_done_and_remaining_nodes_and_the_command():
     assert "replay stopped at 10.0.0.2: did not come back UN" in text
     assert "Replayed: 10.0.0.1; not replayed: 10.0.0.2, 10.0.0.3" in text
     assert text.endswith("continue with: dmf restore snapshot …") and "\n" not in text
+
+
+def test_restarting_hosts_may_be_down_for_the_resume():
+    from dmf.core.replay_state import restarting_hosts
+    state = ReplayState("20260101120000", ("ks.t",))
+    state.done("10.0.0.1", 1)
+    state.restarting("10.0.0.2", 5)
+    assert restarting_hosts(state.to_json()) == {"10.0.0.2"}
+    assert restarting_hosts(None) == set() and restarting_hosts("{") == set()

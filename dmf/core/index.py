@@ -1,0 +1,158 @@
+"""The catalog index: per snapshot prefix, one object summarising its sets' manifests, so that
+`backup list` reads one object per snapshot instead of one per set.
+
+    <snapshot_ts>/catalog.json   {"format": 1, "snapshot_ts": …, "sets": {<set prefix below the snapshot>: entry}}
+
+An entry holds what listing a set needs of its manifest (SetSummary), or why the manifest could not
+be read, with the manifest object's ETag and size. The bucket stays the source of truth: the index
+is derived data, written after the manifests it summarises, and trusted entry by entry only while a
+listing of the snapshot shows that entry's manifest with the same ETag and size. A manifest the
+index lacks, or with another ETag or size, is read again; an entry whose manifest is gone is
+dropped; a missing or unreadable index is rebuilt the same way. Only listings write it (lazily,
+where it changed): backup and shipping runs do not know it exists. Pure: the listing, reads and
+writes are dmf.repository's.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import lru_cache
+
+from dmf.core.catalog import SetInfo, SetSummary
+from dmf.core.errors import InputError, LayoutError
+from dmf.core.keys import MANIFEST_NAME, SetRef, parse_set_prefix, set_prefix_of
+from dmf.core.manifest import Manifest
+from dmf.core.targets import DbTarget
+from dmf.core.timestamps import format_ts, parse_ts
+
+INDEX_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class ManifestStamp:
+    """A manifest object as a listing shows it: another stamp means another manifest."""
+
+    etag: str
+    size: int
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    stamp: ManifestStamp
+    summary: SetSummary | None  # None: the manifest is malformed, and `problem` says how
+    problem: str = ""
+
+
+@dataclass
+class SnapshotListing:
+    """What a listing of one snapshot prefix shows: every set with any object, and each manifest's stamp.
+    Keyed by set prefix, so a set is parsed once however many of its keys are listed."""
+
+    sets: dict[str, SetRef] = field(default_factory=dict)
+    manifests: dict[str, ManifestStamp] = field(default_factory=dict)
+    foreign: set[str] = field(default_factory=set)  # prefixes outside the layout: never listed as sets
+
+    def add(self, key: str, stamp: ManifestStamp | None = None) -> None:
+        """A listed object (with its stamp) or common prefix (without)."""
+        prefix = set_prefix_of(key)
+        if prefix is None or prefix in self.foreign:
+            return
+        if prefix not in self.sets:
+            try:
+                self.sets[prefix] = parse_set_prefix(prefix)
+            except LayoutError:
+                self.foreign.add(prefix)
+                return
+        if stamp is not None and key == prefix + MANIFEST_NAME:
+            self.manifests[prefix] = stamp
+
+
+def summarise(ref: SetRef, data: bytes) -> SetInfo:
+    """A set from its manifest's bytes: complete with its summary, or, when the manifest is malformed,
+    incomplete with the problem (one bad manifest must not hide the rest of the history)."""
+    try:
+        manifest = Manifest.from_json(data, expected=ref)
+        DbTarget.parse(manifest.db_target or None)  # listing filters by it
+    except (LayoutError, InputError) as exc:
+        return SetInfo(ref, problem=f"{ref.manifest_key}: {exc}")
+    return SetInfo(ref, manifest)
+
+
+def reconcile(entries: Mapping[str, IndexEntry], listing: SnapshotListing) -> tuple[dict[str, IndexEntry], list[str]]:
+    """The entries that still hold (their manifest listed with the same stamp), and the set prefixes
+    whose manifest must be read: new, changed, or missing from the index."""
+    valid = {prefix: entry for prefix, entry in entries.items() if listing.manifests.get(prefix) == entry.stamp}
+    return valid, sorted(prefix for prefix in listing.manifests if prefix not in valid)
+
+
+def set_infos(listing: SnapshotListing, entries: Mapping[str, IndexEntry]) -> list[SetInfo]:
+    """Every listed set; complete when its manifest has a valid entry with a summary."""
+    infos = []
+    for prefix, ref in listing.sets.items():
+        entry = entries.get(prefix)
+        infos.append(SetInfo(ref) if entry is None else SetInfo(ref, summary=entry.summary, problem=entry.problem))
+    return infos
+
+
+def format_index(snapshot_ts: datetime, entries: Mapping[str, IndexEntry]) -> bytes:
+    snapshot_prefix = f"{format_ts(snapshot_ts)}/"
+    sets = {}
+    for prefix, entry in sorted(entries.items()):
+        body: dict = {"etag": entry.stamp.etag, "size": entry.stamp.size}
+        if entry.summary is None:
+            body["problem"] = entry.problem
+        else:
+            s = entry.summary
+            body.update(host=s.host, host_id=s.host_id, created_at=format_ts(s.created_at), db_target=s.db_target,
+                        hosts=list(s.hosts), files=s.files, bytes=s.bytes)
+        sets[prefix.removeprefix(snapshot_prefix)] = body
+    return json.dumps({"format": INDEX_FORMAT, "snapshot_ts": format_ts(snapshot_ts), "sets": sets},
+                      separators=(",", ":")).encode()
+
+
+def _text(body: dict, name: str) -> str:
+    value = body[name]
+    if not isinstance(value, str):
+        raise TypeError(f"{name} is not text")
+    return value
+
+
+def _count(body: dict, name: str) -> int:
+    value = body[name]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise TypeError(f"{name} is not a count")
+    return value
+
+
+def _entry(body: dict) -> IndexEntry:
+    stamp = ManifestStamp(_text(body, "etag"), _count(body, "size"))
+    if "problem" in body:
+        return IndexEntry(stamp, None, _text(body, "problem"))
+    hosts = body["hosts"]
+    if not isinstance(hosts, list) or not all(isinstance(h, str) for h in hosts):
+        raise TypeError("hosts is not a list of text")
+    return IndexEntry(stamp, SetSummary(
+        _text(body, "host"), _text(body, "host_id"), parse_ts(_text(body, "created_at"), name="created_at"),
+        _checked_target(_text(body, "db_target")), tuple(hosts), _count(body, "files"), _count(body, "bytes")))
+
+
+@lru_cache(maxsize=1024)
+def _checked_target(text: str) -> str:
+    """Checked as summarise() checks a manifest's; once per distinct target, not per entry."""
+    DbTarget.parse(text or None)
+    return text
+
+
+def parse_index(data: bytes, snapshot_ts: datetime) -> dict[str, IndexEntry]:
+    """The entries of a snapshot's index object, by set prefix; LayoutError when it is not one (the
+    caller then rebuilds it: the index is never the only copy of anything)."""
+    snapshot_prefix = f"{format_ts(snapshot_ts)}/"
+    try:
+        body = json.loads(data)
+        if body.get("format") != INDEX_FORMAT or body.get("snapshot_ts") != format_ts(snapshot_ts):
+            raise ValueError(f"format {body.get('format')!r} of snapshot {body.get('snapshot_ts')!r}")
+        return {snapshot_prefix + relative: _entry(entry) for relative, entry in body["sets"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError, InputError) as exc:
+        raise LayoutError(f"malformed catalog index of snapshot {format_ts(snapshot_ts)}: {exc}") from None
