@@ -15,7 +15,7 @@ from dmf.core.catalog import parse_kind
 from dmf.core.defaults import DEFAULT_BLOCK
 from dmf.core.errors import DmfError, InputError
 from dmf.core.targets import DbTarget, parse_hosts
-from dmf.core.timestamps import parse_ts
+from dmf.core.timestamps import parse_ts, parse_window
 
 app = typer.Typer(name="dmf", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   context_settings={"help_option_names": ["-h", "--help"]},
@@ -28,6 +28,10 @@ app.add_typer(restore_app, name="restore")
 
 ClusterBlock = Annotated[str, typer.Option("--cluster-block", help="Name of the dmf-cassandra-cluster block.")]
 RepositoryBlock = Annotated[str, typer.Option("--repository-block", help="Name of the dmf-s3-repository block.")]
+StartTime = Annotated[Optional[str], typer.Option("--start-time", metavar="YYYYmmddHHMMSS",
+                                                  help="Window start, UTC (default: the beginning).")]
+EndTime = Annotated[Optional[str], typer.Option("--end-time", metavar="YYYYmmddHHMMSS",
+                                                help="Window end, UTC (default: now).")]
 Async = Annotated[bool, typer.Option("-a", "--async", help="Do not wait: queue a run of the matching Prefect "
                                      "deployment, print how to follow it, and exit.")]
 
@@ -164,10 +168,8 @@ def backup_cleanup_cmd(
 
 @backup_app.command("verify")
 def backup_verify_cmd(
-    start_time: Annotated[Optional[str], typer.Option("--start-time", metavar="YYYYmmddHHMMSS",
-                                                      help="Window start, UTC (default: the beginning).")] = None,
-    end_time: Annotated[Optional[str], typer.Option("--end-time", metavar="YYYYmmddHHMMSS",
-                                                    help="Window end, UTC (default: now).")] = None,
+    start_time: StartTime = None,
+    end_time: EndTime = None,
     db_target: Annotated[Optional[str], typer.Option("--db-target", metavar="keyspace[.table]",
                                                      help="Only backups holding data of it, as `backup list` "
                                                           "selects them.")] = None,
@@ -185,7 +187,7 @@ def backup_verify_cmd(
     its size (from listings), and with --deep or --sample its SHA-256. Objects a manifest does not list
     are reported as strays (a warning). Names the restore points each damaged set breaks. Exit status
     1 when anything is missing, of the wrong size or hash."""
-    from dmf.core.verify import check_sample, parse_window, summary_line
+    from dmf.core.verify import check_sample, summary_line
     try:
         parse_window(start_time, end_time)
         check_sample(sample)
@@ -227,10 +229,8 @@ def human_bytes(n: int) -> str:
 
 @backup_app.command("list")
 def backup_list_cmd(
-    start_time: Annotated[Optional[str], typer.Option("--start-time", metavar="YYYYmmddHHMMSS",
-                                                      help="Window start, UTC (default: the beginning).")] = None,
-    end_time: Annotated[Optional[str], typer.Option("--end-time", metavar="YYYYmmddHHMMSS",
-                                                    help="Window end, UTC (default: now).")] = None,
+    start_time: StartTime = None,
+    end_time: EndTime = None,
     db_target: Annotated[Optional[str], typer.Option("--db-target", metavar="keyspace[.table]",
                                                      help="Only backups holding data of it (a keyspace's or "
                                                           "everything's backup holds a table's; commit logs "
@@ -247,10 +247,7 @@ def backup_list_cmd(
     increment or, with --replay-commitlogs, the last time every one of its hosts shipped commit logs
     under it, whichever is later."""
     try:
-        start = parse_ts(start_time, name="--start-time") if start_time is not None else None
-        end = parse_ts(end_time, name="--end-time") if end_time is not None else None
-        if start is not None and end is not None and start > end:
-            raise InputError(f"--start-time {start_time} is after --end-time {end_time}")
+        parse_window(start_time, end_time)
         target = DbTarget.parse(db_target)
         if kind is not None:
             parse_kind(kind)

@@ -5,10 +5,9 @@ from prefect import flow, get_run_logger
 
 from dmf.blocks import DEFAULT_BLOCK, S3Repository
 from dmf.core.catalog import KIND_NAMES, ChainSummary, Group, chain_summaries, listed, parse_kind
-from dmf.core.errors import InputError
 from dmf.core.keys import SetKind
 from dmf.core.targets import DbTarget
-from dmf.core.timestamps import format_ts, parse_ts
+from dmf.core.timestamps import format_ts, parse_window
 from dmf.repository import Repository
 from dmf.storage import Storage
 
@@ -30,10 +29,7 @@ def backup_list(start_time: str | int | None = None, end_time: str | int | None 
     of one `kind` (full, incremental or commitlog) and holding data of `db_target` (keyspace[.table])
     when given. Each complete full carries its chain's size (with its complete increments) and its
     restorable window (up to its last increment, or the last time all its hosts shipped commit logs)."""
-    start = parse_ts(start_time, name="--start-time") if start_time not in (None, "") else None
-    end = parse_ts(end_time, name="--end-time") if end_time not in (None, "") else None
-    if start and end and start > end:
-        raise InputError(f"--start-time {format_ts(start)} is after --end-time {format_ts(end)}")
+    start, end = parse_window(start_time, end_time)
     target = DbTarget.parse(db_target)
     wanted_kind = parse_kind(kind) if kind not in (None, "") else None
     catalog = Repository(Storage(S3Repository.load(repository_block))).listing_catalog(up_to=end)

@@ -14,8 +14,8 @@ from prefect.artifacts import create_markdown_artifact
 
 from dmf.blocks import DEFAULT_BLOCK, S3Repository
 from dmf.core.targets import DbTarget
-from dmf.core.timestamps import format_ts, utcnow
-from dmf.core.verify import (build_report, check_sample, parse_window, report_markdown, sample_objects,
+from dmf.core.timestamps import format_ts, parse_window, utcnow
+from dmf.core.verify import (build_report, check_sample, report_markdown, sample_objects,
                              select_sets, summary_line)
 from dmf.tasks.verify import check_listings, deep_check, read_catalog, read_manifests
 

@@ -42,3 +42,12 @@ def format_ts(dt: datetime) -> str:
 def utcnow() -> datetime:
     """Now, to the second: the resolution of the keys, so a set's time equals what its key says."""
     return datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def parse_window(start_time: str | int | None, end_time: str | int | None) -> tuple[datetime | None, datetime | None]:
+    """The --start-time / --end-time window (either may be absent); a start after the end is refused."""
+    start = parse_ts(start_time, name="--start-time") if start_time not in (None, "") else None
+    end = parse_ts(end_time, name="--end-time") if end_time not in (None, "") else None
+    if start is not None and end is not None and start > end:
+        raise InputError(f"--start-time {format_ts(start)} is after --end-time {format_ts(end)}")
+    return start, end

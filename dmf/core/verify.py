@@ -16,7 +16,7 @@ from dmf.core.errors import InputError, quote
 from dmf.core.keys import SetKind, SetRef
 from dmf.core.manifest import Manifest
 from dmf.core.targets import DbTarget
-from dmf.core.timestamps import format_ts, parse_ts
+from dmf.core.timestamps import format_ts
 
 MISSING, SIZE, SHA256, STRAY, MANIFEST = "missing", "size", "sha256", "stray", "manifest"
 
@@ -58,14 +58,6 @@ class Breakage:
     start: datetime | None  # None: no restore point uses the set
     end: datetime | None
     text: str
-
-
-def parse_window(start_time: str | int | None, end_time: str | int | None) -> tuple[datetime | None, datetime | None]:
-    start = parse_ts(start_time, name="--start-time") if start_time not in (None, "") else None
-    end = parse_ts(end_time, name="--end-time") if end_time not in (None, "") else None
-    if start is not None and end is not None and start > end:
-        raise InputError(f"--start-time {format_ts(start)} is after --end-time {format_ts(end)}")
-    return start, end
 
 
 def check_sample(sample: float | None) -> float | None:

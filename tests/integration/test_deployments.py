@@ -17,7 +17,7 @@ from dmf.cql import connect
 from dmf.flows.backup_snapshot import backup_snapshot
 from dmf.testbed import prefect_server
 
-from .helpers import HOSTS, insert_rows, new_table
+from .helpers import HOSTS, new_table
 
 pytestmark = pytest.mark.integration
 PREFECT = str(Path(sys.executable).with_name("prefect"))

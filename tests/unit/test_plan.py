@@ -5,7 +5,7 @@ from datetime import timedelta
 
 from dmf.core.catalog import Catalog, SetInfo
 from dmf.core.keys import SetRef
-from dmf.core.manifest import FileEntry, Manifest
+from dmf.core.manifest import Manifest
 from dmf.core.plan import CHAIN_IDLE, ChainFiles, deletable, is_open, open_chains
 from dmf.core.timestamps import parse_ts
 

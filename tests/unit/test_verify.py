@@ -11,9 +11,10 @@ from dmf.core.errors import InputError
 from dmf.core.keys import SetRef
 from dmf.core.manifest import FileEntry, Manifest
 from dmf.core.targets import DbTarget
+from dmf.core.timestamps import parse_window
 from dmf.core.verify import (
     MANIFEST, MISSING, SHA256, SIZE, STRAY, Expected, Finding, broken_restore_points, build_report, check_listing,
-    check_read, check_sample, parse_window, report_markdown, sample_objects, select_sets, summary_line,
+    check_read, check_sample, report_markdown, sample_objects, select_sets, summary_line,
 )
 
 HOSTS = ("10.0.0.1", "10.0.0.2")
