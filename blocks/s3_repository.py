@@ -8,7 +8,9 @@ from typing import Any, Literal
 from botocore.config import Config
 from prefect.blocks.core import Block
 from prefect_aws import AwsCredentials
-from pydantic import Field
+from pydantic import Field, field_validator
+
+from dmf.core.lifecycle import FullEvery
 
 
 class S3Repository(Block):
@@ -49,6 +51,26 @@ class S3Repository(Block):
                                                          "region_name.")
     signature_version: Literal["s3v4", "s3"] = Field(
         default="s3v4", description="Request signing: s3v4 (SigV4, every current store); s3 (SigV2) for old ones.")
+
+    # The lifecycle (dmf.core.lifecycle): chains end, old ones are purged.
+    full_every: str = Field(
+        default="7d",
+        description="When the scheduled backup starts a new full instead of an increment: at the first of a "
+                    "full's age (7d, 12h), a number of increments (500 increments), their bytes (64GiB), "
+                    "comma-separated; 'never' to extend one chain for ever. Bounds restore time and what a "
+                    "restore downloads.")
+    keep_fulls: int | None = Field(
+        default=None, ge=1, description="`backup purge` keeps the newest N complete fulls of each target and host "
+                                        "set, with their increments and the commit logs since the oldest kept.")
+    keep_days: float | None = Field(
+        default=None, gt=0, description="`backup purge` keeps every restore point of the last D days (the full "
+                                        "serving the window's start and everything after it).")
+
+    @field_validator("full_every")
+    @classmethod
+    def _valid_full_every(cls, value: str) -> str:
+        FullEvery.parse(value)
+        return value
 
     def client(self, endpoint_url: str | None = None) -> Any:
         """A boto3 S3 client sized for `max_concurrency` transfers (boto3 clients are thread-safe)."""

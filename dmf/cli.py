@@ -86,6 +86,8 @@ def print_summary(summary: dict) -> None:
     typer.echo(f"{summary['kind']} backup {summary['set_ts']} (snapshot {summary['snapshot_ts']}): "
                f"{len(summary['hosts'])} host(s), {summary['files']} files, {mib:.1f} MiB in "
                f"{summary['seconds']:.1f}s (transfer {summary['transfer_seconds']:.1f}s, {summary['mb_per_s']:.1f} MB/s)")
+    if summary.get("why_full"):
+        typer.echo(f"full because {summary['why_full']}")
 
 
 @backup_app.command("snapshot")
@@ -164,6 +166,52 @@ def backup_cleanup_cmd(
         typer.echo(f"{host}: {len(tags)} leftover snapshot(s) cleared" + (f" ({', '.join(tags)})" if tags else ""))
     typer.echo(f"{summary['aborted_uploads']} open multipart upload(s) aborted, "
                f"{summary['removed_objects']} object(s) of sets without a manifest removed")
+
+
+@backup_app.command("purge")
+def backup_purge_cmd(
+    keep_fulls: Annotated[Optional[int], typer.Option("--keep-fulls", min=1, metavar="N", help="Keep the newest N "
+                                                      "complete fulls of each target and host set, with their "
+                                                      "chains (default: the repository block's keep_fulls).")] = None,
+    keep_days: Annotated[Optional[float], typer.Option("--keep-days", min=0.001, metavar="D", help="Keep every "
+                                                       "restore point of the last D days (default: the repository "
+                                                       "block's keep_days).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would go and the bytes freed; delete "
+                                          "nothing.")] = False,
+    grace_minutes: Annotated[int, typer.Option("--grace-minutes", min=0, help="Sets of failed runs and open "
+                                               "multipart uploads go once older than this.")] = 1440,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report (every set removed).")] = False,
+    cluster_block: ClusterBlock = DEFAULT_BLOCK,
+    repository_block: RepositoryBlock = DEFAULT_BLOCK,
+) -> None:
+    """Remove the backups the retention policy no longer needs: never a retained restore point, never a
+    target's newest full. Keeps each retained full's whole chain and every commit-log batch shipped
+    since the oldest full kept. Manifests go first (fulls' last), so a purge cut off midway never
+    leaves anything listed complete that is not; run it again to finish."""
+    from dmf.core.lifecycle import RetentionPolicy
+    try:
+        if keep_fulls is not None or keep_days is not None:
+            RetentionPolicy(keep_fulls, keep_days)
+    except InputError as exc:
+        fail(str(exc), 2)
+    from dmf.flows.backup_purge import backup_purge
+    report = run_guarded(lambda: backup_purge(keep_fulls=keep_fulls, keep_days=keep_days, dry_run=dry_run,
+                                              grace_minutes=grace_minutes, cluster_block=cluster_block,
+                                              repository_block=repository_block))
+    if as_json:
+        typer.echo(json.dumps(report, indent=1))
+        return
+    verb = "would remove" if dry_run else "removed"
+    removed = report["removed"]
+    typer.echo(f"{verb}: {removed['full']} full(s), {removed['incremental']} increment(s), {removed['commitlog']} "
+               f"commit-log batch(es), {report['failed_run_sets']} set(s) of failed runs; "
+               f"{human_bytes(report['bytes'])} freed")
+    typer.echo(f"kept ({report['policy']}):")
+    for full in report["retained"]:
+        typer.echo(f"  full {full['snapshot_ts']} of {full['db_target'] or '(all)'} on {','.join(full['hosts'])}, "
+                   f"{human_bytes(full['bytes'])}, with its increments")
+    if report["keep_commitlogs_from"]:
+        typer.echo(f"  commit logs shipped since {report['keep_commitlogs_from']}")
 
 
 @backup_app.command("verify")

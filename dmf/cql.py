@@ -37,6 +37,12 @@ def connect(cluster: CassandraCluster, contact_points: list[str] | None = None,
         driver.shutdown()
 
 
+def cluster_name_of(cluster: CassandraCluster) -> str:
+    """The name the cluster's lease is held under."""
+    with connect(cluster) as session:
+        return session.cluster.metadata.cluster_name
+
+
 @dataclass(frozen=True)
 class NodeFacts:
     address: str

@@ -57,6 +57,10 @@ class Repository:
         self.parallel = parallel
         self._fold_refused = False
 
+    def snapshot_times(self) -> list[datetime]:
+        """The time of every `<snapshot_ts>/` prefix, whatever it holds."""
+        return sorted(ts for prefix in self.storage.list_prefixes("") if (ts := _snapshot_time(prefix)) is not None)
+
     def set_prefixes(self, start: datetime | None = None, end: datetime | None = None,
                      kinds: Collection[SetKind] = ALL_KINDS, node: str | None = None) -> list[SetRef]:
         """Every set of `kinds` (of one `node`, a host address or host ID, if given) whose time is in

@@ -5,7 +5,8 @@
     incremental: flush-and-list-backups → upload-set → seal-set → (after every host's seal-set) delete-uploaded-backups
 
 The seed's rule: incremental when `new` is false and a complete full snapshot of the same
-db-target and host set is in the bucket; otherwise a new full snapshot.
+db-target and host set is in the bucket; otherwise a new full snapshot. Bounded: a chain that has
+reached the repository's `full_every` (age, increments, bytes) or idled CHAIN_IDLE takes a new full.
 """
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from dmf.blocks import DEFAULT_BLOCK, CassandraCluster, S3Repository
 from dmf.core.catalog import Group
 from dmf.core.errors import DmfError, InputError
 from dmf.core.keys import SetRef, schema_key
-from dmf.core.plan import is_open
+from dmf.core.lifecycle import FullEvery
+from dmf.core.plan import CHAIN_IDLE, is_open
 from dmf.core.targets import DbTarget, parse_hosts
 from dmf.core.timestamps import format_ts, utcnow
 from dmf.cql import connect, describe_schema, node_facts, user_keyspaces
@@ -46,20 +48,25 @@ def check_target(target: DbTarget, tables: dict[str, list[str]]) -> None:
         raise InputError(f"table {target.keyspace}.{target.table} does not exist in the cluster")
 
 
-def recent_history(repo: Repository, target: DbTarget, hosts: tuple[str, ...],
-                   now: datetime) -> tuple[Group | None, list[Group]]:
-    """The newest complete full of this target and host set, if its chain is open (the seed's rule,
-    dmf.core.plan), and every data group
-    read on the way to it: snapshots are read newest first, so a run's cost does not grow with the
-    history, and an incomplete set a failed run left is read (and cleaned) by the runs after it."""
+def recent_history(repo: Repository, target: DbTarget, hosts: tuple[str, ...], now: datetime,
+                   full_every: FullEvery) -> tuple[Group | None, str, list[Group]]:
+    """The newest complete full of this target and host set if its chain goes on (the seed's rule), else
+    None and why not; and every data group read on the way to it: snapshots are read newest first, so a
+    run's cost does not grow with the history, and an incomplete set a failed run left is read (and
+    cleaned) by the runs after it."""
     seen: list[Group] = []
     for catalog in repo.newest_first():
         seen.extend([*catalog.fulls, *catalog.increments])
         full = catalog.latest_full_for_backup(target, hosts)
         if full is not None:
             # An idle chain is closed: other chains' runs no longer keep the files it would need.
-            return (full if is_open(catalog, full, now) else None), seen
-    return None, seen
+            if not is_open(catalog, full, now):
+                return None, f"the chain of {format_ts(full.snapshot_ts)} has been idle over {CHAIN_IDLE.days} days", seen
+            ended = full_every.due(full, catalog.increments_of(full), now)
+            if ended:
+                return None, f"the chain of {format_ts(full.snapshot_ts)} has ended: {ended}", seen
+            return full, "", seen
+    return None, "no complete full of this target and host set", seen
 
 
 def clean_incomplete(repo: Repository, groups: list[Group], hosts: tuple[str, ...], before: datetime) -> None:
@@ -79,9 +86,10 @@ def clean_incomplete(repo: Repository, groups: list[Group], hosts: tuple[str, ..
 def backup_snapshot(hosts: str | list[str] | None = None, db_target: str | None = None, new: bool = False,
                     backup_schema: bool = False, cluster_block: str = DEFAULT_BLOCK,
                     repository_block: str = DEFAULT_BLOCK, incomplete_grace_minutes: int = 1440,
-                    lease_wait_seconds: int = 600) -> dict:
+                    lease_wait_seconds: int = 600, full_every: str | None = None) -> dict:
     """Back up HOSTS (comma-separated; default every host of the cluster block) to S3:
-    full, or incremental by the seed's rule. Sets that an earlier failed run left without a
+    full, or incremental by the seed's rule, and full when the chain reached `full_every` (default:
+    the repository block's, e.g. `7d`, `500 increments`, `64GiB`, comma-separated, or `never`). Sets that an earlier failed run left without a
     manifest on these hosts, older than `incomplete_grace_minutes`, are removed first.
     One run at a time per cluster: a run waits up to `lease_wait_seconds` for the one holding
     the cluster, then gives up without doing anything."""
@@ -91,6 +99,7 @@ def backup_snapshot(hosts: str | list[str] | None = None, db_target: str | None 
     cluster = CassandraCluster.load(cluster_block)
     host_list = parse_hosts(hosts) if hosts else tuple(h.address for h in cluster.hosts)
     repository = S3Repository.load(repository_block)
+    chain_limit = FullEvery.parse(full_every if full_every is not None else repository.full_every)
     for address in host_list:
         cluster.host(address)
 
@@ -108,13 +117,14 @@ def backup_snapshot(hosts: str | list[str] | None = None, db_target: str | None 
     with cluster_lease(storage, cluster_name, run_holder(), lease_wait_seconds):
         repo = Repository(storage)
         now = utcnow()
-        seed, seen = recent_history(repo, target, host_list, now)
+        seed, why_full, seen = recent_history(repo, target, host_list, now, chain_limit)
         clean_incomplete(repo, seen, host_list, now - timedelta(minutes=incomplete_grace_minutes))
         previous = None if new else seed
         incremental = previous is not None
         snapshot_ts = previous.snapshot_ts if incremental else now
         kind = "incremental" if incremental else "full"
-        logger.info("%s backup of %s on %s under %s", kind, target or "all keyspaces", ", ".join(host_list),
+        why = "" if incremental else f" ({'--new' if new else why_full})"
+        logger.info("%s backup%s of %s on %s under %s", kind, why, target or "all keyspaces", ", ".join(host_list),
                     format_ts(snapshot_ts))
         if schema is not None:
             repo.storage.put_bytes(schema_key(snapshot_ts), schema.encode(), "text/plain")
@@ -176,7 +186,7 @@ def backup_snapshot(hosts: str | list[str] | None = None, db_target: str | None 
     seconds = time.monotonic() - started
     transfers = [f.result() for f in uploads.values()]
     transfer_seconds = max(t.finished for t in transfers) - min(t.started for t in transfers)
-    summary = {"kind": kind, "snapshot_ts": format_ts(snapshot_ts), "set_ts": format_ts(now),
+    summary = {"kind": kind, "why_full": why.strip(" ()"), "snapshot_ts": format_ts(snapshot_ts), "set_ts": format_ts(now),
                "hosts": list(host_list), "db_target": str(target), "files": files_count, "bytes": total,
                "seconds": round(seconds, 2), "transfer_seconds": round(transfer_seconds, 2),
                "mb_per_s": round(total / 1e6 / transfer_seconds, 2) if transfer_seconds > 0 else 0.0}

@@ -45,13 +45,16 @@ def test_deployments_and_schedules_registered(testbed):
             flow = client.read_flow(d.flow_id)
             deployments[f"{flow.name}/{d.name}"] = d
         for name in ("backup-snapshot/on-demand", "backup-snapshot/incremental", "ship-commitlogs/every-minute",
-                     "backup-registry/daily", "backup-list/on-demand", "restore-snapshot/restore"):
+                     "backup-registry/daily", "backup-list/on-demand", "restore-snapshot/restore",
+                     "backup-cleanup/weekly", "backup-verify/weekly", "backup-purge/daily"):
             assert name in deployments, sorted(deployments)
         schedules = {name: client.read_deployment_schedules(deployments[name].id)
-                     for name in ("backup-snapshot/incremental", "ship-commitlogs/every-minute", "backup-registry/daily")}
+                     for name in ("backup-snapshot/incremental", "ship-commitlogs/every-minute", "backup-registry/daily",
+                                  "backup-purge/daily")}
     assert schedules["ship-commitlogs/every-minute"][0].schedule.interval.total_seconds() == 60
     assert schedules["backup-snapshot/incremental"][0].schedule.cron == "0 * * * *"
     assert schedules["backup-registry/daily"][0].schedule.cron == "30 2 * * *"
+    assert schedules["backup-purge/daily"][0].schedule.cron == "45 3 * * *"
 
 
 def test_prefect_deployment_run_restores(testbed, cluster_block, tmp_path):

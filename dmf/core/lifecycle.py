@@ -1,0 +1,175 @@
+"""A repository's lifecycle (pure): when a chain ends and a new full starts (`full_every`), and which
+sets a purge removes (`RetentionPolicy`) without touching anything a retained restore point needs.
+
+A lineage is what one chain of backups is for: a db-target and a host set (the seed's rule). Every
+lineage keeps its newest complete full, whatever the policy, so a purge never leaves a target without
+a backup. What a restore to time T reads is `catalog.resolve_chain`: the newest complete full at or
+before T, its increments up to T, and the commit-log batches shipped since that full. So keeping a
+restore point means keeping its full's whole chain and every batch shipped since that full.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from dmf.core.catalog import KIND_NAMES, Catalog, Group
+from dmf.core.errors import InputError, quote
+from dmf.core.keys import SetKind, SetRef
+
+_UNITS = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
+_SIZES = {"mib": 2**20, "gib": 2**30, "tib": 2**40}
+_TERM = re.compile(r"(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>[mhdw]|mib|gib|tib|increments?)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class FullEvery:
+    """A chain ends (the next backup is a new full) at the first of: its full's age, its number of
+    increments, the bytes of its increments. None of them set: chains never end by themselves."""
+
+    age: timedelta | None = None
+    increments: int | None = None
+    increment_bytes: int | None = None
+
+    @classmethod
+    def parse(cls, text: str | None) -> FullEvery:
+        """`7d`, `12h`, `500 increments`, `64GiB`, or several joined by commas (`7d, 64GiB`); `never`
+        or empty for none."""
+        text = (text or "").strip()
+        if text.lower() in ("", "never"):
+            return cls()
+        fields: dict[str, object] = {}
+        for term in text.split(","):
+            match = _TERM.fullmatch(term.strip())
+            if match is None:
+                raise InputError(f"invalid full_every term {quote(term.strip())}: expected e.g. 7d, 12h, "
+                                 "500 increments, 64GiB (joined by commas), or never")
+            number, unit = float(match["n"]), match["unit"].lower()
+            if number <= 0:
+                raise InputError(f"invalid full_every term {quote(term.strip())}: must be more than 0")
+            if unit in _UNITS:
+                name, value = "age", number * _UNITS[unit]
+            elif unit in _SIZES:
+                name, value = "increment_bytes", int(number * _SIZES[unit])
+            else:
+                if not number.is_integer():
+                    raise InputError(f"invalid full_every term {quote(term.strip())}: a whole number of increments")
+                name, value = "increments", int(number)
+            if name in fields:
+                raise InputError(f"full_every {quote(text)} gives the {name.replace('_', ' ')} limit twice")
+            fields[name] = value
+        return cls(**fields)
+
+    def due(self, full: Group, increments: list[Group], now: datetime) -> str | None:
+        """Why the chain of `full` (with its complete `increments`) has ended at `now`, or None."""
+        if self.age is not None and now - full.time >= self.age:
+            return f"its full is {_days(now - full.time)} old (full_every {_days(self.age)})"
+        if self.increments is not None and len(increments) >= self.increments:
+            return f"it has {len(increments)} increments (full_every {self.increments} increments)"
+        grown = sum(g.bytes for g in increments)
+        if self.increment_bytes is not None and grown >= self.increment_bytes:
+            return f"its increments hold {grown / 2**30:.2f} GiB (full_every {self.increment_bytes / 2**30:g} GiB)"
+        return None
+
+
+def _days(span: timedelta) -> str:
+    hours = span.total_seconds() / 3600
+    return f"{hours / 24:g} days" if hours >= 24 else f"{hours:.3g} hours"
+
+
+def lineage(group: Group) -> tuple[str, frozenset[str]]:
+    return group.db_target, frozenset(group.hosts)
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """What a purge keeps: the newest `keep_fulls` complete fulls of each lineage, and every restore
+    point in the last `keep_days` days. Either may be None; a purge needs at least one."""
+
+    keep_fulls: int | None = None
+    keep_days: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.keep_fulls is None and self.keep_days is None:
+            raise InputError("no retention policy: set keep_fulls or keep_days (repository block or flags)")
+        if self.keep_fulls is not None and self.keep_fulls < 1:
+            raise InputError(f"keep_fulls must be at least 1, not {self.keep_fulls}")
+        if self.keep_days is not None and self.keep_days <= 0:
+            raise InputError(f"keep_days must be more than 0, not {self.keep_days:g}")
+
+    def describe(self) -> str:
+        parts = ([f"the last {self.keep_fulls} full(s) of each target and host set"] if self.keep_fulls else []) + \
+                ([f"every restore point of the last {self.keep_days:g} day(s)"] if self.keep_days else [])
+        return " and ".join(parts)
+
+
+@dataclass(frozen=True)
+class PurgePlan:
+    """What a purge removes, in the order it must go. `manifests_first` are the sets whose manifest is
+    deleted before any data (newest increments and batches first, fulls last), so a purge cut off midway
+    never leaves an increment listed complete without its full; then every listed set's objects go."""
+
+    retained: tuple[Group, ...]          # complete fulls kept (their chains kept whole)
+    expired: tuple[Group, ...]           # complete groups removed, in manifest-deletion order
+    abandoned: tuple[SetRef, ...]        # sets of failed runs past the grace: no manifest, or a partial group
+    keep_commitlogs_from: datetime | None  # batches shipped before this are removed
+    bytes: int                           # what the expired groups hold (from their manifests)
+    emptied_snapshots: tuple[datetime, ...]  # snapshot prefixes left with no set: their index and schema go
+
+    def counts(self) -> dict[str, int]:
+        """Complete groups removed, by kind name (full, incremental, commitlog)."""
+        return {KIND_NAMES[kind]: sum(1 for g in self.expired if g.kind is kind) for kind in SetKind}
+
+    @property
+    def sets(self) -> list[SetRef]:
+        """Every set the purge removes, in deletion order."""
+        return [info.ref for group in self.expired for info in group.sets.values()] + list(self.abandoned)
+
+
+def retained_fulls(catalog: Catalog, policy: RetentionPolicy, now: datetime) -> list[Group]:
+    by_lineage: dict[tuple[str, frozenset[str]], list[Group]] = {}
+    for full in catalog.fulls:  # oldest first
+        if full.complete:
+            by_lineage.setdefault(lineage(full), []).append(full)
+    kept: list[Group] = []
+    for fulls in by_lineage.values():
+        keep = {id(fulls[-1]): fulls[-1]}  # a lineage never loses its newest full
+        if policy.keep_fulls:
+            keep.update((id(f), f) for f in fulls[-policy.keep_fulls:])
+        if policy.keep_days:
+            window_start = now - timedelta(days=policy.keep_days)
+            older = [f for f in fulls if f.time <= window_start]
+            # The full that serves the window's first second, and every later one.
+            keep.update((id(f), f) for f in fulls if f.time > window_start or (older and f is older[-1]))
+        kept.extend(keep.values())
+    return sorted(kept, key=lambda g: g.time)
+
+
+def purge_plan(catalog: Catalog, policy: RetentionPolicy, now: datetime, grace: timedelta,
+               snapshots: Iterable[datetime] = ()) -> PurgePlan:
+    """What `backup purge` removes from `catalog` (every set of the repository) at `now`; `snapshots`
+    are the times of every snapshot prefix in the bucket, with or without sets."""
+    retained = retained_fulls(catalog, policy, now)
+    kept_snapshots = {g.snapshot_ts for g in retained}
+    oldest_kept = min((g.time for g in retained), default=None)
+    expired_fulls = [g for g in catalog.fulls if g.complete and g.snapshot_ts not in kept_snapshots]
+    expired_increments = [g for g in catalog.increments if g.complete and g.snapshot_ts not in kept_snapshots]
+    # resolve_chain takes every batch shipped since the full, under whatever snapshot it sits.
+    expired_batches = [g for g in catalog.commitlogs
+                       if g.complete and (oldest_kept is None or g.time < oldest_kept)]
+    newest_first = lambda groups: sorted(groups, key=lambda g: g.time, reverse=True)  # noqa: E731
+    expired = [*newest_first(expired_increments + expired_batches), *newest_first(expired_fulls)]
+    abandoned = [info.ref for group in catalog.all_groups() if not group.complete
+                 for info in group.sets.values()
+                 if not info.problem and info.ref.time < now - grace]
+    gone = {info.ref.prefix for g in expired for info in g.sets.values()} | {ref.prefix for ref in abandoned}
+    still_held = {info.ref.snapshot_ts for group in catalog.all_groups() for info in group.sets.values()
+                  if info.ref.prefix not in gone}
+    # A snapshot prefix may hold only its schema and index (a rerun after a purge cut off before their
+    # delete): they go too, once past the grace, since a backup run writes its schema before its sets.
+    emptied = sorted({*snapshots, *(info.ref.snapshot_ts for g in catalog.all_groups() for info in g.sets.values())}
+                     - still_held)
+    return PurgePlan(tuple(retained), tuple(expired), tuple(abandoned), oldest_kept,
+                     sum(g.bytes for g in expired), tuple(ts for ts in emptied if ts < now - grace))
+

@@ -1,0 +1,33 @@
+"""Carrying out a purge plan (dmf.core.lifecycle) in the bucket. Call only while holding the lease.
+
+Order, and what a purge killed at any point leaves:
+  1. manifests of increments, commit-log batches and failed runs' sets: killed here, some of them
+     are manifest-less (never listed complete, never used) and their fulls still list complete;
+  2. manifests of the fulls: killed here, the chains left have no complete full and are never used;
+  3. every object of those sets: killed here, the rest are manifest-less sets, which the next
+     purge (or cleanup) removes;
+  4. the catalog index and schema of snapshots with no set left.
+Nothing that lists as complete ever lacks an object, and a rerun plans what is left and finishes.
+"""
+from __future__ import annotations
+
+from dmf.core.keys import SetKind, catalog_key, schema_key
+from dmf.core.lifecycle import PurgePlan
+from dmf.repository import Repository
+
+
+def manifest_phases(plan: PurgePlan) -> list[list[str]]:
+    """The manifest keys to delete, in two phases: everything but fulls, then the fulls."""
+    fulls = [info.ref.manifest_key for g in plan.expired if g.kind is SetKind.SNAPSHOT for info in g.sets.values()]
+    others = [info.ref.manifest_key for g in plan.expired if g.kind is not SetKind.SNAPSHOT
+              for info in g.sets.values()] + [ref.manifest_key for ref in plan.abandoned]
+    return [others, fulls]
+
+
+def carry_out(repo: Repository, plan: PurgePlan) -> int:
+    """Deletes what the plan names, in the order above; returns the number of data objects removed."""
+    for phase in manifest_phases(plan):
+        repo.storage.delete_keys(phase)  # S3 deletes a key that is not there (a set without manifest) quietly
+    removed = sum(repo.delete_set(ref) for ref in plan.sets)
+    repo.storage.delete_keys([key for ts in plan.emptied_snapshots for key in (catalog_key(ts), schema_key(ts))])
+    return removed

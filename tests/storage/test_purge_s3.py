@@ -1,0 +1,138 @@
+"""backup purge against S3 (moto's in-process mock): a purge cut off before any of its deletes leaves
+nothing listed complete that is not, keeps every retained restore point, and a rerun finishes."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from moto import mock_aws
+from prefect_aws import AwsCredentials
+from pydantic import SecretStr
+
+from dmf import purge
+from dmf.blocks import S3Repository
+from dmf.core.catalog import resolve_chain
+from dmf.core.keys import SetRef, catalog_key, schema_key
+from dmf.core.lifecycle import RetentionPolicy, purge_plan
+from dmf.core.manifest import FileEntry, Manifest
+from dmf.core.targets import DbTarget
+from dmf.core.timestamps import parse_ts
+from dmf.repository import Repository
+from dmf.storage import Storage
+
+HOSTS = ("10.0.0.1", "10.0.0.2")
+IDS = {h: f"4a1a7505-0842-4a5c-a7fc-0baf0bb43b1{i}" for i, h in enumerate(HOSTS)}
+FULLS = [parse_ts(t) for t in ("20250106000000", "20250113000000", "20250120000000")]
+NOW = FULLS[-1] + timedelta(days=2)
+GRACE = timedelta(hours=1)
+POLICY = RetentionPolicy(keep_fulls=1)
+TABLE_DIR = "ks/t-" + "0" * 32
+
+
+class Killed(BaseException):
+    """The process dies: nothing catches it."""
+
+
+def put_set(s3, ref: SetRef, host: str, *, sealed: bool = True) -> None:
+    is_log = ref.time != ref.snapshot_ts and ref.kind.value == "commitlogs"
+    paths = ["CommitLog-7-1.log"] if is_log else [f"{TABLE_DIR}/nb-{n}-big-Data.db" for n in (1, 2)]
+    for path in paths:
+        s3.put_object(Bucket="dmf-purge", Key=ref.file_key(path), Body=b"x" * 10)
+    if sealed:
+        m = Manifest(set=ref, files=tuple(FileEntry(p, 10, "ab" * 32) for p in paths), host=host,
+                     host_id=IDS[host], created_at=ref.time, db_target="" if is_log else "ks",
+                     hosts=(host,) if is_log else HOSTS)
+        s3.put_object(Bucket="dmf-purge", Key=ref.manifest_key, Body=m.to_json())
+
+
+def seed(s3) -> None:
+    """Three weekly chains of two hosts, two increments each, a batch per host per day; a failed increment."""
+    s3.create_bucket(Bucket="dmf-purge")
+    for full in FULLS:
+        s3.put_object(Bucket="dmf-purge", Key=schema_key(full), Body=b"CREATE KEYSPACE ks ...")
+        for host in HOSTS:
+            put_set(s3, SetRef.snapshot(full, host), host)
+            for day in (1, 2):
+                put_set(s3, SetRef.incremental(full, host, full + timedelta(days=day)), host)
+                put_set(s3, SetRef.commitlog(full, IDS[host], full + timedelta(days=day, minutes=5)), host)
+    # Shipped under the middle snapshot a minute after the last full: a restore from that full needs it.
+    put_set(s3, SetRef.commitlog(FULLS[1], IDS[HOSTS[0]], FULLS[2] + timedelta(minutes=1)), HOSTS[0])
+    put_set(s3, SetRef.incremental(FULLS[1], HOSTS[1], FULLS[1] + timedelta(days=3)), HOSTS[1], sealed=False)
+
+
+@pytest.fixture
+def repo():
+    with mock_aws():
+        block = S3Repository(bucket="dmf-purge", credentials=AwsCredentials(
+            aws_access_key_id="testing", aws_secret_access_key=SecretStr("testing"), region_name="us-east-1"))
+        storage = Storage(block)
+        seed(storage.s3)
+        yield Repository(storage)
+
+
+def keys(repo: Repository) -> set[str]:
+    return {o["Key"] for o in repo.storage.list_objects("")}
+
+
+def assert_consistent(repo: Repository) -> None:
+    """Whatever lists as complete has every object its manifest names; no increment lists without its full."""
+    catalog = repo.catalog()
+    present = keys(repo)
+    for group in catalog.all_groups():
+        for manifest in (group.manifests if group.complete else []):
+            assert {manifest.set.file_key(f.path) for f in manifest.files} <= present, manifest.set.prefix
+    for increment in catalog.increments:
+        if increment.complete:
+            assert any(f.complete and f.snapshot_ts == increment.snapshot_ts for f in catalog.fulls)
+
+
+def restore_points(repo: Repository) -> dict:
+    catalog = repo.catalog()
+    points = [FULLS[-1] + timedelta(hours=h) for h in range(0, 49, 6)]
+    return {at: resolve_chain(catalog, DbTarget("ks", "t"), at) for at in points}
+
+
+def test_purge_removes_old_chains_whole_and_keeps_what_the_last_chain_needs(repo):
+    before = restore_points(repo)
+    plan = purge_plan(repo.listing_catalog(), POLICY, NOW, GRACE, repo.snapshot_times())  # as the flow reads it: writes catalog.json
+    purge.carry_out(repo, plan)
+    left = keys(repo)
+    assert restore_points(repo) == before
+    assert not any(k.startswith(f"{FULLS[0]:%Y%m%d%H%M%S}/") for k in left)  # index, schema and all
+    middle = f"{FULLS[1]:%Y%m%d%H%M%S}/"
+    assert {k for k in left if k.startswith(middle)} == {
+        SetRef.commitlog(FULLS[1], IDS[HOSTS[0]], FULLS[2] + timedelta(minutes=1)).file_key("CommitLog-7-1.log"),
+        SetRef.commitlog(FULLS[1], IDS[HOSTS[0]], FULLS[2] + timedelta(minutes=1)).manifest_key,
+        schema_key(FULLS[1]), catalog_key(FULLS[1])}
+    assert purge_plan(repo.catalog(), POLICY, NOW, GRACE, repo.snapshot_times()).sets == []  # nothing left to do
+
+
+@pytest.mark.parametrize("point_of_death", ["before the increments' manifests", "before the fulls' manifests",
+                                            "before the first set's data", "halfway through the data",
+                                            "before the last set's data", "before the emptied snapshots' objects"])
+def test_a_purge_killed_leaves_nothing_listed_complete_that_is_not_and_a_rerun_finishes(repo, point_of_death):
+    """One DeleteObjects per step: the increments' manifests, the fulls', each set's data, the leftovers."""
+    s3 = repo.storage.s3
+    plan = purge_plan(repo.catalog(), POLICY, NOW, GRACE, repo.snapshot_times())
+    sets = len(plan.sets)
+    allowed = {"before the increments' manifests": 0, "before the fulls' manifests": 1,
+               "before the first set's data": 2, "halfway through the data": 2 + sets // 2,
+               "before the last set's data": 1 + sets, "before the emptied snapshots' objects": 2 + sets}[point_of_death]
+    before = restore_points(repo)
+    done = 0
+
+    def die(**_):
+        nonlocal done
+        if done == allowed:
+            raise Killed()
+        done += 1
+    s3.meta.events.register("before-call.s3.DeleteObjects", die)
+    with pytest.raises(Killed):
+        purge.carry_out(repo, plan)
+    s3.meta.events.unregister("before-call.s3.DeleteObjects", die)
+    assert_consistent(repo)
+    assert restore_points(repo) == before
+    purge.carry_out(repo, purge_plan(repo.catalog(), POLICY, NOW, GRACE, repo.snapshot_times()))  # the rerun
+    assert restore_points(repo) == before
+    assert purge_plan(repo.catalog(), POLICY, NOW, GRACE, repo.snapshot_times()).sets == []
+    assert not any(k.startswith(f"{FULLS[0]:%Y%m%d%H%M%S}/") for k in keys(repo))
