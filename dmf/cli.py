@@ -347,6 +347,20 @@ def restore_snapshot_cmd(
                                              "successful restore (default: removed; after a failure they always "
                                              "stay, so a rerun resumes). PATH/cassandra_commitlogs/ is always "
                                              "kept.")] = False,
+    allow_host_subset: Annotated[bool, typer.Option("--allow-host-subset", help="Restore from a full taken on only "
+                                                    "some of this cluster's nodes (refused by default: it holds "
+                                                    "only their share of the data).")] = False,
+    dc_map: Annotated[Optional[str], typer.Option("--dc-map", metavar="OLD:NEW[,OLD:NEW]", help="With --schema, "
+                                                  "create the keyspace with the backup's datacenters renamed "
+                                                  "(restoring into a cluster whose datacenters differ).")] = None,
+    replication: Annotated[Optional[str], typer.Option("--replication", metavar="CQL_MAP", help="With --schema, "
+                                                       "create the keyspace with this replication instead, e.g. "
+                                                       "\"{'class': 'NetworkTopologyStrategy', 'dc1': 3}\".")] = None,
+    truncate_first: Annotated[bool, typer.Option("--truncate-first", help="Empty the target's tables after the "
+                                                 "download is verified, before loading, so the backup's rows "
+                                                 "replace the table's (a corrupted table; rows deleted since the "
+                                                 "backup come back). Needs --yes.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm --truncate-first.")] = False,
     run_async: Async = False,
     cluster_block: ClusterBlock = DEFAULT_BLOCK,
     repository_block: RepositoryBlock = DEFAULT_BLOCK,
@@ -355,6 +369,7 @@ def restore_snapshot_cmd(
     import os
 
     from dmf.core.restore_checks import absolute_path
+    from dmf.core.topology import parse_dc_map, parse_replication
     try:
         host_list = parse_hosts(hosts)
         target = DbTarget.parse(db_target)
@@ -364,13 +379,23 @@ def restore_snapshot_cmd(
             parse_ts(time, name="--time")
         if mode not in ("sstableloader", "import"):
             raise InputError(f"invalid --mode {mode!r}: sstableloader or import")
+        if dc_map is not None:
+            parse_dc_map(dc_map)
+        if replication is not None:
+            parse_replication(replication)
+        if (dc_map or replication) and not schema:
+            raise InputError("--dc-map and --replication rewrite the keyspace --schema creates: add --schema")
+        if truncate_first and not yes:
+            raise InputError(f"--truncate-first empties {target} (every row written since the backup is lost; "
+                             "Cassandra's auto_snapshot keeps a copy on each node): add --yes to confirm")
         # The flow run records an absolute PATH; a queued run has no working directory of ours to use.
         path = absolute_path(path, None) if run_async else absolute_path(os.path.expanduser(path), os.getcwd())
     except InputError as exc:
         fail(str(exc), 2)
     params = dict(hosts=",".join(host_list), path=path, db_target=str(target), restore_schema=schema, time=time,
                   get_commitlogs=get_commitlogs, replay_commitlogs=replay_commitlogs, mode=mode,
-                  keep_files=keep_files, cluster_block=cluster_block, repository_block=repository_block)
+                  keep_files=keep_files, allow_host_subset=allow_host_subset, dc_map=dc_map, replication=replication,
+                  truncate_first=truncate_first, cluster_block=cluster_block, repository_block=repository_block)
     if run_async:
         return queue_and_exit("restore-snapshot", params)
     from dmf.flows.restore_snapshot import restore_snapshot

@@ -19,7 +19,9 @@ from dmf.blocks import DEFAULT_BLOCK, CassandraCluster, S3Repository
 from dmf.core.catalog import Catalog, covers, resolve_chain
 from dmf.core.errors import DmfError, InputError
 from dmf.core.keys import SetKind, schema_key
-from dmf.core.restore_checks import NodeDir, absolute_path, check_hosts_in_ring, check_outside_node_dirs
+from dmf.core.restore_checks import (NodeDir, absolute_path, check_full_covers_ring, check_hosts_in_ring,
+                                     check_outside_node_dirs, datacenters)
+from dmf.core.topology import check_replay_nodes, fit_replication, parse_dc_map, parse_replication
 from dmf.core.targets import DbTarget, parse_hosts
 from dmf.core.timestamps import format_ts, parse_ts, utcnow
 from dmf.cql import NodeFacts
@@ -31,7 +33,8 @@ from dmf.storage import Storage
 from dmf.core.replay_state import (DONE, RESTARTING, STATE_FILE, ReplayState, continue_message,
                                    restarting_hosts)
 from dmf.tasks.restore import (apply_schema, download, finish_interrupted_replay, load_unit_sstableloader,
-                               load_units_import, remove_downloaded, replay_commitlogs_on_host, ring_view)
+                               load_units_import, remove_downloaded, replay_commitlogs_on_host, ring_view,
+                               truncate_tables)
 
 
 LOADERS_AT_ONCE = 3
@@ -49,9 +52,8 @@ def explain_no_chain(catalog: Catalog, target: DbTarget, at) -> InputError:
                       f"({format_ts(covering[0].snapshot_ts)})")
 
 
-def schema_cql(storage: Storage, snapshot_ts, plan) -> str:
+def schema_cql(stored: bytes | None, plan) -> str:
     """The snapshot's schema.cql (--backup-schema), else the tables' own schema.cql from the snapshot."""
-    stored = storage.get_bytes(schema_key(snapshot_ts), missing_ok=True)
     if stored is not None:
         return stored.decode()
     pieces = [(u.directory / "schema.cql").read_text() for u in plan.units
@@ -143,10 +145,11 @@ def replay(cluster: CassandraCluster, host_list: tuple[str, ...], plan, at, fact
 
 
 def rerun_command(hosts: tuple[str, ...], path: Path, target: DbTarget, at, restore_schema: bool, mode: str,
-                  cluster_block: str, repository_block: str) -> str:
+                  allow_host_subset: bool, cluster_block: str, repository_block: str) -> str:
     """The CLI command that continues this restore (the same run: it resumes where it stopped)."""
     words = ["dmf", "restore", "snapshot", ",".join(hosts), str(path), str(target), "--time", format_ts(at),
              "--replay-commitlogs", *(["--schema"] if restore_schema else []), "--mode", mode,
+             *(["--allow-host-subset"] if allow_host_subset else []),
              "--cluster-block", cluster_block, "--repository-block", repository_block]
     return shlex.join(words)
 
@@ -155,12 +158,18 @@ def rerun_command(hosts: tuple[str, ...], path: Path, target: DbTarget, at, rest
 def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_schema: bool = False,
                      time: str | int | None = None, get_commitlogs: bool = False,
                      mode: Literal["sstableloader", "import"] = "sstableloader",
-                     replay_commitlogs: bool = False, keep_files: bool = False,
+                     replay_commitlogs: bool = False, keep_files: bool = False, allow_host_subset: bool = False,
+                     dc_map: str | None = None, replication: str | None = None, truncate_first: bool = False,
                      cluster_block: str = DEFAULT_BLOCK, repository_block: str = DEFAULT_BLOCK) -> dict:
     """Restore DB_TARGET (keyspace or keyspace.table) into HOSTS as it was at `time` (UTC, default now).
 
     PATH must be absolute. The files downloaded into it are removed after a successful restore
-    unless `keep_files`; commit logs fetched into PATH/cassandra_commitlogs/ always stay."""
+    unless `keep_files`; commit logs fetched into PATH/cassandra_commitlogs/ always stay. A full taken
+    on only some of this cluster's nodes is refused unless `allow_host_subset`. With `restore_schema`, a
+    keyspace the cluster lacks is created with the backup's replication, checked against this cluster's
+    datacenters first, renamed by `dc_map` (old:new,...) or replaced by `replication` (a CQL map).
+    `truncate_first` empties the target's tables once the files are downloaded and verified, before
+    loading: the backup's rows then replace whatever the tables hold."""
     logger = get_run_logger()
     started = clock.monotonic()
     host_list = parse_hosts(hosts)
@@ -168,6 +177,12 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
     if target.keyspace is None:
         raise InputError("DB_TARGET is required: keyspace or keyspace.table")
     at = parse_ts(time, name="--time") if time is not None and time != "" else utcnow()
+    renamed = parse_dc_map(dc_map) if dc_map else None
+    replaced = parse_replication(replication) if replication else None
+    if (renamed or replaced) and not restore_schema:
+        raise InputError("--dc-map and --replication rewrite the keyspace --schema creates: add --schema")
+    if renamed and replaced:
+        raise InputError("--dc-map and --replication both rewrite the replication: give one")
     root = Path(absolute_path(os.path.expanduser(path), cwd=None)).resolve()
     cluster = CassandraCluster.load(cluster_block)
     repository = S3Repository.load(repository_block)
@@ -175,7 +190,7 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
         cluster.host(address)
     check_outside_node_dirs(str(root), local_node_dirs(cluster))
     # Before anything is resolved or downloaded: every host must be a live node of this cluster's ring.
-    facts, ring = ring_view(cluster)
+    facts, ring, keyspaces = ring_view(cluster)
     state_file = root / STATE_FILE
     resuming = restarting_hosts(state_file.read_text() if replay_commitlogs and state_file.is_file() else None)
     ring_address = check_hosts_in_ring(
@@ -195,9 +210,23 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
     if get_commitlogs or replay_commitlogs:
         batches = repo.catalog(start=chain.full.time, kinds={SetKind.COMMITLOG})
         chain = resolve_chain(Catalog(data.fulls, data.increments, batches.commitlogs), target, at)
+    check_full_covers_ring(chain.full.hosts, format_ts(chain.full.snapshot_ts), ring, allow_host_subset)
     plan = plan_restore(chain, target, root, with_commitlogs=get_commitlogs or replay_commitlogs)
     if not plan.fetches:
         raise InputError(f"the backup {format_ts(chain.full.snapshot_ts)} holds no file of {target}")
+    if replay_commitlogs:
+        check_replay_nodes({f.dest.parent.name for f in plan.commitlog_fetches},
+                           {a: facts[ring_address[a]].host_id for a in host_list})
+    stored_schema = storage.get_bytes(schema_key(chain.full.snapshot_ts), missing_ok=True) if restore_schema else None
+    if stored_schema is not None and target.keyspace not in keyspaces:
+        # Checked before anything is downloaded: a keyspace this cluster cannot hold fails here, not mid-load.
+        fitted, used = fit_replication(stored_schema.decode(), target.keyspace, datacenters(ring), renamed, replaced)
+        stored_schema = fitted.encode()
+        if used:
+            logger.info("keyspace %s will be created with replication %s", target.keyspace, used)
+    elif renamed or replaced:
+        logger.warning("keyspace %s exists in this cluster: its replication is kept, --dc-map/--replication unused",
+                       target.keyspace)
     if mode == "import":
         missing = sorted({u.host for u in plan.units} - set(host_list))
         if missing:
@@ -211,9 +240,14 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
     resolve_seconds = clock.monotonic() - started
     fetched = download(repository, root, plan.fetches + plan.commitlog_fetches)
     download_seconds = clock.monotonic() - started - resolve_seconds
-    cql = schema_cql(storage, chain.full.snapshot_ts, plan) if restore_schema else ""
+    cql = schema_cql(stored_schema, plan) if restore_schema else ""
     if restore_schema:
         apply_schema(cluster, cql, target)
+    if truncate_first and not state_file.is_file():
+        # Dies just before: nothing changed. Just after: the tables are empty until a rerun of the same
+        # command (files already verified in PATH) truncates again and loads. Cassandra's auto_snapshot
+        # (on by default) keeps what was truncated in a `truncated-*` snapshot on every node.
+        truncate_tables(cluster, sorted({f"{u.keyspace}.{u.table}" for u in plan.units}))
 
     loaded: list[str] = []
     try:
@@ -244,7 +278,8 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
         apply_schema(cluster, cql, target, after_load=True)
     replayed = {}
     if replay_commitlogs:
-        command = rerun_command(host_list, root, target, at, restore_schema, mode, cluster_block, repository_block)
+        command = rerun_command(host_list, root, target, at, restore_schema, mode, allow_host_subset,
+                                cluster_block, repository_block)
         replayed = replay(cluster, host_list, plan, at, facts, ring_address, root, command)
 
     # Only here, once everything succeeded: after a failed load or replay the files stay and the rerun

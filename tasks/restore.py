@@ -30,10 +30,11 @@ UP_STATE_WAIT_S = 5.0
 
 
 @task(name="ring", **TASK_DEFAULTS)
-def ring_view(cluster: CassandraCluster) -> tuple[dict[str, NodeFacts], dict[str, RingNode]]:
+def ring_view(cluster: CassandraCluster) -> tuple[dict[str, NodeFacts], dict[str, RingNode], set[str]]:
     """The cluster's nodes (system.local and system.peers, via the driver's metadata), by every
-    address they have: their facts, and whether they are up as the driver sees it: a CQL
-    connection open to it (True), marked down (False), not known within UP_STATE_WAIT_S (None)."""
+    address they have: their facts, datacenter, and whether they are up as the driver sees it: a CQL
+    connection open to it (True), marked down (False), not known within UP_STATE_WAIT_S (None).
+    Also the cluster's keyspaces."""
     with connect(cluster) as session:
         facts = node_facts(session)
         hosts = session.cluster.metadata.all_hosts()
@@ -48,11 +49,12 @@ def ring_view(cluster: CassandraCluster) -> tuple[dict[str, NodeFacts], dict[str
             time.sleep(0.1)
         ring = {}
         for host in hosts:
-            node = RingNode(str(host.broadcast_address or host.address), up(host))
+            node = RingNode(str(host.broadcast_address or host.address), up(host), host.datacenter or "")
             for address in {host.address, host.broadcast_address, host.broadcast_rpc_address}:
                 if address:
                     ring[str(address)] = node
-    return facts, ring
+        keyspaces = set(session.cluster.metadata.keyspaces)
+    return facts, ring, keyspaces
 
 
 @task(name="download", **TASK_DEFAULTS, **RETRY)
@@ -84,6 +86,16 @@ def apply_schema(cluster: CassandraCluster, cql: str, target: DbTarget, after_lo
     get_run_logger().info("schema: %d %sstatements applied for %s", len(statements),
                           "index and view " if after_load else "", target)
     return len(statements)
+
+
+@task(name="truncate-tables", **TASK_DEFAULTS)
+def truncate_tables(cluster: CassandraCluster, tables: list[str]) -> None:
+    """TRUNCATE each `ks.table` (needs every node up; Cassandra's auto_snapshot keeps what it removes)."""
+    with connect(cluster) as session:
+        for table in tables:
+            keyspace, name = table.split(".")
+            session.execute(f'TRUNCATE "{keyspace}"."{name}"', timeout=300)
+    get_run_logger().warning("truncated %s before loading (--truncate-first)", ", ".join(tables))
 
 
 @task(name="sstableloader", task_run_name="sstableloader-{unit.host}-{unit.set_name}", **TASK_DEFAULTS, **RETRY)

@@ -50,6 +50,15 @@ def check_outside_node_dirs(root: str, node_dirs: Iterable[NodeDir]) -> None:
 class RingNode:
     address: str           # the node's address as the ring names it
     up: bool | None        # as the driver sees it; None: not known (yet)
+    datacenter: str = ""
+
+
+def datacenters(ring: Mapping[str, RingNode]) -> dict[str, int]:
+    """Nodes per datacenter."""
+    counts: dict[str, int] = {}
+    for node in {n.address: n for n in ring.values()}.values():
+        counts[node.datacenter] = counts.get(node.datacenter, 0) + 1
+    return counts
 
 
 def _normal(address: str) -> str:
@@ -97,3 +106,21 @@ def check_hosts_in_ring(hosts: Mapping[str, Iterable[str]], ring: Mapping[str, R
             problems.append(f"{', '.join(down)} {'is' if len(down) == 1 else 'are'} down")
         raise InputError(f"HOSTS: {'; '.join(problems)} (its nodes: {members})")
     return found
+
+
+def check_full_covers_ring(full_hosts: Iterable[str], snapshot: str, ring: Mapping[str, RingNode],
+                           allow_subset: bool) -> None:
+    """A full taken on some of this cluster's nodes holds only their share of the data (all of it only if
+    every token range had a replica among them): restoring it as the whole target would silently lose
+    rows. Refused unless `allow_subset`. A full of another cluster (none of its hosts in this ring) is
+    the any-topology restore, and passes."""
+    by_address = {_normal(a): node.address for a, node in ring.items()}
+    members = set(by_address.values())
+    covered = {by_address[_normal(h)] for h in full_hosts if _normal(h) in by_address}
+    if not covered or covered == members or allow_subset:
+        return
+    missing = sorted(members - covered, key=_order)
+    raise InputError(f"the backup {snapshot} was taken on {len(covered)} of this cluster's {len(members)} nodes "
+                     f"(not on {', '.join(missing)}): it holds only their share of the data; restore a time "
+                     "served by a full of every node, or pass --allow-host-subset if those nodes held it all "
+                     "(e.g. the cluster grew since)")

@@ -27,7 +27,7 @@ def split_statements(cql: str) -> list[str]:
     return statements
 
 
-def _object_name(statement: str) -> tuple[str, str, str | None] | None:
+def object_name(statement: str) -> tuple[str, str, str | None] | None:
     """(kind, keyspace, name) of a CREATE statement."""
     match = _CREATE.match(statement)
     if not match:
@@ -53,7 +53,7 @@ def restore_statements(cql: str, target: DbTarget, after_load: bool = False) -> 
     views, each made idempotent with IF NOT EXISTS so a rerun or an existing keyspace is harmless."""
     chosen = []
     for statement in split_statements(cql):
-        named = _object_name(statement)
+        named = object_name(statement)
         if named is None:
             continue
         kind, keyspace, name = named
@@ -66,4 +66,4 @@ def restore_statements(cql: str, target: DbTarget, after_load: bool = False) -> 
                                statement, count=1, flags=re.IGNORECASE)
         chosen.append(statement)
     order = {"KEYSPACE": 0, "TYPE": 1, "TABLE": 2, "INDEX": 3, "CUSTOM INDEX": 3, "MATERIALIZED VIEW": 4}
-    return sorted(chosen, key=lambda s: order[_object_name(s)[0]])
+    return sorted(chosen, key=lambda s: order[object_name(s)[0]])

@@ -15,12 +15,14 @@ import pytest
 
 from dmf.blocks import S3Repository
 from dmf.core.catalog import SEGMENTS_CLOSED_AT
+from dmf.core.errors import InputError
 from dmf.core.keys import SetKind, parse_key
 from dmf.core.targets import DbTarget
 from dmf.core.timestamps import format_ts, parse_ts
 from dmf.cql import connect
 from dmf.flows.backup_registry import backup_registry
 from dmf.flows.backup_snapshot import BackupFailed, backup_snapshot
+from dmf.flows.restore_snapshot import restore_snapshot
 from dmf.flows.ship_commitlogs import ship_commitlogs
 from dmf.node_upload import NodeUpload
 from dmf.repository import Repository
@@ -84,7 +86,7 @@ def test_full_then_incremental_then_new(testbed, cluster_block, repository_block
     assert [g.complete for g in groups] == [True, True]
 
 
-def test_db_target_scopes_the_backup(testbed, cluster_block, repository_block):
+def test_db_target_scopes_the_backup(testbed, cluster_block, repository_block, tmp_path):
     keyspace, table = new_table(cluster_block, rows=50)
     with connect(cluster_block) as session:
         session.execute(f"CREATE TABLE {keyspace}.other (id int PRIMARY KEY)")
@@ -98,6 +100,10 @@ def test_db_target_scopes_the_backup(testbed, cluster_block, repository_block):
     assert manifest["db_target"] == f"{keyspace}.{table}" and manifest["hosts"] == ["127.0.0.1"]
     assert re.fullmatch(r"[0-9a-f-]{36}", manifest["host_id"]) and manifest["cassandra_version"].startswith("5.0")
     assert manifest["tokens"] == ["-9223372036854775808"]
+    # That one host's full never silently stands in for the three-node target.
+    with pytest.raises(InputError, match=r"taken on 1 of this cluster's 3 nodes \(not on 127.0.0.2, 127.0.0.3\)"):
+        restore_snapshot(hosts=HOSTS, path=str(tmp_path), db_target=f"{keyspace}.{table}")
+    assert not any(tmp_path.iterdir())  # refused before any download
     assert all(len(f["sha256"]) == 64 for f in manifest["files"])
 
 

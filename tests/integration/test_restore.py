@@ -99,6 +99,11 @@ def test_restore_detects_a_corrupted_download(history, tmp_path):
 
 
 def test_restore_errors_are_clear(history, tmp_path):
+    # Segments of the three host IDs are needed; one host cannot replay the others' (nothing downloaded).
+    with pytest.raises(InputError, match="no host of HOSTS \\(127.0.0.1\\) has that host ID"):
+        restore_snapshot(hosts="127.0.0.1", path=str(tmp_path), db_target=history["target"],
+                         time=history["between_t3a_t3b"], replay_commitlogs=True)
+    assert not any(tmp_path.iterdir())
     with pytest.raises(InputError, match="no complete backup covers nosuchks"):
         restore_snapshot(hosts=HOSTS, path=str(tmp_path), db_target="nosuchks.t")
     with pytest.raises(InputError, match="before the first complete snapshot"):

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from dmf.core.errors import DmfError, InputError
-from dmf.core.restore_checks import NodeDir, RingNode, absolute_path, check_hosts_in_ring, check_outside_node_dirs
+from dmf.core.restore_checks import (NodeDir, RingNode, absolute_path, check_full_covers_ring, check_hosts_in_ring,
+                                     check_outside_node_dirs)
 from dmf.download import Fetch, safe_join
 from dmf.restore_plan import COMMITLOG_DIR, Plan, download_dirs
 
@@ -169,3 +170,15 @@ def test_only_nodes_on_this_machine_have_directories_to_avoid_as_named_and_as_re
     assert {d.path for d in dirs if d.role == "data directory"} == {str(tmp_path / "data"), str(disk)}
     with pytest.raises(InputError, match=f"is inside {disk}, the data directory of 127.0.0.1"):
         check_outside_node_dirs(str(disk / "restore"), dirs)
+
+
+def test_a_full_of_some_of_the_clusters_nodes_is_refused_unless_allowed():
+    three = ring(("10.0.0.1", True), ("10.0.0.2", True), ("10.0.0.3", True))
+    check_full_covers_ring(["10.0.0.1", "10.0.0.2", "10.0.0.3"], "20250101000000", three, allow_subset=False)
+    check_full_covers_ring(["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"], "s", three, allow_subset=False)  # shrank
+    check_full_covers_ring(["10.9.0.1", "10.9.0.2"], "s", three, allow_subset=False)  # another cluster's backup
+    with pytest.raises(InputError) as refused:
+        check_full_covers_ring(["10.0.0.1"], "20250101000000", three, allow_subset=False)
+    assert "taken on 1 of this cluster's 3 nodes (not on 10.0.0.2, 10.0.0.3)" in str(refused.value)
+    assert "--allow-host-subset" in str(refused.value) and "\n" not in str(refused.value)
+    check_full_covers_ring(["10.0.0.1"], "20250101000000", three, allow_subset=True)
