@@ -361,6 +361,10 @@ def restore_snapshot_cmd(
                                                  "replace the table's (a corrupted table; rows deleted since the "
                                                  "backup come back). Needs --yes.")] = False,
     yes: Annotated[bool, typer.Option("--yes", help="Confirm --truncate-first.")] = False,
+    into: Annotated[Optional[str], typer.Option("--into", metavar="KEYSPACE.TABLE", help="Load the table's backup "
+                                                "into this table instead (created from the backup's schema if "
+                                                "missing, in an existing keyspace): compare or recover rows "
+                                                "without touching DB_TARGET.")] = None,
     run_async: Async = False,
     cluster_block: ClusterBlock = DEFAULT_BLOCK,
     repository_block: RepositoryBlock = DEFAULT_BLOCK,
@@ -383,6 +387,9 @@ def restore_snapshot_cmd(
             parse_dc_map(dc_map)
         if replication is not None:
             parse_replication(replication)
+        if into is not None:
+            from dmf.core.restore_checks import check_into
+            into = str(check_into(DbTarget.parse(into), target, schema, replay_commitlogs))
         if (dc_map or replication) and not schema:
             raise InputError("--dc-map and --replication rewrite the keyspace --schema creates: add --schema")
         if truncate_first and not yes:
@@ -395,13 +402,15 @@ def restore_snapshot_cmd(
     params = dict(hosts=",".join(host_list), path=path, db_target=str(target), restore_schema=schema, time=time,
                   get_commitlogs=get_commitlogs, replay_commitlogs=replay_commitlogs, mode=mode,
                   keep_files=keep_files, allow_host_subset=allow_host_subset, dc_map=dc_map, replication=replication,
-                  truncate_first=truncate_first, cluster_block=cluster_block, repository_block=repository_block)
+                  truncate_first=truncate_first, into=into, cluster_block=cluster_block,
+                  repository_block=repository_block)
     if run_async:
         return queue_and_exit("restore-snapshot", params)
     from dmf.flows.restore_snapshot import restore_snapshot
     summary = run_guarded(lambda: restore_snapshot(**params))
-    typer.echo(f"restored {summary['db_target']} as of {summary['time']} (snapshot {summary['snapshot_ts']}, "
-               f"{len(summary['increments'])} increment(s)) into {','.join(summary['hosts'])}: "
+    typer.echo(f"restored {summary['db_target']}" + (f" into {summary['into']}" if summary["into"] else "")
+               + f" as of {summary['time']} (snapshot {summary['snapshot_ts']}, "
+               f"{len(summary['increments'])} increment(s)) on {','.join(summary['hosts'])}: "
                f"{summary['files']} files, {human_bytes(summary['bytes'])}, {len(summary['loaded'])} table sets "
                f"loaded in {summary['seconds']:.1f}s")
     typer.echo(f"PATH {summary['path']} needed {human_bytes(summary['path_peak_bytes'])} at peak; downloaded files "

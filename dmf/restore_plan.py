@@ -43,7 +43,10 @@ def set_name(manifest: Manifest) -> str:
     return "full" if manifest.set.kind is SetKind.SNAPSHOT else f"incr-{format_ts(manifest.set.set_ts)}"
 
 
-def plan_restore(chain: Chain, target: DbTarget, root: Path, with_commitlogs: bool) -> Plan:
+def plan_restore(chain: Chain, target: DbTarget, root: Path, with_commitlogs: bool,
+                 into: DbTarget | None = None) -> Plan:
+    """`into` (a table, when `target` is one): the files load into that table instead; sstableloader
+    and nodetool import take the table from the unit's directory and names."""
     fetches: list[Fetch] = []
     units: dict[tuple, LoadUnit] = {}
     snapshot = format_ts(chain.full.snapshot_ts)
@@ -54,6 +57,8 @@ def plan_restore(chain: Chain, target: DbTarget, root: Path, with_commitlogs: bo
             if not target.covers(keyspace, table):
                 continue
             inner = entry.path.split("/")[2:]  # [.index/]file, below <ks>/<table>-<id>/
+            if into is not None:
+                keyspace, table = into.keyspace, into.table
             directory = safe_join(root, snapshot, manifest.set.node, name, keyspace, table)
             units.setdefault((manifest.set.node, name, keyspace, table),
                              LoadUnit(manifest.set.node, name, keyspace, table, directory))

@@ -20,7 +20,7 @@ from dmf.core.catalog import Catalog, covers, resolve_chain
 from dmf.core.errors import DmfError, InputError
 from dmf.core.keys import SetKind, schema_key
 from dmf.core.restore_checks import (NodeDir, absolute_path, check_full_covers_ring, check_hosts_in_ring,
-                                     check_outside_node_dirs, datacenters)
+                                     check_into, check_outside_node_dirs, datacenters)
 from dmf.core.topology import check_replay_nodes, fit_replication, parse_dc_map, parse_replication
 from dmf.core.targets import DbTarget, parse_hosts
 from dmf.core.timestamps import format_ts, parse_ts, utcnow
@@ -32,7 +32,7 @@ from dmf.restore_plan import COMMITLOG_DIR, download_dirs, plan_restore
 from dmf.storage import Storage
 from dmf.core.replay_state import (DONE, RESTARTING, STATE_FILE, ReplayState, continue_message,
                                    restarting_hosts)
-from dmf.tasks.restore import (apply_schema, download, finish_interrupted_replay, load_unit_sstableloader,
+from dmf.tasks.restore import (apply_schema, create_copy, download, finish_interrupted_replay, load_unit_sstableloader,
                                load_units_import, remove_downloaded, replay_commitlogs_on_host, ring_view,
                                truncate_tables)
 
@@ -160,7 +160,7 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
                      mode: Literal["sstableloader", "import"] = "sstableloader",
                      replay_commitlogs: bool = False, keep_files: bool = False, allow_host_subset: bool = False,
                      dc_map: str | None = None, replication: str | None = None, truncate_first: bool = False,
-                     cluster_block: str = DEFAULT_BLOCK, repository_block: str = DEFAULT_BLOCK) -> dict:
+                     into: str | None = None, cluster_block: str = DEFAULT_BLOCK, repository_block: str = DEFAULT_BLOCK) -> dict:
     """Restore DB_TARGET (keyspace or keyspace.table) into HOSTS as it was at `time` (UTC, default now).
 
     PATH must be absolute. The files downloaded into it are removed after a successful restore
@@ -169,7 +169,9 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
     keyspace the cluster lacks is created with the backup's replication, checked against this cluster's
     datacenters first, renamed by `dc_map` (old:new,...) or replaced by `replication` (a CQL map).
     `truncate_first` empties the target's tables once the files are downloaded and verified, before
-    loading: the backup's rows then replace whatever the tables hold."""
+    loading: the backup's rows then replace whatever the tables hold. `into` (keyspace.table, in an
+    existing keyspace) loads the table's backup into that table instead, created from the backup's
+    schema if missing (new table ID, no indexes): the source table is not touched."""
     logger = get_run_logger()
     started = clock.monotonic()
     host_list = parse_hosts(hosts)
@@ -183,6 +185,7 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
         raise InputError("--dc-map and --replication rewrite the keyspace --schema creates: add --schema")
     if renamed and replaced:
         raise InputError("--dc-map and --replication both rewrite the replication: give one")
+    copy_to = check_into(DbTarget.parse(into), target, restore_schema, replay_commitlogs) if into else None
     root = Path(absolute_path(os.path.expanduser(path), cwd=None)).resolve()
     cluster = CassandraCluster.load(cluster_block)
     repository = S3Repository.load(repository_block)
@@ -191,6 +194,8 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
     check_outside_node_dirs(str(root), local_node_dirs(cluster))
     # Before anything is resolved or downloaded: every host must be a live node of this cluster's ring.
     facts, ring, keyspaces = ring_view(cluster)
+    if copy_to is not None and copy_to.keyspace not in keyspaces:
+        raise InputError(f"--into {copy_to}: keyspace {copy_to.keyspace} does not exist in this cluster; create it first")
     state_file = root / STATE_FILE
     resuming = restarting_hosts(state_file.read_text() if replay_commitlogs and state_file.is_file() else None)
     ring_address = check_hosts_in_ring(
@@ -211,14 +216,15 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
         batches = repo.catalog(start=chain.full.time, kinds={SetKind.COMMITLOG})
         chain = resolve_chain(Catalog(data.fulls, data.increments, batches.commitlogs), target, at)
     check_full_covers_ring(chain.full.hosts, format_ts(chain.full.snapshot_ts), ring, allow_host_subset)
-    plan = plan_restore(chain, target, root, with_commitlogs=get_commitlogs or replay_commitlogs)
+    plan = plan_restore(chain, target, root, with_commitlogs=get_commitlogs or replay_commitlogs, into=copy_to)
     if not plan.fetches:
         raise InputError(f"the backup {format_ts(chain.full.snapshot_ts)} holds no file of {target}")
     if replay_commitlogs:
         check_replay_nodes({f.dest.parent.name for f in plan.commitlog_fetches},
                            {a: facts[ring_address[a]].host_id for a in host_list})
-    stored_schema = storage.get_bytes(schema_key(chain.full.snapshot_ts), missing_ok=True) if restore_schema else None
-    if stored_schema is not None and target.keyspace not in keyspaces:
+    stored_schema = (storage.get_bytes(schema_key(chain.full.snapshot_ts), missing_ok=True)
+                     if restore_schema or copy_to else None)
+    if restore_schema and stored_schema is not None and target.keyspace not in keyspaces:
         # Checked before anything is downloaded: a keyspace this cluster cannot hold fails here, not mid-load.
         fitted, used = fit_replication(stored_schema.decode(), target.keyspace, datacenters(ring), renamed, replaced)
         stored_schema = fitted.encode()
@@ -240,9 +246,11 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
     resolve_seconds = clock.monotonic() - started
     fetched = download(repository, root, plan.fetches + plan.commitlog_fetches)
     download_seconds = clock.monotonic() - started - resolve_seconds
-    cql = schema_cql(stored_schema, plan) if restore_schema else ""
+    cql = schema_cql(stored_schema, plan) if restore_schema or copy_to else ""
     if restore_schema:
         apply_schema(cluster, cql, target)
+    if copy_to is not None:
+        create_copy(cluster, cql, target, copy_to)
     if truncate_first and not state_file.is_file():
         # Dies just before: nothing changed. Just after: the tables are empty until a rerun of the same
         # command (files already verified in PATH) truncates again and loads. Cassandra's auto_snapshot
@@ -289,7 +297,8 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
 
     seconds = clock.monotonic() - started
     summary = {
-        "db_target": str(target), "time": format_ts(at), "snapshot_ts": format_ts(chain.full.snapshot_ts),
+        "db_target": str(target), "into": str(copy_to) if copy_to else None, "time": format_ts(at),
+        "snapshot_ts": format_ts(chain.full.snapshot_ts),
         "increments": [format_ts(g.time) for g in chain.increments], "hosts": list(host_list), "mode": mode,
         "files": len(plan.fetches), "bytes": sum(f.size for f in plan.fetches),
         "downloaded_files": fetched["downloaded"],

@@ -11,7 +11,8 @@ from prefect import get_run_logger, task
 from dmf.blocks.cassandra_cluster import CassandraCluster
 from dmf.blocks.s3_repository import S3Repository
 from dmf.core.restore_checks import RingNode
-from dmf.core.schema import restore_statements
+from dmf.core.errors import InputError
+from dmf.core.schema import copy_statements, object_name, restore_statements
 from dmf.core.targets import DbTarget
 from dmf.cql import NodeFacts, connect, node_facts
 from dmf.download import Fetch, fetch_all, remove_downloads
@@ -86,6 +87,17 @@ def apply_schema(cluster: CassandraCluster, cql: str, target: DbTarget, after_lo
     get_run_logger().info("schema: %d %sstatements applied for %s", len(statements),
                           "index and view " if after_load else "", target)
     return len(statements)
+
+
+@task(name="create-copy", **TASK_DEFAULTS)
+def create_copy(cluster: CassandraCluster, cql: str, source: DbTarget, into: DbTarget) -> None:
+    """Creates `into` (IF NOT EXISTS) as a copy of the table `source` from the backup's schema."""
+    statements = copy_statements(cql, source, into)
+    if not any(object_name(s)[0] == "TABLE" for s in statements):
+        raise InputError(f"the backup holds no CREATE TABLE for {source} to create {into} from")
+    with connect(cluster) as session:
+        for statement in statements:
+            session.execute(statement, timeout=120)
 
 
 @task(name="truncate-tables", **TASK_DEFAULTS)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from dmf.core.errors import InputError, quote
 from dmf.core.paths import is_within
+from dmf.core.targets import DbTarget
 
 
 def absolute_path(path: str, cwd: str | None) -> str:
@@ -124,3 +125,16 @@ def check_full_covers_ring(full_hosts: Iterable[str], snapshot: str, ring: Mappi
                      f"(not on {', '.join(missing)}): it holds only their share of the data; restore a time "
                      "served by a full of every node, or pass --allow-host-subset if those nodes held it all "
                      "(e.g. the cluster grew since)")
+
+
+def check_into(into: DbTarget, target: DbTarget, restore_schema: bool, replay_commitlogs: bool) -> DbTarget:
+    """`--into`: a copy of one table under another name, never the table itself."""
+    if target.table is None or into.table is None:
+        raise InputError("--into copies one table: DB_TARGET and --into must both be keyspace.table")
+    if into == target:
+        raise InputError(f"--into {into} is DB_TARGET itself: leave --into out to restore in place")
+    if restore_schema:
+        raise InputError("--into creates the copy from the backup's schema itself: leave --schema out")
+    if replay_commitlogs:
+        raise InputError("--into cannot replay commit logs: Cassandra replays them into the original table only")
+    return into

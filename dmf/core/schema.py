@@ -67,3 +67,24 @@ def restore_statements(cql: str, target: DbTarget, after_load: bool = False) -> 
         chosen.append(statement)
     order = {"KEYSPACE": 0, "TYPE": 1, "TABLE": 2, "INDEX": 3, "CUSTOM INDEX": 3, "MATERIALIZED VIEW": 4}
     return sorted(chosen, key=lambda s: order[object_name(s)[0]])
+
+
+_TABLE_ID_CLAUSE = re.compile(r"\bWITH\s+ID\s*=\s*[0-9a-fA-F-]{36}\s*(AND\b|;)", re.IGNORECASE)
+_CREATE_HEAD = re.compile(r"^(\s*CREATE\s+(?:TABLE|TYPE)\s+(?:IF\s+NOT\s+EXISTS\s+)?)[\w\".]+", re.IGNORECASE)
+
+
+def copy_statements(cql: str, source: DbTarget, into: DbTarget) -> list[str]:
+    """The statements that create `into` as a copy of the table `source`: the source keyspace's user
+    types (in the copy's keyspace) and the table under its new name, with a new table ID (the source's
+    is taken) and without indexes or views (their names are the source's)."""
+    statements = []
+    for statement in restore_statements(cql, source):
+        kind, _, name = object_name(statement)
+        if kind == "KEYSPACE":
+            continue
+        new_name = f'"{into.keyspace}"."{into.table if kind == "TABLE" else name}"'
+        statement = _CREATE_HEAD.sub(lambda m: m.group(1) + new_name, statement, count=1)
+        if kind == "TABLE":
+            statement = _TABLE_ID_CLAUSE.sub(lambda m: "WITH" if m.group(1).upper() == "AND" else ";", statement)
+        statements.append(statement)
+    return statements

@@ -1,6 +1,6 @@
 """Restores that meet a different cluster or a live table: replication the cluster cannot hold is
 refused before anything is downloaded and rewritten by --dc-map; a live table keeps its newer rows
-unless --truncate-first."""
+unless --truncate-first; --into loads the backup beside it."""
 from __future__ import annotations
 
 import pytest
@@ -72,6 +72,15 @@ def test_a_live_table_keeps_newer_rows_and_truncate_first_brings_the_backup_back
         now = {r.id: r.payload for r in session.execute(f"SELECT id, payload FROM {target}")}
     assert set(now) == set(range(120)) - set(range(50, 55))
     assert {now[i] for i in range(10)} == {"newer"} and now[10] == "p" * 100
+
+    # --into: the backup as it was, in a table of its own; the live table untouched.
+    copy = f"{keyspace}.{table}_copy"
+    summary = restore_snapshot(hosts=HOSTS, path=str(tmp_path / "copy"), db_target=target, into=copy)
+    assert summary["into"] == copy
+    with connect(cluster_block) as session:
+        copied = {r.id: r.payload for r in session.execute(f"SELECT id, payload FROM {copy}")}
+        live = {r.id: r.payload for r in session.execute(f"SELECT id, payload FROM {target}")}
+    assert copied == {i: "p" * 100 for i in range(100)} and live == now
 
     restore_snapshot(hosts=HOSTS, path=str(tmp_path / "truncated"), db_target=target, truncate_first=True)
     with connect(cluster_block) as session:

@@ -8,7 +8,8 @@ import pytest
 
 from dmf.core.errors import DmfError, InputError
 from dmf.core.restore_checks import (NodeDir, RingNode, absolute_path, check_full_covers_ring, check_hosts_in_ring,
-                                     check_outside_node_dirs)
+                                     check_into, check_outside_node_dirs)
+from dmf.core.targets import DbTarget
 from dmf.download import Fetch, safe_join
 from dmf.restore_plan import COMMITLOG_DIR, Plan, download_dirs
 
@@ -182,3 +183,16 @@ def test_a_full_of_some_of_the_clusters_nodes_is_refused_unless_allowed():
     assert "taken on 1 of this cluster's 3 nodes (not on 10.0.0.2, 10.0.0.3)" in str(refused.value)
     assert "--allow-host-subset" in str(refused.value) and "\n" not in str(refused.value)
     check_full_covers_ring(["10.0.0.1"], "20250101000000", three, allow_subset=True)
+
+
+@pytest.mark.parametrize("into, target, schema, replay, message", [
+    ("ks.copy", "ks", False, False, "must both be keyspace.table"),
+    ("ks", "ks.t", False, False, "must both be keyspace.table"),
+    ("ks.t", "ks.t", False, False, "is DB_TARGET itself"),
+    ("ks.copy", "ks.t", True, False, "leave --schema out"),
+    ("ks.copy", "ks.t", False, True, "into the original table only"),
+])
+def test_into_is_a_copy_of_one_table_under_another_name(into, target, schema, replay, message):
+    with pytest.raises(InputError, match=message):
+        check_into(DbTarget.parse(into), DbTarget.parse(target), schema, replay)
+    assert check_into(DbTarget.parse("ks2.c"), DbTarget.parse("ks.t"), False, False) == DbTarget("ks2", "c")

@@ -50,3 +50,14 @@ def test_chain_files_land_under_snapshot_host_and_set():
     assert sorted(str(f.dest) for f in plan.fetches) == [
         f"/restore/20250101120000/{h}/full/ks/t/nb-1-big-Data.db" for h in ("10.0.0.1", "10.0.0.2")]
     assert plan.commitlog_fetches == [] and plan.bytes == 20
+
+
+def test_into_loads_the_same_files_as_another_table():
+    catalog = Catalog.build(full("20250101120000"))
+    chain = resolve_chain(catalog, DbTarget.parse("ks.t"), ts("20250101130000"))
+    plan = plan_restore(chain, DbTarget.parse("ks.t"), ROOT, with_commitlogs=False, into=DbTarget("ks2", "copy"))
+    assert sorted(str(f.dest) for f in plan.fetches) == [
+        f"/restore/20250101120000/{h}/full/ks2/copy/nb-1-big-Data.db" for h in ("10.0.0.1", "10.0.0.2")]
+    assert {(u.keyspace, u.table, u.directory.parts[-2:]) for u in plan.units} == {("ks2", "copy", ("ks2", "copy"))}
+    assert {f.key for f in plan.fetches} == {f.key for f in plan_restore(chain, DbTarget.parse("ks.t"), ROOT,
+                                                                         with_commitlogs=False).fetches}
