@@ -275,6 +275,44 @@ def human_bytes(n: int) -> str:
     return f"{n} B"
 
 
+@backup_app.command("status")
+def backup_status_cmd(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report.")] = False,
+    repository_block: RepositoryBlock = DEFAULT_BLOCK,
+) -> None:
+    """Backup health at a glance: per target, the newest full and backup, commit logs per host, the
+    restorable window and recovery point lag; each dmf flow's last run; the newest verify and drill;
+    repository size and growth. Late or failed items are flagged; exit status 1 if any is."""
+    from dmf.flows.backup_status import backup_status
+    report = run_guarded(lambda: backup_status(repository_block=repository_block))
+    if as_json:
+        typer.echo(json.dumps(report, indent=1))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+        from rich.text import Text
+        console = Console(width=None if sys.stdout.isatty() else 240)
+        targets = Table("target", "hosts", "full (age)", "last backup (age)", "restorable until", "RPO lag", "flags")
+        for t in report["targets"]:
+            targets.add_row(Text(t["db_target"] or "(all)"), ",".join(t["hosts"]), f"{t['full']} ({t['full_age']})",
+                            f"{t['last_backup']} ({t['last_backup_age']})", t["restorable_until"],
+                            t["recovery_point_lag"], Text("; ".join(t["flags"]) or "ok"))
+        console.print(targets)
+        flows = Table("flow", "last run", "last completed", "flags")
+        for f in report["flows"]:
+            flows.add_row(f["flow"], f"{f['state']} {f['at'] or ''}", f["completed_at"] or "never",
+                          Text("; ".join(f["flags"]) or "ok"))
+        for c in report["checks"]:
+            flows.add_row(c["check"], c["at"] or "never", "", Text("; ".join(c["flags"]) or c["summary"]))
+        console.print(flows)
+        typer.echo(f"repository {human_bytes(report['repository_bytes'])}, "
+                   f"+{human_bytes(report['growth_bytes_7d'])} in 7 days")
+    if not report["healthy"]:
+        fail(f"{len(report['problems'])} problem(s): {'; '.join(report['problems'])}", 1)
+    if not as_json:
+        typer.echo("healthy")
+
+
 @backup_app.command("list")
 def backup_list_cmd(
     start_time: StartTime = None,

@@ -46,7 +46,8 @@ def test_deployments_and_schedules_registered(testbed):
             deployments[f"{flow.name}/{d.name}"] = d
         for name in ("backup-snapshot/on-demand", "backup-snapshot/incremental", "ship-commitlogs/every-minute",
                      "backup-registry/daily", "backup-list/on-demand", "restore-snapshot/restore",
-                     "backup-cleanup/weekly", "backup-verify/weekly", "backup-purge/daily", "restore-drill/weekly"):
+                     "backup-cleanup/weekly", "backup-verify/weekly", "backup-purge/daily", "restore-drill/weekly",
+                     "backup-status/every-15-minutes"):
             assert name in deployments, sorted(deployments)
         schedules = {name: client.read_deployment_schedules(deployments[name].id)
                      for name in ("backup-snapshot/incremental", "ship-commitlogs/every-minute", "backup-registry/daily",
