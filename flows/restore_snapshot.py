@@ -5,10 +5,8 @@ replayed to the second with replay_commitlogs, node by node) → downloaded file
 keep_files (fetched commit logs always stay)."""
 from __future__ import annotations
 
-import ipaddress
 import os
 import shlex
-import socket
 import time as clock
 from pathlib import Path
 from typing import Literal
@@ -19,13 +17,14 @@ from dmf.blocks import DEFAULT_BLOCK, CassandraCluster, S3Repository
 from dmf.core.catalog import Catalog, covers, resolve_chain
 from dmf.core.errors import DmfError, InputError
 from dmf.core.keys import SetKind, schema_key
-from dmf.core.restore_checks import (NodeDir, absolute_path, check_full_covers_ring, check_hosts_in_ring,
+from dmf.core.restore_checks import (absolute_path, check_full_covers_ring, check_hosts_in_ring,
                                      check_into, check_outside_node_dirs, datacenters)
 from dmf.core.topology import check_replay_nodes, fit_replication, parse_dc_map, parse_replication
 from dmf.core.targets import DbTarget, parse_hosts
 from dmf.core.timestamps import format_ts, parse_ts, utcnow
 from dmf.cql import NodeFacts
 from dmf.download import bytes_missing, check_destination, write_private
+from dmf.local import addresses_of, local_node_dirs
 from dmf.repository import Repository
 from dmf.reporting import publish_summary
 from dmf.restore_plan import COMMITLOG_DIR, download_dirs, plan_restore
@@ -59,44 +58,6 @@ def schema_cql(stored: bytes | None, plan) -> str:
     pieces = [(u.directory / "schema.cql").read_text() for u in plan.units
               if u.set_name == "full" and (u.directory / "schema.cql").exists()]
     return "\n".join(dict.fromkeys(pieces))
-
-
-def addresses_of(name: str) -> set[str]:
-    """The name itself and, for a host name, the addresses it resolves to on this machine."""
-    try:
-        ipaddress.ip_address(name)
-        return {name}
-    except ValueError:
-        pass
-    try:
-        return {name} | {str(info[4][0]) for info in socket.getaddrinfo(name, None)}
-    except OSError:
-        return {name}
-
-
-def is_local(address: str) -> bool:
-    """Whether `address` (an IP) is this machine's: only then can a socket bind to it."""
-    try:
-        family = socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
-        with socket.socket(family, socket.SOCK_DGRAM) as probe:
-            probe.bind((address, 0))
-        return True
-    except (ValueError, OSError):
-        return False
-
-
-def local_node_dirs(cluster: CassandraCluster) -> list[NodeDir]:
-    """The directories of the block's nodes that run on this machine, as named and as resolved here."""
-    dirs = []
-    for host in cluster.hosts:
-        if not any(is_local(a) for name in {host.address, host.ssh_address} for a in addresses_of(name)):
-            continue
-        named = [*((d, "data directory") for d in host.data_dirs), (host.commitlog_dir, "commit-log directory"),
-                 (host.commitlog_archive_dir, "commit-log archive directory"),
-                 (host.restore_staging_dir, "restore staging directory")]
-        dirs.extend(NodeDir(host.address, role, form) for path, role in named
-                    for form in dict.fromkeys((path, os.path.realpath(path))))
-    return dirs
 
 
 def replay(cluster: CassandraCluster, host_list: tuple[str, ...], plan, at, facts: dict[str, NodeFacts],

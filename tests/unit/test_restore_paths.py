@@ -159,7 +159,7 @@ def test_download_dirs_are_below_root_deepest_first_and_never_the_commit_logs():
 
 def test_only_nodes_on_this_machine_have_directories_to_avoid_as_named_and_as_resolved(tmp_path):
     from dmf.blocks import CassandraCluster, CassandraHost
-    from dmf.flows.restore_snapshot import local_node_dirs
+    from dmf.local import local_node_dirs
 
     disk = tmp_path / "disk1"
     disk.mkdir()
