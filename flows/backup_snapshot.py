@@ -123,9 +123,9 @@ def backup_snapshot(hosts: str | list[str] | None = None, db_target: str | None 
         incremental = previous is not None
         snapshot_ts = previous.snapshot_ts if incremental else now
         kind = "incremental" if incremental else "full"
-        why = "" if incremental else f" ({'--new' if new else why_full})"
-        logger.info("%s backup%s of %s on %s under %s", kind, why, target or "all keyspaces", ", ".join(host_list),
-                    format_ts(snapshot_ts))
+        why = "" if incremental else "--new" if new else why_full
+        logger.info("%s backup%s of %s on %s under %s", kind, f" ({why})" if why else "", target or "all keyspaces",
+                    ", ".join(host_list), format_ts(snapshot_ts))
         if schema is not None:
             repo.storage.put_bytes(schema_key(snapshot_ts), schema.encode(), "text/plain")
 
@@ -186,7 +186,7 @@ def backup_snapshot(hosts: str | list[str] | None = None, db_target: str | None 
     seconds = time.monotonic() - started
     transfers = [f.result() for f in uploads.values()]
     transfer_seconds = max(t.finished for t in transfers) - min(t.started for t in transfers)
-    summary = {"kind": kind, "why_full": why.strip(" ()"), "snapshot_ts": format_ts(snapshot_ts), "set_ts": format_ts(now),
+    summary = {"kind": kind, "why_full": why, "snapshot_ts": format_ts(snapshot_ts), "set_ts": format_ts(now),
                "hosts": list(host_list), "db_target": str(target), "files": files_count, "bytes": total,
                "seconds": round(seconds, 2), "transfer_seconds": round(transfer_seconds, 2),
                "mb_per_s": round(total / 1e6 / transfer_seconds, 2) if transfer_seconds > 0 else 0.0}
