@@ -102,6 +102,16 @@ class Repository:
                             refs.append(ref)
         return refs
 
+    def snapshot_catalog(self, snapshot_ts: datetime, kinds: Collection[SetKind] = DATA_KINDS) -> Catalog:
+        """The sets of `kinds` under one snapshot, manifests read."""
+        return self._catalog_of(self._sets_under([f"{format_ts(snapshot_ts)}/"], None, None, kinds, None))
+
+    def active_catalog(self, since: datetime, kinds: Collection[SetKind] = DATA_KINDS) -> Catalog:
+        """Every set of `kinds` of the snapshots that hold one written at or after `since`: the chains
+        still growing then, whole. Older snapshots cost a few listings each and no manifest read."""
+        active = sorted({ref.snapshot_ts for ref in self.set_prefixes(start=since, kinds=kinds)})
+        return self._catalog_of(self._sets_under([f"{format_ts(ts)}/" for ts in active], None, None, kinds, None))
+
     def read_manifest(self, ref: SetRef) -> Manifest | None:
         data = self.storage.get_bytes(ref.manifest_key, missing_ok=True)
         return None if data is None else Manifest.from_json(data, expected=ref)

@@ -3,6 +3,7 @@
     full:        list-backups → take-snapshot → upload-set → seal-set → clear-snapshot
                                   take-snapshot → list-superseded-backups → (after every host's seal-set) delete-uploaded-backups
     incremental: flush-and-list-backups → upload-set → seal-set → (after every host's seal-set) delete-uploaded-backups
+    deletes:     (after every host's seal-set, once) read-open-chains → per host select-deletable-backups → delete
 
 The seed's rule: incremental when `new` is false and a complete full snapshot of the same
 db-target and host set is in the bucket; otherwise a new full snapshot. Bounded: a chain that has
@@ -18,7 +19,7 @@ from prefect import allow_failure, flow, get_run_logger
 from dmf.blocks import DEFAULT_BLOCK, CassandraCluster, S3Repository
 from dmf.core.catalog import Group
 from dmf.core.errors import DmfError, InputError
-from dmf.core.keys import SetRef, schema_key
+from dmf.core.keys import SetKind, SetRef, schema_key
 from dmf.core.lifecycle import FullEvery
 from dmf.core.plan import CHAIN_IDLE, is_open
 from dmf.core.targets import DbTarget, parse_hosts
@@ -30,7 +31,8 @@ from dmf.reporting import publish_summary
 from dmf.storage import Storage
 from dmf.core.sweep import snapshot_tag
 from dmf.tasks.snapshot import (clear_leftover_snapshots, clear_snapshot, delete_files, flush_and_list_backups,
-                                list_backups, list_superseded_backups, select_deletable, take_snapshot)
+                                list_backups, list_superseded_backups, read_open_chains, select_deletable,
+                                take_snapshot)
 from dmf.tasks.sweep import abort_stale_uploads
 from dmf.tasks.upload import seal_set, upload_set
 
@@ -51,17 +53,23 @@ def check_target(target: DbTarget, tables: dict[str, list[str]]) -> None:
 def recent_history(repo: Repository, target: DbTarget, hosts: tuple[str, ...], now: datetime,
                    full_every: FullEvery) -> tuple[Group | None, str, list[Group]]:
     """The newest complete full of this target and host set if its chain goes on (the seed's rule), else
-    None and why not; and every data group read on the way to it: snapshots are read newest first, so a
-    run's cost does not grow with the history, and an incomplete set a failed run left is read (and
+    None and why not; and every data group read on the way to it. Snapshots are read newest first,
+    only their fulls' manifests until the lineage's full is found, then that chain whole: a run reads
+    back to its own chain, not the whole history. An incomplete set a failed run left is read (and
     cleaned) by the runs after it."""
     seen: list[Group] = []
-    for catalog in repo.newest_first():
-        seen.extend([*catalog.fulls, *catalog.increments])
-        full = catalog.latest_full_for_backup(target, hosts)
+    # Fulls only on the way (a few manifests per snapshot), then the found chain whole.
+    for fulls in repo.newest_first(kinds={SetKind.SNAPSHOT}):
+        seen.extend(fulls.fulls)
+        full = fulls.latest_full_for_backup(target, hosts)
         if full is not None:
+            catalog = repo.snapshot_catalog(full.snapshot_ts)
+            seen.extend(catalog.increments)
+            full = catalog.latest_full_for_backup(target, hosts) or full
             # An idle chain is closed: other chains' runs no longer keep the files it would need.
             if not is_open(catalog, full, now):
-                return None, f"the chain of {format_ts(full.snapshot_ts)} has been idle over {CHAIN_IDLE.days} days", seen
+                return None, (f"the chain of {format_ts(full.snapshot_ts)} has been idle over "
+                              f"{CHAIN_IDLE.days} days"), seen
             ended = full_every.due(full, catalog.increments_of(full), now)
             if ended:
                 return None, f"the chain of {format_ts(full.snapshot_ts)} has ended: {ended}", seen
@@ -161,9 +169,10 @@ def backup_snapshot(hosts: str | list[str] | None = None, db_target: str | None 
         # file, so a run that fails anywhere deletes nothing anywhere and the next run carries them all.
         # Nor a file another open chain of the node still needs (an ad-hoc `ks.t` chain beside `ks`'s).
         every_seal = list(sealed.values())
+        chains = read_open_chains.submit(repository, deletable, snapshot_ts, now, wait_for=every_seal)
+        finals.append(chains)
         for address in host_list:
-            removable = select_deletable.submit(repository, address, deletable[address], snapshot_ts, now,
-                                                wait_for=every_seal)
+            removable = select_deletable.submit(address, deletable[address], chains)
             finals.append(delete_files.submit(cluster, address, removable))
 
         failures = []

@@ -10,7 +10,7 @@ from dmf import sweep
 from dmf.blocks.s3_repository import S3Repository
 from dmf.core import plan
 from dmf.core.targets import DbTarget
-from dmf.repository import DATA_KINDS, Repository
+from dmf.repository import Repository
 from dmf.storage import Storage
 from dmf.node import Node, SourceFile
 from dmf.ssh import RemoteHost
@@ -92,23 +92,33 @@ def clear_leftover_snapshots(cluster: CassandraCluster, address: str, keep: str 
     return tags
 
 
-@task(name="select-deletable-backups", task_run_name="select-deletable-{address}", **TASK_DEFAULTS, **RETRY)
-def select_deletable(repository: S3Repository, address: str, files: list[SourceFile], own_snapshot: datetime,
-                     now: datetime) -> list[SourceFile]:
-    """Of the backups/ files this run holds, those every other open chain on the node holds too."""
-    if not files:
-        return []
+@task(name="read-open-chains", **TASK_DEFAULTS, **RETRY)
+def read_open_chains(repository: S3Repository, files: dict[str, list[SourceFile]], own_snapshot: datetime,
+                     now: datetime) -> dict[str, list[plan.ChainFiles]]:
+    """Per host with backups/ files to delete, what each other open chain holds of it: read once per
+    run, after every host's seal, from the chains active in the last CHAIN_IDLE only."""
+    if not any(files.values()):
+        return {}
     repo = Repository(Storage(repository))
-    catalog = repo.catalog(kinds=DATA_KINDS)
-    chains = []
-    for full in plan.open_chains(catalog, address, now, own_snapshot):
-        held: set[str] = set()
-        for group in [full, *catalog.increments_of(full)]:
-            info = group.sets.get(address)
-            if info is not None:
-                held.update(f.path for f in (info.manifest or repo.read_manifest(info.ref)).files)
-        chains.append(plan.ChainFiles(full.db_target, frozenset(held)))
-    removable = set(plan.deletable([f.relpath for f in files], chains))
+    catalog = repo.active_catalog(now - plan.CHAIN_IDLE)
+    chains: dict[str, list[plan.ChainFiles]] = {}
+    for address in files:
+        chains[address] = []
+        for full in plan.open_chains(catalog, address, now, own_snapshot):
+            held: set[str] = set()
+            for group in [full, *catalog.increments_of(full)]:
+                info = group.sets.get(address)
+                if info is not None:
+                    held.update(f.path for f in (info.manifest or repo.read_manifest(info.ref)).files)
+            chains[address].append(plan.ChainFiles(full.db_target, frozenset(held)))
+    return chains
+
+
+@task(name="select-deletable-backups", task_run_name="select-deletable-{address}", **TASK_DEFAULTS)
+def select_deletable(address: str, files: list[SourceFile],
+                     chains: dict[str, list[plan.ChainFiles]]) -> list[SourceFile]:
+    """Of the backups/ files this run holds, those every other open chain on the node holds too."""
+    removable = set(plan.deletable([f.relpath for f in files], chains.get(address, [])))
     kept = len(files) - len(removable)
     if kept:
         get_run_logger().info("%s: keeping %d backups/ file(s) that another open chain has not taken yet",
