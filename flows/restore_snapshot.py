@@ -167,9 +167,11 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
     # Read only the history the restore can use: snapshots newest first down to the one that
     # serves, then the commit-log batches since it.
     data, chain = None, None
-    for data in repo.newest_first(end=at):
-        chain = resolve_chain(data, target, at)
-        if chain is not None:
+    for fulls in repo.newest_first(end=at, kinds={SetKind.SNAPSHOT}):  # fulls' manifests only on the way
+        found = resolve_chain(fulls, target, at)
+        if found is not None:
+            data = repo.snapshot_catalog(found.full.snapshot_ts)
+            chain = resolve_chain(data, target, at)
             break
     if chain is None:
         raise explain_no_chain(repo.catalog(kinds={SetKind.SNAPSHOT}), target, at)

@@ -24,7 +24,7 @@ def test_without_async_a_relative_path_is_resolved_before_the_flow_starts(monkey
 
     def flow(**params):
         received.update(params)
-        return {"db_target": "ks.t", "time": "20250101120000", "snapshot_ts": "20250101110000", "increments": [],
+        return {"db_target": "ks.t", "into": None, "time": "20250101120000", "snapshot_ts": "20250101110000", "increments": [],
                 "hosts": ["127.0.0.1"], "files": 3, "bytes": 3072, "loaded": ["x"], "seconds": 1.0,
                 "path": params["path"], "path_peak_bytes": 5 * 2**20, "kept_files": False, "removed_files": 3,
                 "commitlog_dir": None, "commitlog_segments": 0, "replayed_mutations": {}}
