@@ -164,12 +164,13 @@ def purge_plan(catalog: Catalog, policy: RetentionPolicy, now: datetime, grace: 
                  for info in group.sets.values()
                  if not info.problem and info.ref.time < now - grace]
     gone = {info.ref.prefix for g in expired for info in g.sets.values()} | {ref.prefix for ref in abandoned}
-    still_held = {info.ref.snapshot_ts for group in catalog.all_groups() for info in group.sets.values()
+    with_sets = {info.ref.snapshot_ts for g in catalog.all_groups() for info in g.sets.values()}
+    still_held = {info.ref.snapshot_ts for g in catalog.all_groups() for info in g.sets.values()
                   if info.ref.prefix not in gone}
-    # A snapshot prefix may hold only its schema and index (a rerun after a purge cut off before their
-    # delete): they go too, once past the grace, since a backup run writes its schema before its sets.
-    emptied = sorted({*snapshots, *(info.ref.snapshot_ts for g in catalog.all_groups() for info in g.sets.values())}
-                     - still_held)
+    # A snapshot this purge empties loses its schema and index with its last set. One that holds no set
+    # at all (a rerun after a purge cut off before that delete, or a backup that wrote its schema and
+    # has not sealed a set yet) loses them only past the grace.
+    emptied = sorted((with_sets - still_held) | {ts for ts in snapshots if ts not in with_sets and ts < now - grace})
     return PurgePlan(tuple(retained), tuple(expired), tuple(abandoned), oldest_kept,
-                     sum(g.bytes for g in expired), tuple(ts for ts in emptied if ts < now - grace))
+                     sum(g.bytes for g in expired), tuple(emptied))
 
