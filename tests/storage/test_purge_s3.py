@@ -5,12 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from moto import mock_aws
-from prefect_aws import AwsCredentials
-from pydantic import SecretStr
 
 from dmf import purge
-from dmf.blocks import S3Repository
 from dmf.core.catalog import resolve_chain
 from dmf.core.keys import SetRef, catalog_key, schema_key
 from dmf.core.lifecycle import RetentionPolicy, purge_plan
@@ -18,7 +14,8 @@ from dmf.core.manifest import FileEntry, Manifest
 from dmf.core.targets import DbTarget
 from dmf.core.timestamps import parse_ts
 from dmf.repository import Repository
-from dmf.storage import Storage
+
+from .helpers import moto_repository
 
 HOSTS = ("10.0.0.1", "10.0.0.2")
 IDS = {h: f"4a1a7505-0842-4a5c-a7fc-0baf0bb43b1{i}" for i, h in enumerate(HOSTS)}
@@ -47,7 +44,6 @@ def put_set(s3, ref: SetRef, host: str, *, sealed: bool = True) -> None:
 
 def seed(s3) -> None:
     """Three weekly chains of two hosts, two increments each, a batch per host per day; a failed increment."""
-    s3.create_bucket(Bucket="dmf-purge")
     for full in FULLS:
         s3.put_object(Bucket="dmf-purge", Key=schema_key(full), Body=b"CREATE KEYSPACE ks ...")
         for host in HOSTS:
@@ -62,12 +58,9 @@ def seed(s3) -> None:
 
 @pytest.fixture
 def repo():
-    with mock_aws():
-        block = S3Repository(bucket="dmf-purge", credentials=AwsCredentials(
-            aws_access_key_id="testing", aws_secret_access_key=SecretStr("testing"), region_name="us-east-1"))
-        storage = Storage(block)
-        seed(storage.s3)
-        yield Repository(storage)
+    with moto_repository("dmf-purge") as repository:
+        seed(repository.storage.s3)
+        yield repository
 
 
 def keys(repo: Repository) -> set[str]:

@@ -6,17 +6,14 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
-from moto import mock_aws
-from prefect_aws import AwsCredentials
-from pydantic import SecretStr
 
-from dmf.blocks import S3Repository
 from dmf.core.keys import SetRef
 from dmf.core.manifest import FileEntry, Manifest
 from dmf.core.targets import DbTarget
 from dmf.core.timestamps import format_ts, parse_ts
 from dmf.repository import Repository
-from dmf.storage import Storage
+
+from .helpers import moto_repository
 
 NOW = parse_ts("20260301000000")
 HOST = "10.0.0.1"
@@ -31,19 +28,15 @@ def put(s3, ref: SetRef, target: str) -> None:
 
 @pytest.fixture
 def repo():
-    with mock_aws():
-        block = S3Repository(bucket="dmf-reads", credentials=AwsCredentials(
-            aws_access_key_id="testing", aws_secret_access_key=SecretStr("testing"), region_name="us-east-1"))
-        storage = Storage(block)
-        s3 = storage.s3
-        s3.create_bucket(Bucket="dmf-reads")
+    with moto_repository("dmf-reads") as repository:
+        s3 = repository.storage.s3
         put(s3, SetRef.snapshot(OLD, HOST), "ks")                                  # ended 59 days ago
         put(s3, SetRef.incremental(OLD, HOST, OLD + timedelta(days=1)), "ks")
         put(s3, SetRef.snapshot(ACTIVE, HOST), "ks.t")                             # still growing
         put(s3, SetRef.incremental(ACTIVE, HOST, ACTIVE + timedelta(days=1)), "ks.t")
         put(s3, SetRef.incremental(ACTIVE, HOST, NOW - timedelta(days=1)), "ks.t")
         put(s3, SetRef.snapshot(NEW, HOST), "ks")
-        yield Repository(storage)
+        yield repository
 
 
 def manifest_gets(repo: Repository) -> Counter:
