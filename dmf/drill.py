@@ -2,7 +2,6 @@
 clear the snapshot Cassandra's auto_snapshot takes of it on every node."""
 from __future__ import annotations
 
-import logging
 import posixpath
 
 from cassandra.query import SimpleStatement
@@ -14,7 +13,6 @@ from dmf.cql import connect
 from dmf.node import Node
 from dmf.ssh import RemoteHost
 
-log = logging.getLogger(__name__)
 NON_FROZEN_COLLECTION = ("list<", "set<", "map<")
 
 
