@@ -8,7 +8,7 @@ from typing import Any, Literal
 from botocore.config import Config
 from prefect.blocks.core import Block
 from prefect_aws import AwsCredentials
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from dmf.core.lifecycle import FullEvery
 
@@ -52,6 +52,17 @@ class S3Repository(Block):
     signature_version: Literal["s3v4", "s3"] = Field(
         default="s3v4", description="Request signing: s3v4 (SigV4, every current store); s3 (SigV2) for old ones.")
 
+    # Encryption at rest by the store, applied to every object dmf writes (presigned node uploads too).
+    sse: Literal["none", "AES256", "aws:kms", "SSE-C"] = Field(
+        default="none",
+        description="Server-side encryption: none (the bucket's default applies), AES256 (SSE-S3), aws:kms "
+                    "(SSE-KMS, with kms_key_id or the account's S3 key), SSE-C (sse_customer_key; S3 keeps no "
+                    "copy of the key, so losing it loses the backups).")
+    kms_key_id: str | None = Field(default=None, description="KMS key (id, ARN or alias) for sse: aws:kms.")
+    sse_customer_key: SecretStr | None = Field(
+        default=None, description="For sse: SSE-C, the 256-bit key, base64-encoded. Sent with every request; "
+                                  "never logged.")
+
     # The lifecycle (dmf.core.lifecycle): chains end, old ones are purged.
     full_every: str = Field(
         default="7d",
@@ -71,6 +82,56 @@ class S3Repository(Block):
     def _valid_full_every(cls, value: str) -> str:
         FullEvery.parse(value)
         return value
+
+    @model_validator(mode="after")
+    def _valid_sse(self) -> "S3Repository":
+        if self.sse == "SSE-C":
+            if self.sse_customer_key is None:
+                raise ValueError("sse: SSE-C needs sse_customer_key (a base64-encoded 256-bit key)")
+            try:
+                key = base64.b64decode(self.sse_customer_key.get_secret_value(), validate=True)
+            except ValueError:
+                key = b""
+            if len(key) != 32:
+                raise ValueError("sse_customer_key must be 32 bytes, base64-encoded")
+        if self.kms_key_id and self.sse != "aws:kms":
+            raise ValueError("kms_key_id is only used with sse: aws:kms")
+        return self
+
+    def _customer_key(self) -> bytes:
+        return base64.b64decode(self.sse_customer_key.get_secret_value())  # type: ignore[union-attr]
+
+    def write_params(self) -> dict:
+        """boto3 parameters of a request that creates an object (PutObject, CreateMultipartUpload)."""
+        if self.sse == "AES256":
+            return {"ServerSideEncryption": "AES256"}
+        if self.sse == "aws:kms":
+            return {"ServerSideEncryption": "aws:kms", **({"SSEKMSKeyId": self.kms_key_id} if self.kms_key_id else {})}
+        return self.key_params()
+
+    def key_params(self) -> dict:
+        """boto3 parameters of every request that reads an object or sends a part: SSE-C's key."""
+        if self.sse != "SSE-C":
+            return {}
+        return {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": self._customer_key()}
+
+    def write_headers(self) -> dict[str, str]:
+        """write_params as HTTP headers, for a node's presigned PUT (they are signed into the URL)."""
+        if self.sse == "AES256":
+            return {"x-amz-server-side-encryption": "AES256"}
+        if self.sse == "aws:kms":
+            return {"x-amz-server-side-encryption": "aws:kms",
+                    **({"x-amz-server-side-encryption-aws-kms-key-id": self.kms_key_id} if self.kms_key_id else {})}
+        return self.key_headers()
+
+    def key_headers(self) -> dict[str, str]:
+        """key_params as HTTP headers, for a node's presigned part upload."""
+        if self.sse != "SSE-C":
+            return {}
+        key = self._customer_key()
+        return {"x-amz-server-side-encryption-customer-algorithm": "AES256",
+                "x-amz-server-side-encryption-customer-key": base64.b64encode(key).decode(),
+                "x-amz-server-side-encryption-customer-key-md5": base64.b64encode(hashlib.md5(key).digest()).decode()}
 
     def client(self, endpoint_url: str | None = None) -> Any:
         """A boto3 S3 client sized for `max_concurrency` transfers (boto3 clients are thread-safe)."""
@@ -98,9 +159,12 @@ class S3Repository(Block):
 
     def features_sent(self) -> str:
         """The optional S3 features this repository's requests use: what a store may refuse."""
+        features = []
         if self.checksum_mode == "when_supported":
-            return "additional checksums (checksum_mode: when_supported)"
-        return "none beyond plain S3"
+            features.append("additional checksums (checksum_mode: when_supported)")
+        if self.sse != "none":
+            features.append(f"server-side encryption (sse: {self.sse})")
+        return ", ".join(features) or "none beyond plain S3"
 
 
 def _content_md5_instead_of_crc32(request: Any, **_: Any) -> None:

@@ -4,14 +4,16 @@ library only (Python 3.6+), since it runs on the node's own python3 (the one cql
 
 Protocol, one JSON object per line:
   stdin   header {"endpoint": [host, port], "tls": bool, "concurrency": n}, then one job per file:
-          {"id", "path", "size", "part_size", "urls": [presigned PUT URL, or one per part]}
+          {"id", "path", "size", "part_size", "urls": [presigned PUT URL, or one per part], "headers"}
   stdout  {"ready": true} or {"unreachable": reason} after probing the endpoint; then
-          {"progress": bytes} per part, and per file {"id", "sha256", "md5s"} or {"id", "error"}.
+          {"progress": bytes} per part, and per file {"id", "sha256", "md5s", "etags"} or {"id", "error"}.
 
 Each file is read once, in order (its SHA-256 for the manifest); its parts go in parallel on
 `concurrency` uploaders, and a part is read only when one of `concurrency` slots is free, so memory
 is bounded by part size x concurrency. Every part carries Content-MD5 and its returned ETag must
-equal that MD5. The URLs grant writes: they are read from stdin only, and never printed.
+equal that MD5, unless S3 says the part is encrypted with KMS or a customer key (then the ETag is
+not an MD5, and the manager verifies the object another way). The URLs, and the encryption headers
+signed into them (an SSE-C key), grant access: they are read from stdin only, and never printed.
 """
 import base64
 import hashlib
@@ -65,7 +67,7 @@ class Uploader(threading.Thread):
                     # Hashed here, in parallel with the reader's SHA-256 (hashlib releases the GIL).
                     md5 = hashlib.md5(data).digest()
                     job.md5s[number - 1] = md5
-                    self.put(job.urls[number - 1], data, md5)
+                    job.etags[number - 1] = self.put(job.urls[number - 1], data, md5, job.headers)
                     emit({"progress": len(data)})
             except Exception as exc:  # noqa: BLE001 — reported for the file, the agent goes on
                 job.fail("part %d: %s" % (number, exc))
@@ -81,10 +83,12 @@ class Uploader(threading.Thread):
             self.conn = cls(url.hostname, url.port, timeout=TIMEOUT_S, **kwargs)
         return self.conn
 
-    def put(self, raw_url, data, md5):
+    def put(self, raw_url, data, md5, extra_headers):
+        """The part's ETag, once S3 has stored it."""
         url = urllib.parse.urlsplit(raw_url)
         target = url.path + "?" + url.query
         headers = {"Content-Length": str(len(data)), "Content-MD5": base64.b64encode(md5).decode()}
+        headers.update(extra_headers)
         for attempt in range(1, ATTEMPTS + 1):
             try:
                 conn = self.connect(url)
@@ -93,9 +97,9 @@ class Uploader(threading.Thread):
                 body = response.read()
                 if response.status == 200:
                     etag = (response.getheader("ETag") or "").strip('"')
-                    if etag != md5.hex():
+                    if etag != md5.hex() and not _opaque_etag(response):
                         raise PartFailed("S3 stored ETag %s, not the MD5 of the bytes sent" % etag)
-                    return
+                    return etag
                 reason = _s3_code(body) or response.reason
                 if response.status < 500 and response.status not in (400, 408, 429):
                     raise PartFailed("HTTP %d %s" % (response.status, reason))
@@ -113,6 +117,12 @@ class Uploader(threading.Thread):
             self.conn = None
 
 
+def _opaque_etag(response):
+    """S3's ETag is not an MD5 under SSE-KMS and SSE-C."""
+    return ((response.getheader("x-amz-server-side-encryption") or "").startswith("aws:kms")
+            or bool(response.getheader("x-amz-server-side-encryption-customer-algorithm")))
+
+
 def _s3_code(body):
     text = body[:2000].decode("utf-8", "replace")
     start = text.find("<Code>")
@@ -122,13 +132,14 @@ def _s3_code(body):
 class Job:
     def __init__(self, spec):
         self.id, self.path, self.size = spec["id"], spec["path"], spec["size"]
-        self.part_size, self.urls = spec["part_size"], spec["urls"]
+        self.part_size, self.urls, self.headers = spec["part_size"], spec["urls"], spec.get("headers", {})
         self.error = None
         self.failed = False
         self._pending = 1  # the reader's own share: the result waits for it too
         self._lock = threading.Lock()
         self.sha256 = hashlib.sha256()
         self.md5s = [None] * len(self.urls)
+        self.etags = [None] * len(self.urls)
 
     def fail(self, error):
         with self._lock:
@@ -148,7 +159,8 @@ class Job:
             if self.error is not None:
                 emit({"id": self.id, "error": self.error})
             else:
-                emit({"id": self.id, "sha256": self.sha256.hexdigest(), "md5s": [m.hex() for m in self.md5s]})
+                emit({"id": self.id, "sha256": self.sha256.hexdigest(), "md5s": [m.hex() for m in self.md5s],
+                      "etags": self.etags})
 
 
 def read_jobs(parts, slots, no_more_jobs):

@@ -116,7 +116,7 @@ class NodeUpload:
                         pending[number] = upload  # from here on, a failure aborts its multipart upload
                     urls = self._open(upload)
                     job = {"id": number, "path": source.path, "size": source.size, "part_size": upload.part_size,
-                           "urls": urls}
+                           "urls": urls, "headers": self._headers(upload)}
                     self._channel.sendall(json.dumps(job).encode() + b"\n")
             except Exception as exc:  # noqa: BLE001 — reported with the agent's own errors below
                 with lock:
@@ -134,7 +134,7 @@ class NodeUpload:
             if error is None:
                 md5s = [bytes.fromhex(m) for m in message["md5s"]]
                 try:
-                    self._seal(upload, md5s)
+                    self._seal(upload, md5s, message["etags"], message["sha256"])
                     with lock:
                         entries.append(FileEntry(upload.source.relpath, upload.source.size, message["sha256"]))
                     return
@@ -187,17 +187,23 @@ class NodeUpload:
         expiry = url_expiry_s(upload.source.size)
         if upload.source.size <= upload.part_size:
             return [self.storage.presign_put(upload.key, expiry, self._presigner)]
-        upload.upload_id = self.storage.create_multipart(upload.key)
+        upload.upload_id = self.storage.create_multipart(upload.key, checksums=False)
         return [self.storage.presign_part(upload.key, upload.upload_id, n, expiry, self._presigner)
                 for n in range(1, math.ceil(upload.source.size / upload.part_size) + 1)]
 
-    def _seal(self, upload: _Upload, md5s: list[bytes]) -> None:
-        """Checks the stored object against the MD5s of what the node read (completing a multipart upload)."""
+    def _headers(self, upload: _Upload) -> dict[str, str]:
+        """The encryption headers signed into the file's URLs, which the node must send with them."""
+        repository = self.storage.repository
+        return repository.write_headers() if upload.upload_id is None else repository.key_headers()
+
+    def _seal(self, upload: _Upload, md5s: list[bytes], etags: list[str], sha256: str) -> None:
+        """Verifies the stored object against what the node read (completing a multipart upload with
+        the part ETags S3 gave the node: MD5s, unless the store encrypts with KMS or SSE-C)."""
         if upload.upload_id is None:
-            self.storage.verify(upload.key, None, md5s[0].hex(), upload.source.size)
+            self.storage.verify(upload.key, etags[0], md5s[0].hex(), upload.source.size, sha256)
         else:
-            parts = [{"PartNumber": n, "ETag": f'"{m.hex()}"'} for n, m in enumerate(md5s, 1)]
-            self.storage.complete_multipart(upload.key, upload.upload_id, parts, md5s, upload.source.size)
+            parts = [{"PartNumber": n, "ETag": f'"{etag}"'} for n, etag in enumerate(etags, 1)]
+            self.storage.complete_multipart(upload.key, upload.upload_id, parts, md5s, upload.source.size, sha256)
 
     def _abort(self, upload: _Upload) -> None:
         if upload.upload_id is not None:

@@ -1,12 +1,15 @@
 """S3 operations the product needs, over an `S3Repository` block: streamed, verified transfers.
 
-Verification does not depend on optional S3 checksum features: every object's ETag is computed
-locally while the bytes stream (MD5 for a single PUT, MD5 of the part MD5s for multipart) and
-compared with what S3 reports, together with the size. The SHA-256 of the whole file goes into
+Every object is verified after it is written, by its size and the strongest check the store
+allows: its SHA-256 additional checksum where the store keeps one (checksum_mode: when_supported);
+else its ETag, computed locally while the bytes stream (MD5 for a single PUT, MD5 of the part MD5s
+for multipart), where the ETag is an MD5, i.e. the object is not encrypted with SSE-KMS or SSE-C;
+else by reading the object back and comparing its SHA-256. The SHA-256 of the whole file goes into
 the set's manifest for the restore to check.
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
 import math
@@ -50,6 +53,19 @@ def part_size_for(size: int, preferred: int) -> int:
 
 def multipart_etag(part_md5s: list[bytes]) -> str:
     return f"{hashlib.md5(b''.join(part_md5s)).hexdigest()}-{len(part_md5s)}"
+
+
+def sha256_checksum(part_sha256s: list[bytes], multipart: bool) -> str:
+    """The object's x-amz-checksum-sha256 as S3 reports it: the bytes' SHA-256, or for multipart the
+    SHA-256 of the parts' SHA-256s with the part count."""
+    if not multipart:
+        return base64.b64encode(part_sha256s[0]).decode()
+    return f"{base64.b64encode(hashlib.sha256(b''.join(part_sha256s)).digest()).decode()}-{len(part_sha256s)}"
+
+
+def etag_is_md5(head: dict) -> bool:
+    """Whether the object's ETag is an MD5 of its bytes: not under SSE-KMS (or DSSE-KMS) nor SSE-C."""
+    return not (str(head.get("ServerSideEncryption", "")).startswith("aws:kms") or head.get("SSECustomerAlgorithm"))
 
 
 class _Rechunker:
@@ -120,6 +136,9 @@ class Storage:
         self.repository = repository
         self.bucket = repository.bucket
         self.s3 = client or repository.client()
+        self._checksums = repository.checksum_mode == "when_supported"
+        self._write = repository.write_params()
+        self._key = repository.key_params()
 
     def _fail(self, action: str, key: str, exc: Exception) -> StorageError:
         if isinstance(exc, ClientError):
@@ -128,7 +147,7 @@ class Storage:
                 return StorageError(
                     f"S3 {action} s3://{self.bucket}/{key}: the store does not implement a feature of the "
                     f"request ({err.get('Message', '').strip()}); optional features in use: "
-                    f"{self.repository.features_sent()} (see the repository block's checksum_mode)")
+                    f"{self.repository.features_sent()} (see the repository block's checksum_mode and sse)")
             detail = f"{err.get('Code', '?')}: {err.get('Message', '')}".strip()
         else:
             detail = str(exc)
@@ -166,7 +185,8 @@ class Storage:
 
     def head(self, key: str) -> dict | None:
         try:
-            return self.s3.head_object(Bucket=self.bucket, Key=key)
+            return self.s3.head_object(Bucket=self.bucket, Key=key, **self._key,
+                                       **({"ChecksumMode": "ENABLED"} if self._checksums else {}))
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return None
@@ -193,24 +213,33 @@ class Storage:
             sha256.update(part)
             whole_md5.update(part)
             md5s.append(hashlib.md5(part).digest())
+        if not etag_is_md5(head):
+            return None  # not comparable without reading the object back: upload it again
         etag = head["ETag"].strip('"')
         matches = etag == whole_md5.hexdigest() or (len(md5s) > 1 and etag == multipart_etag(md5s))
         return StoredObject(key, size, sha256.hexdigest()) if matches else None
 
     # ---- small objects ------------------------------------------------------------------
     def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> StoredObject:
-        sha256 = hashlib.sha256(data).hexdigest()
+        digest = hashlib.sha256(data)
         try:
             response = self.s3.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type,
-                                          Metadata={SHA256_META: sha256})
+                                          Metadata={SHA256_META: digest.hexdigest()}, **self._write,
+                                          **self._checksum_request(digest.digest()))
         except (ClientError, BotoCoreError) as exc:
             raise self._fail("put", key, exc) from None
-        self.verify(key, response.get("ETag"), hashlib.md5(data).hexdigest(), len(data))
-        return StoredObject(key, len(data), sha256)
+        self.verify(key, response.get("ETag"), hashlib.md5(data).hexdigest(), len(data), digest.hexdigest(),
+                    sha256_checksum([digest.digest()], multipart=False))
+        return StoredObject(key, len(data), digest.hexdigest())
+
+    def _checksum_request(self, sha256: bytes) -> dict:
+        if not self._checksums:
+            return {}
+        return {"ChecksumAlgorithm": "SHA256", "ChecksumSHA256": base64.b64encode(sha256).decode()}
 
     def get_bytes(self, key: str, missing_ok: bool = False) -> bytes | None:
         try:
-            return self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            return self.s3.get_object(Bucket=self.bucket, Key=key, **self._key)["Body"].read()
         except ClientError as exc:
             if missing_ok and exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                 return None
@@ -240,24 +269,26 @@ class Storage:
         parts = parts or PartPool(1, inline=True)
         upload_id = self.create_multipart(key)
 
-        def send(number: int, part: bytes) -> dict:
-            response = self.s3.upload_part(Bucket=self.bucket, Key=key, UploadId=upload_id,
-                                           PartNumber=number, Body=part)
+        def send(number: int, part: bytes, part_sha256: bytes) -> dict:
+            response = self.s3.upload_part(Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number,
+                                           Body=part, **self._key, **self._checksum_request(part_sha256))
             if progress:
                 progress(len(part))
-            return {"PartNumber": number, "ETag": response["ETag"]}
+            checksum = {"ChecksumSHA256": base64.b64encode(part_sha256).decode()} if self._checksums else {}
+            return {"PartNumber": number, "ETag": response["ETag"], **checksum}
 
         futures: list[Future] = []
         failed = threading.Event()
         try:
-            md5s, total = [], 0
+            md5s, part_sha256s, total = [], [], 0
             source, number = iter(_Rechunker(chunks, part_size)), 0
             while (part := parts.read_part(source)) is not None:
                 number += 1
                 sha256.update(part)
                 md5s.append(hashlib.md5(part).digest())
+                part_sha256s.append(hashlib.sha256(part).digest() if self._checksums else b"")
                 total += len(part)
-                futures.append(parts.submit(send, number, part))
+                futures.append(parts.submit(send, number, part, part_sha256s[-1]))
                 futures[-1].add_done_callback(lambda f: f.cancelled() or f.exception() is None or failed.set())
                 del part  # held by the upload now; this thread must not keep it alive while reading on
                 if failed.is_set():
@@ -265,7 +296,8 @@ class Storage:
             uploaded = [f.result() for f in futures]
             if total != size:
                 raise VerificationError(f"{key}: read {total} bytes, expected {size} (file changed?)")
-            self.complete_multipart(key, upload_id, uploaded, md5s, size)
+            self.complete_multipart(key, upload_id, uploaded, md5s, size, sha256.hexdigest(),
+                                    sha256_checksum(part_sha256s, multipart=True) if self._checksums else None)
         except BaseException as exc:
             for future in futures:
                 future.cancel()
@@ -277,32 +309,36 @@ class Storage:
         return StoredObject(key, size, sha256.hexdigest())
 
     # ---- multipart, for parts sent by this process or by a node ---------------------------
-    def create_multipart(self, key: str) -> str:
+    def create_multipart(self, key: str, checksums: bool = True) -> str:
+        """`checksums`: every part will carry its SHA-256 (when the repository sends checksums at all);
+        a node's presigned parts cannot, since a URL is signed before its part is read."""
         try:
-            return self.s3.create_multipart_upload(Bucket=self.bucket, Key=key)["UploadId"]
+            return self.s3.create_multipart_upload(
+                Bucket=self.bucket, Key=key, **self._write,
+                **({"ChecksumAlgorithm": "SHA256"} if checksums and self._checksums else {}))["UploadId"]
         except (ClientError, BotoCoreError) as exc:
             raise self._fail("create multipart upload", key, exc) from None
 
     def presign_put(self, key: str, expires_s: int, client: Any | None = None) -> str:
         """A URL that lets its holder (a node) PUT the object, until it expires: a credential, never logged."""
         return (client or self.s3).generate_presigned_url(
-            "put_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_s)
+            "put_object", Params={"Bucket": self.bucket, "Key": key, **self._write}, ExpiresIn=expires_s)
 
     def presign_part(self, key: str, upload_id: str, number: int, expires_s: int, client: Any | None = None) -> str:
         """As presign_put, for one part of a multipart upload."""
         return (client or self.s3).generate_presigned_url(
-            "upload_part", Params={"Bucket": self.bucket, "Key": key, "UploadId": upload_id, "PartNumber": number},
-            ExpiresIn=expires_s)
+            "upload_part", Params={"Bucket": self.bucket, "Key": key, "UploadId": upload_id, "PartNumber": number,
+                                   **self._key}, ExpiresIn=expires_s)
 
     def complete_multipart(self, key: str, upload_id: str, parts: list[dict], part_md5s: list[bytes],
-                           size: int) -> None:
-        """Completes the upload, then checks the object's size, and its ETag against the parts' MD5s."""
+                           size: int, sha256: str, checksum: str | None = None) -> None:
+        """Completes the upload, then verifies the object (see `verify`)."""
         try:
             response = self.s3.complete_multipart_upload(
-                Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts})
+                Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}, **self._key)
         except (ClientError, BotoCoreError) as exc:
             raise self._fail("complete multipart upload", key, exc) from None
-        self.verify(key, response.get("ETag"), multipart_etag(part_md5s), size)
+        self.verify(key, response.get("ETag"), multipart_etag(part_md5s), size, sha256, checksum)
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
         try:
@@ -310,22 +346,36 @@ class Storage:
         except (ClientError, BotoCoreError):
             log.warning("could not abort multipart upload of %s; the bucket's lifecycle rule should", key)
 
-    def verify(self, key: str, etag: str | None, expected_etag: str, size: int) -> None:
-        """Checks the stored object's size, and its ETag (`etag` if S3 just returned it) against the bytes'."""
+    def verify(self, key: str, etag: str | None, expected_etag: str, size: int, sha256: str,
+               checksum: str | None = None) -> None:
+        """Checks the stored object's size, then its SHA-256 checksum (`checksum`, when one was sent and
+        the store kept it), else its ETag (`etag` if S3 just returned it) where that is an MD5, else
+        the SHA-256 of the object read back."""
         head = self.head(key)
         if head is None or head["ContentLength"] != size:
             got = None if head is None else head["ContentLength"]
             raise VerificationError(f"s3://{self.bucket}/{key}: stored size {got}, expected {size}")
-        stored = (etag or head.get("ETag", "")).strip('"')
-        if stored != expected_etag:
-            raise VerificationError(f"s3://{self.bucket}/{key}: ETag {stored} does not match the bytes sent")
+        if checksum is not None and head.get("ChecksumSHA256"):
+            # Compared without the "-<parts>" suffix of a multipart checksum, which some stores omit.
+            if head["ChecksumSHA256"].split("-")[0] != checksum.split("-")[0]:
+                raise VerificationError(f"s3://{self.bucket}/{key}: SHA-256 checksum does not match the bytes sent")
+        elif etag_is_md5(head):
+            stored = (etag or head.get("ETag", "")).strip('"')
+            if stored != expected_etag:
+                raise VerificationError(f"s3://{self.bucket}/{key}: ETag {stored} does not match the bytes sent")
+        else:
+            read_back = hashlib.sha256()
+            for chunk in self.iter_object(key):
+                read_back.update(chunk)
+            if read_back.hexdigest() != sha256:
+                raise VerificationError(f"s3://{self.bucket}/{key}: the object read back does not match the bytes sent")
 
     # ---- streamed download --------------------------------------------------------------
     def iter_object(self, key: str, chunk: int = MIB, byte_range: tuple[int, int] | None = None) -> Iterator[bytes]:
         """The object's bytes, or those in [start, end) of it, in chunks."""
         ranged = {"Range": f"bytes={byte_range[0]}-{byte_range[1] - 1}"} if byte_range else {}
         try:
-            body = self.s3.get_object(Bucket=self.bucket, Key=key, **ranged)["Body"]
+            body = self.s3.get_object(Bucket=self.bucket, Key=key, **ranged, **self._key)["Body"]
             yield from body.iter_chunks(chunk)
         except (ClientError, BotoCoreError) as exc:
             raise self._fail("get", key, exc) from None

@@ -62,11 +62,12 @@ def test_multipart_and_empty_files_arrive_whole(storage, tmp_path):
     assert results[0]["sha256"] == hashlib.sha256(big.read_bytes()).hexdigest()
     md5s = [bytes.fromhex(m) for m in results[0]["md5s"]]
     assert len(md5s) == 3
+    assert results[0]["etags"] == [m.hex() for m in md5s]
     storage.complete_multipart("agent-test/big", upload_id,
-                               [{"PartNumber": n, "ETag": f'"{m.hex()}"'} for n, m in enumerate(md5s, 1)],
-                               md5s, big.stat().st_size)
+                               [{"PartNumber": n, "ETag": f'"{e}"'} for n, e in enumerate(results[0]["etags"], 1)],
+                               md5s, big.stat().st_size, results[0]["sha256"])
     assert storage.get_bytes("agent-test/big") == big.read_bytes()
-    storage.verify("agent-test/empty", None, results[1]["md5s"][0], 0)
+    storage.verify("agent-test/empty", None, results[1]["md5s"][0], 0, results[1]["sha256"])
     assert results[1]["sha256"] == hashlib.sha256(b"").hexdigest()
 
 
@@ -93,3 +94,23 @@ def test_endpoint_without_trusted_tls_is_unreachable(storage):
     """The bed's S3 speaks plain HTTP: a TLS handshake with it fails, as with an untrusted certificate."""
     messages = run_agent(endpoint_of(storage), [], tls=True)
     assert list(messages[0]) == ["unreachable"] and len(messages) == 1
+
+
+def test_encrypted_uploads_send_the_headers_signed_into_their_urls(moto_repository, tmp_path):
+    """s3proxy refuses server-side encryption (NotImplemented), so this runs on moto only."""
+    storage = Storage(moto_repository.model_copy(update={"sse": "AES256"}))
+    big, small = tmp_path / "big", tmp_path / "small"
+    big.write_bytes(os.urandom(2 * PART + 1))
+    small.write_bytes(b"x" * 100)
+    job, upload_id = multipart_job(storage, "agent-sse/big", big, big.stat().st_size)
+    job["headers"] = storage.repository.key_headers()
+    small_job = {"id": 1, "path": str(small), "size": 100, "part_size": PART,
+                 "urls": [storage.presign_put("agent-sse/small", 600)], "headers": storage.repository.write_headers()}
+    results = {m["id"]: m for m in run_agent(endpoint_of(storage), [job, small_job]) if "id" in m}
+    storage.complete_multipart("agent-sse/big", upload_id,
+                               [{"PartNumber": n, "ETag": f'"{e}"'} for n, e in enumerate(results[0]["etags"], 1)],
+                               [bytes.fromhex(m) for m in results[0]["md5s"]], big.stat().st_size,
+                               results[0]["sha256"])
+    for key, path in (("agent-sse/big", big), ("agent-sse/small", small)):
+        assert storage.head(key)["ServerSideEncryption"] == "AES256"
+        assert storage.get_bytes(key) == path.read_bytes()

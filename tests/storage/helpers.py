@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from moto import mock_aws
 from prefect_aws import AwsCredentials
@@ -14,11 +15,12 @@ from dmf.storage import Storage
 
 
 @contextmanager
-def moto_repository(bucket: str) -> Iterator[Repository]:
-    """A repository on an empty bucket, for as long as the context lasts."""
+def moto_repository(bucket: str, **settings: Any) -> Iterator[Repository]:
+    """A repository on an empty bucket, for as long as the context lasts; `settings` are block fields."""
     with mock_aws():
         block = S3Repository(bucket=bucket, credentials=AwsCredentials(
-            aws_access_key_id="testing", aws_secret_access_key=SecretStr("testing"), region_name="us-east-1"))
+            aws_access_key_id="testing", aws_secret_access_key=SecretStr("testing"), region_name="us-east-1"),
+            **settings)
         storage = Storage(block)
         storage.s3.create_bucket(Bucket=bucket)
         yield Repository(storage)
