@@ -15,6 +15,15 @@ from dmf.core.targets import SYSTEM_KEYSPACES, DbTarget
 
 
 @contextmanager
+def identifier(name: str) -> str:
+    """A keyspace, table or column name as a quoted CQL identifier (case kept, quotes doubled)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def qualified(keyspace: str, table: str) -> str:
+    return f"{identifier(keyspace)}.{identifier(table)}"
+
+
 def connect(cluster: CassandraCluster, contact_points: list[str] | None = None,
             timeout: float = 30) -> Iterator[Session]:
     auth = None
@@ -83,12 +92,12 @@ def describe_schema(session: Session, target: DbTarget, keyspaces: list[str]) ->
     statements: list[str] = []
     if target.table:
         # The keyspace and its user types (a table's columns may use them), then the table and its indexes.
-        rows = session.execute(f'DESCRIBE KEYSPACE "{target.keyspace}" WITH INTERNALS')
+        rows = session.execute(f"DESCRIBE KEYSPACE {identifier(target.keyspace)} WITH INTERNALS")
         statements.extend(r.create_statement for r in rows if r.type in ("keyspace", "type"))
-        rows = session.execute(f'DESCRIBE TABLE "{target.keyspace}"."{target.table}" WITH INTERNALS')
+        rows = session.execute(f"DESCRIBE TABLE {qualified(target.keyspace, target.table)} WITH INTERNALS")
         statements.extend(r.create_statement for r in rows)
     else:
         for keyspace in [target.keyspace] if target.keyspace else keyspaces:
-            rows = session.execute(f'DESCRIBE KEYSPACE "{keyspace}" WITH INTERNALS')
+            rows = session.execute(f"DESCRIBE KEYSPACE {identifier(keyspace)} WITH INTERNALS")
             statements.extend(r.create_statement for r in rows)
     return "\n\n".join(s for s in statements if s) + "\n"

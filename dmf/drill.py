@@ -9,15 +9,11 @@ from cassandra.query import SimpleStatement
 from dmf.blocks.cassandra_cluster import CassandraCluster
 from dmf.core.drill import SampleCheck
 from dmf.core.targets import DbTarget
-from dmf.cql import connect
+from dmf.cql import connect, identifier, qualified
 from dmf.node import Node
 from dmf.ssh import RemoteHost
 
 NON_FROZEN_COLLECTION = ("list<", "set<", "map<")
-
-
-def _quoted(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def compare_sample(cluster: CassandraCluster, source: DbTarget, copy: DbTarget, backup_us: int,
@@ -29,13 +25,13 @@ def compare_sample(cluster: CassandraCluster, source: DbTarget, copy: DbTarget, 
         keys = [c.name for c in table.primary_key]
         stamped = [c.name for c in table.columns.values()
                    if c.name not in keys and not c.cql_type.startswith(NON_FROZEN_COLLECTION)]
-        columns = ", ".join(_quoted(c) for c in [*keys, *stamped])
-        copy_name = f"{_quoted(copy.keyspace)}.{_quoted(copy.table)}"
-        source_name = f"{_quoted(source.keyspace)}.{_quoted(source.table)}"
+        columns = ", ".join(identifier(c) for c in [*keys, *stamped])
+        copy_name = qualified(copy.keyspace, copy.table)
+        source_name = qualified(source.keyspace, source.table)
         count = session.execute(SimpleStatement(f"SELECT count(*) FROM {copy_name}"), timeout=600).one()[0]
-        written = "".join(f", WRITETIME({_quoted(c)})" for c in stamped)
+        written = "".join(f", WRITETIME({identifier(c)})" for c in stamped)
         live_query = session.prepare(f"SELECT {columns}{written} FROM {source_name} WHERE "
-                                     + " AND ".join(f"{_quoted(k)} = ?" for k in keys))
+                                     + " AND ".join(f"{identifier(k)} = ?" for k in keys))
         check = SampleCheck()
         for row in session.execute(SimpleStatement(f"SELECT {columns} FROM {copy_name} LIMIT {int(limit)}")):
             copy_row = dict(zip([*keys, *stamped], row))
@@ -51,7 +47,7 @@ def drop_copy(cluster: CassandraCluster, copy: DbTarget) -> list[str]:
     """Drops the copy, then clears the `dropped-*-<table>` snapshot auto_snapshot leaves on each node
     (else every weekly drill would keep its copy on disk). Returns the snapshot tags cleared."""
     with connect(cluster) as session:
-        session.execute(f"DROP TABLE IF EXISTS {_quoted(copy.keyspace)}.{_quoted(copy.table)}", timeout=120)
+        session.execute(f"DROP TABLE IF EXISTS {qualified(copy.keyspace, copy.table)}", timeout=120)
     cleared = []
     for host in cluster.hosts:
         with RemoteHost(cluster, host) as remote:

@@ -14,7 +14,7 @@ from dmf.core.restore_checks import RingNode
 from dmf.core.errors import InputError
 from dmf.core.schema import copy_statements, object_name, restore_statements
 from dmf.core.targets import DbTarget
-from dmf.cql import NodeFacts, connect, node_facts
+from dmf.cql import NodeFacts, connect, node_facts, qualified
 from dmf.download import Fetch, fetch_all, remove_downloads
 from dmf.loader import import_unit, run_sstableloader
 from dmf.reporting import TransferProgress
@@ -106,7 +106,7 @@ def truncate_tables(cluster: CassandraCluster, tables: list[str]) -> None:
     with connect(cluster) as session:
         for table in tables:
             keyspace, name = table.split(".")
-            session.execute(f'TRUNCATE "{keyspace}"."{name}"', timeout=300)
+            session.execute(f"TRUNCATE {qualified(keyspace, name)}", timeout=300)
     get_run_logger().warning("truncated %s before loading (--truncate-first)", ", ".join(tables))
 
 

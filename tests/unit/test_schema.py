@@ -72,3 +72,10 @@ def test_a_copy_gets_the_types_a_new_name_and_id_and_no_index():
     assert "5a1c395e" not in table and ") WITH bloom_filter_fp_chance = 0.01;" in table
     only = copy_statements(COPY_SOURCE, DbTarget("shop", "other"), DbTarget("shop", "o2"))[-1]
     assert only.endswith(") ;") and "ID =" not in only
+
+
+def test_cql_identifiers_are_quoted_with_their_quotes_doubled():
+    from dmf.cql import identifier, qualified
+    assert identifier("Events") == '"Events"'
+    assert identifier('a"b') == '"a""b"'
+    assert qualified("ks", "T") == '"ks"."T"'
