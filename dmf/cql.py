@@ -14,7 +14,6 @@ from dmf.core.errors import DmfError
 from dmf.core.targets import SYSTEM_KEYSPACES, DbTarget
 
 
-@contextmanager
 def identifier(name: str) -> str:
     """A keyspace, table or column name as a quoted CQL identifier (case kept, quotes doubled)."""
     return '"' + name.replace('"', '""') + '"'
@@ -24,6 +23,7 @@ def qualified(keyspace: str, table: str) -> str:
     return f"{identifier(keyspace)}.{identifier(table)}"
 
 
+@contextmanager
 def connect(cluster: CassandraCluster, contact_points: list[str] | None = None,
             timeout: float = 30) -> Iterator[Session]:
     auth = None
