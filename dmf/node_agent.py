@@ -3,10 +3,13 @@ presigned URLs (one PUT, or one per multipart part), so their bytes skip the SSH
 library only (Python 3.6+), since it runs on the node's own python3 (the one cqlsh needs).
 
 Protocol, one JSON object per line:
-  stdin   header {"endpoint": [host, port], "tls": bool, "concurrency": n}, then one job per file:
+  stdin   header {"endpoint": [host, port], "tls": bool, "concurrency": n}, then one job per file,
+          each sent when asked for, then an empty line:
           {"id", "path", "size", "part_size", "urls": [presigned PUT URL, or one per part], "headers"}
   stdout  {"ready": true} or {"unreachable": reason} after probing the endpoint; then
-          {"progress": bytes} per part, and per file {"id", "sha256", "md5s", "etags"} or {"id", "error"}.
+          {"next": true} when a reader is free to start a file (the manager makes its URLs then,
+          so they need only live as long as that file's transfer), {"progress": bytes} per part,
+          and per file {"id", "sha256", "md5s", "etags"} or {"id", "error"}.
 
 Each file is read once, in order (its SHA-256 for the manifest); its parts go in parallel on
 `concurrency` uploaders, and a part is read only when one of `concurrency` slots is free, so memory
@@ -167,7 +170,11 @@ def read_jobs(parts, slots, no_more_jobs):
     """Takes jobs from stdin one at a time and reads each file into parts, in order."""
     while True:
         with _in_lock:
-            line = b"" if no_more_jobs.is_set() else sys.stdin.buffer.readline()
+            if no_more_jobs.is_set():
+                line = b""
+            else:
+                emit({"next": True})
+                line = sys.stdin.buffer.readline()
             if not line.strip():  # end of stdin, or the blank line that ends the jobs
                 no_more_jobs.set()
                 return

@@ -6,6 +6,12 @@ or its parts, to presigned URLs the manager makes for it. The manager creates an
 multipart upload and checks every object's size and ETag against the MD5s of what the node read,
 so a set is verified exactly as when bytes pass through it. The URLs travel on stdin only: not in
 argv (ps), logs or errors.
+
+URLs live only as long as their transfer needs. Jobs are pulled: the agent asks for the next file
+when a reader is free to start it, and only then does the manager make that file's URLs. Pushing
+every job at once would queue URLs in the SSH window (4 MiB: thousands of URLs, ~100 GiB of
+parts) behind hours of transfer, so each would need hours of life; pulled, a URL's life is what its
+own file needs up to its part (url_expiry_s), at a cost of one SSH round trip per file.
 """
 from __future__ import annotations
 
@@ -30,6 +36,12 @@ from dmf.storage import MIB, Storage, part_size_for
 
 READY_TIMEOUT_S = 60
 MAX_URL_EXPIRY_S = 7 * 24 * 3600  # SigV4's limit
+# The slowest a node is expected to upload, all its files together; slower, late parts' URLs
+# expire (HTTP 403) and the run fails, to be retried.
+MIN_NODE_RATE = 2 * MIB
+# Beyond the bytes before it: a part's own retries (node_agent: 4 attempts, 120 s socket timeout)
+# and clock skew between the manager and S3.
+URL_MARGIN_S = 600
 # Reads the agent's source from stdin and runs it; the rest of stdin is the agent's.
 BOOTSTRAP = ("import sys;n=int(sys.stdin.buffer.readline());"
              "exec(compile(sys.stdin.buffer.read(n),'dmf-node-agent','exec'))")
@@ -43,9 +55,12 @@ class _Upload:
     upload_id: str | None = None  # set for a multipart upload
 
 
-def url_expiry_s(size: int) -> int:
-    """An hour, plus a second per MiB: generous for a file still queued behind others on the node."""
-    return min(MAX_URL_EXPIRY_S, 3600 + size // MIB)
+def url_expiry_s(end: int, concurrency: int) -> int:
+    """Seconds the URL for a file's bytes up to `end` lives (its part's end; the size for a single PUT).
+
+    URLs are made as the node starts the file, which then moves at no less than its share of
+    MIN_NODE_RATE (one of `concurrency` files in flight), reading its parts in order."""
+    return min(MAX_URL_EXPIRY_S, URL_MARGIN_S + math.ceil(end * concurrency / MIN_NODE_RATE))
 
 
 class NodeUpload:
@@ -102,6 +117,12 @@ class NodeUpload:
         lock = threading.Lock()
         entries: list[FileEntry] = []
         errors: list[str] = []
+        asked = threading.Semaphore(0)  # one per agent request for a job
+        stopped = threading.Event()
+
+        def stop_sending() -> None:
+            stopped.set()
+            asked.release()
 
         def send_jobs() -> None:
             try:
@@ -112,6 +133,9 @@ class NodeUpload:
                         with lock:
                             entries.append(existing)
                         continue
+                    asked.acquire()
+                    if stopped.is_set():  # the agent is gone
+                        break
                     with lock:
                         pending[number] = upload  # from here on, a failure aborts its multipart upload
                     urls = self._open(upload)
@@ -153,14 +177,19 @@ class NodeUpload:
                 if "progress" in message:
                     self.progress(message["progress"])
                     continue
+                if "next" in message:
+                    asked.release()
+                    continue
                 with lock:
                     upload = pending.pop(message["id"])
                 sealers.submit(finish, upload, message)
+            stop_sending()
             sender.join()
             status = self._channel.recv_exit_status()
             stderr = self._channel.recv_stderr(65536).decode(errors="replace").strip().splitlines() \
                 if status != 0 else []
         finally:
+            stop_sending()
             sender.join(timeout=5)
             sealers.shutdown(wait=True)
             with lock:
@@ -184,12 +213,13 @@ class NodeUpload:
 
     def _open(self, upload: _Upload) -> list[str]:
         """The URLs the node PUTs to: one for a file within a part, else a multipart upload's parts."""
-        expiry = url_expiry_s(upload.source.size)
-        if upload.source.size <= upload.part_size:
-            return [self.storage.presign_put(upload.key, expiry, self._presigner)]
+        size, concurrency = upload.source.size, self.storage.repository.max_concurrency
+        if size <= upload.part_size:
+            return [self.storage.presign_put(upload.key, url_expiry_s(size, concurrency), self._presigner)]
         upload.upload_id = self.storage.create_multipart(upload.key, checksums=False)
-        return [self.storage.presign_part(upload.key, upload.upload_id, n, expiry, self._presigner)
-                for n in range(1, math.ceil(upload.source.size / upload.part_size) + 1)]
+        return [self.storage.presign_part(upload.key, upload.upload_id, n,
+                                          url_expiry_s(min(n * upload.part_size, size), concurrency), self._presigner)
+                for n in range(1, math.ceil(size / upload.part_size) + 1)]
 
     def _headers(self, upload: _Upload) -> dict[str, str]:
         """The encryption headers signed into the file's URLs, which the node must send with them."""

@@ -20,6 +20,7 @@ import paramiko
 
 from dmf.blocks.cassandra_cluster import CassandraCluster, CassandraHost
 from dmf.core.errors import DmfError, PermanentError
+from dmf.core.secrets import mask_text
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +191,8 @@ class RemoteHost:
         result = CommandResult(tuple(argv), status, stdout.decode(errors="replace"), stderr.decode(errors="replace"))
         if check and status != 0:
             detail = (result.stderr.strip() or result.stdout.strip()).splitlines()
-            raise remote_error(f"{self.host.address}: `{shlex.join(argv)[:200]}` exited {status}"
+            # Masked: a block's command may carry a password (`nodetool -pw ...`).
+            raise remote_error(f"{self.host.address}: `{mask_text(shlex.join(argv))[:200]}` exited {status}"
                                + (f": {detail[-1][:300]}" if detail else ""))
         return result
 

@@ -1,5 +1,7 @@
-"""backup-registry: the manager's own configuration (its blocks, secrets never written) and each
-node's Cassandra configuration files, under `registry/<ts>/`, sealed by a manifest written last."""
+"""backup-registry: the manager's own configuration (its blocks) and each node's Cassandra
+configuration files, under `registry/<ts>/`, sealed by a manifest written last. Secrets are never
+written: masked in blocks and files (dmf.core.secrets), credential files (keystores, JMX password
+files) not copied."""
 from __future__ import annotations
 
 import json
@@ -11,6 +13,7 @@ from prefect.client.orchestration import get_client
 from dmf.blocks import DEFAULT_BLOCK, CassandraCluster, S3Repository
 from dmf.core.timestamps import format_ts, utcnow
 from dmf.core.keys import registry_prefix
+from dmf.core.secrets import is_secret_file, mask_document, mask_text
 from dmf.ssh import RemoteHost
 from dmf.storage import Storage
 from dmf.tasks.common import RETRY, TASK_DEFAULTS
@@ -20,7 +23,9 @@ BLOCK_TYPES = (CassandraCluster, S3Repository)
 
 
 def redacted_blocks() -> dict[str, dict]:
-    """Every dmf block document, as JSON with secret fields masked by pydantic (never their values)."""
+    """Every dmf block document, as JSON with every secret masked: pydantic masks SecretStr fields,
+    mask_document the secrets blocks hold as plain strings (prefect-aws's aws_session_token, a
+    password in a command or proxy URL)."""
     documents: dict[str, dict] = {}
     with get_client(sync_client=True) as client:
         for block_type in BLOCK_TYPES:
@@ -28,7 +33,7 @@ def redacted_blocks() -> dict[str, dict]:
             for doc in client.read_block_documents_by_type(slug):
                 if doc.name and not doc.is_anonymous:
                     block = block_type.load(doc.name)
-                    documents[f"{slug}/{doc.name}"] = json.loads(block.model_dump_json())
+                    documents[f"{slug}/{doc.name}"] = mask_document(json.loads(block.model_dump_json()))
     return documents
 
 
@@ -39,12 +44,15 @@ def backup_node_config(cluster: CassandraCluster, repository: S3Repository, addr
     entries = []
     with RemoteHost(cluster, host) as remote:
         for f in remote.list_files(host.config_dir):
-            if "/" in f.path or not CONFIG_FILE.fullmatch(f.path):
+            if "/" in f.path or not CONFIG_FILE.fullmatch(f.path) or is_secret_file(f.path):
                 continue
-            key = f"{prefix}nodes/{address}/{f.path}"
             path = f"{host.config_dir.rstrip('/')}/{f.path}"
-            stored = storage.upload_stream(key, remote.iter_file(path, f.size), f.size)
-            entries.append({"key": key, "size": stored.size, "sha256": stored.sha256})
+            # Read whole (configuration files are small) to mask it; surrogateescape keeps any
+            # bytes that are not UTF-8 as they were.
+            text = b"".join(remote.iter_file(path, f.size)).decode("utf-8", "surrogateescape")
+            stored = storage.put_bytes(f"{prefix}nodes/{address}/{f.path}",
+                                       mask_text(text).encode("utf-8", "surrogateescape"))
+            entries.append({"key": stored.key, "size": stored.size, "sha256": stored.sha256})
     return entries
 
 
