@@ -52,6 +52,11 @@ class S3Repository(Block):
     signature_version: Literal["s3v4", "s3"] = Field(
         default="s3v4", description="Request signing: s3v4 (SigV4, every current store); s3 (SigV2) for old ones.")
 
+    commitlog_compression: Literal["gzip", "none"] = Field(
+        default="gzip",
+        description="Commit-log segments are shipped gzip-compressed (gzip -1 on the node; restores give back "
+                    "the segment as Cassandra wrote it, checked by its SHA-256), or as they are.")
+
     # Encryption at rest by the store, applied to every object dmf writes (presigned node uploads too).
     sse: Literal["none", "AES256", "aws:kms", "SSE-C"] = Field(
         default="none",

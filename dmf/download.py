@@ -12,11 +12,13 @@ renamed through descriptors. A planted symlink can neither redirect a write nor 
 from __future__ import annotations
 
 import errno
+import gzip
 import hashlib
 import os
 import posixpath
 import shutil
 import stat
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor, wait
 from contextlib import contextmanager, suppress
@@ -225,6 +227,63 @@ def fetch_all(storage: Storage, root: Path, fetches: list[Fetch], parallel: int,
         results = list(files.map(lambda f: fetch_one(storage, root, f, ranges, progress),
                                  sorted(fetches, key=lambda f: -f.size)))
     return sum(results)
+
+
+@dataclass(frozen=True)
+class Unpack:
+    """A compressed download (`stored`) to give back as the file it was (`dest`, `size`, `sha256`)."""
+    stored: Path
+    dest: Path
+    size: int
+    sha256: str
+
+
+def unpack_all(root: Path, unpacks: list[Unpack]) -> int:
+    """Decompresses each `stored` file beside itself into `dest`, through the same no-follow
+    descriptors as the download: written to an owner-only `.part`, checked against the original's
+    size and SHA-256, renamed into place, then the compressed file removed. A `dest` already there
+    and verified (an earlier run got this far) is kept. Returns how many were decompressed."""
+    done = 0
+    for unpack in unpacks:
+        *folders, name = _below(root, unpack.dest)
+        stored = unpack.stored.name
+        with _directory(root, folders, create=False) as folder:
+            if not _verified(folder, name, Fetch("", unpack.dest, unpack.size, unpack.sha256)):
+                _decompress(folder, stored, name, unpack)
+                done += 1
+            # Dies just before: the rerun finds dest verified and removes this then.
+            with suppress(FileNotFoundError):
+                os.unlink(stored, dir_fd=folder)
+    return done
+
+
+def _decompress(folder: int, stored: str, name: str, unpack: Unpack) -> None:
+    part = name + ".part"
+    _discard_part(folder, part)
+    source = os.open(stored, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder)
+    digest, size = hashlib.sha256(), 0
+    try:
+        fd = os.open(part, _PART_FLAGS, 0o600, dir_fd=folder)
+        try:
+            with os.fdopen(source, "rb", closefd=False) as raw, gzip.GzipFile(fileobj=raw) as compressed:
+                while chunk := compressed.read(MIB):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(fd, view):]
+        except (OSError, EOFError, zlib.error) as exc:
+            _discard_part(folder, part)
+            raise VerificationError(f"{unpack.stored}: not a whole gzip stream ({exc})") from None
+        finally:
+            os.close(fd)
+    finally:
+        os.close(source)
+    if size != unpack.size or digest.hexdigest() != unpack.sha256:
+        _discard_part(folder, part)
+        raise VerificationError(f"{unpack.stored}: decompressed to {size} bytes with SHA-256 "
+                                f"{digest.hexdigest()[:12]}…, manifest says {unpack.size} bytes, {unpack.sha256[:12]}…")
+    os.replace(part, name, src_dir_fd=folder, dst_dir_fd=folder)
 
 
 def remove_downloads(root: Path, files: list[Path], dirs: list[Path]) -> int:

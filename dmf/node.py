@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from dmf.core.keys import split_table_dir
 from dmf.core.errors import InputError, LayoutError
 from dmf.core.targets import SYSTEM_KEYSPACES, DbTarget
-from dmf.ssh import CommandResult, RemoteHost, command_argv
+from dmf.ssh import CommandResult, RemoteError, RemoteHost, command_argv
 
 RM_BATCH = 200
 
@@ -94,6 +94,22 @@ class Node:
 
     def backup_files(self, target: DbTarget) -> list[SourceFile]:
         return self._table_files(target, "backups")
+
+    def compress_segments(self, paths: list[str]) -> dict[str, str]:
+        """gzip -1 each file beside itself as `<path>.gz`, keeping the file; returns path → the file's
+        SHA-256. `-n` leaves out name and time, so compressing a file again gives the same bytes (a
+        retried run finds its upload already there); `-f` replaces what a dead run left."""
+        sha256s: dict[str, str] = {}
+        for start in range(0, len(paths), RM_BATCH):
+            batch = paths[start:start + RM_BATCH]
+            self.remote.run(["gzip", "-1", "-k", "-f", "-n", "--", *batch], timeout=3600)
+            for line in self.remote.run(["sha256sum", "--", *batch], timeout=3600).stdout.splitlines():
+                digest, _, path = line.partition("  ")
+                sha256s[path] = digest
+        missing = [p for p in paths if p not in sha256s]
+        if missing:
+            raise RemoteError(f"{self.host.address}: no SHA-256 for {missing[0]} from sha256sum")
+        return sha256s
 
     def delete_files(self, paths: list[str]) -> None:
         for start in range(0, len(paths), RM_BATCH):

@@ -7,9 +7,10 @@ from pathlib import Path
 from dmf.core.catalog import Chain, segment_needed
 from dmf.core.keys import MANIFEST_NAME, SetKind, table_of
 from dmf.core.manifest import Manifest
+from dmf.core.segments import shipped_segments
 from dmf.core.targets import DbTarget
 from dmf.core.timestamps import format_ts
-from dmf.download import Fetch, safe_join
+from dmf.download import Fetch, Unpack, safe_join
 
 COMMITLOG_DIR = "cassandra_commitlogs"
 
@@ -32,7 +33,9 @@ class LoadUnit:
 class Plan:
     fetches: list[Fetch]
     units: list[LoadUnit]
-    commitlog_fetches: list[Fetch]
+    commitlog_fetches: list[Fetch]  # the objects, compressed or not
+    segments: list[Path]            # the segments as Cassandra wrote them, once unpacked
+    unpacks: list[Unpack]           # compressed segments to give back as they were
 
     @property
     def bytes(self) -> int:
@@ -64,17 +67,23 @@ def plan_restore(chain: Chain, target: DbTarget, root: Path, with_commitlogs: bo
                              LoadUnit(manifest.set.node, name, keyspace, table, directory))
             fetches.append(Fetch(manifest.set.file_key(entry.path), safe_join(directory, *inner),
                                  entry.size, entry.sha256))
-    commitlogs = []
+    commitlogs, segments, unpacks = [], [], []
     if with_commitlogs:
         for group in chain.commitlogs:
             for manifest in group.manifests:
-                for entry in manifest.files:
-                    if entry.path != MANIFEST_NAME and segment_needed(manifest, entry.path, chain.full):
-                        commitlogs.append(Fetch(manifest.set.file_key(entry.path),
-                                                safe_join(root, COMMITLOG_DIR, manifest.set.node, entry.path),
-                                                entry.size, entry.sha256))
+                entries = {e.path: e for e in manifest.files}
+                for shipped in shipped_segments(manifest):
+                    if shipped.stored == MANIFEST_NAME or not segment_needed(manifest, shipped.segment, chain.full):
+                        continue
+                    stored, entry = safe_join(root, COMMITLOG_DIR, manifest.set.node, shipped.stored), \
+                        entries[shipped.stored]
+                    commitlogs.append(Fetch(manifest.set.file_key(entry.path), stored, entry.size, entry.sha256))
+                    segment = safe_join(root, COMMITLOG_DIR, manifest.set.node, shipped.segment)
+                    segments.append(segment)
+                    if shipped.compressed:
+                        unpacks.append(Unpack(stored, segment, shipped.size, shipped.sha256))
     return Plan(fetches, sorted(units.values(), key=lambda u: (u.set_name != "full", u.set_name, u.host)),
-                commitlogs)
+                commitlogs, segments, unpacks)
 
 
 def download_dirs(plan: Plan, root: Path) -> list[Path]:

@@ -33,7 +33,7 @@ from dmf.core.replay_state import (DONE, RESTARTING, STATE_FILE, ReplayState, co
                                    restarting_hosts)
 from dmf.tasks.restore import (apply_schema, create_copy, download, finish_interrupted_replay, load_unit_sstableloader,
                                load_units_import, remove_downloaded, replay_commitlogs_on_host, ring_view,
-                               truncate_tables)
+                               truncate_tables, unpack_commitlogs)
 
 
 LOADERS_AT_ONCE = 3
@@ -66,8 +66,8 @@ def replay(cluster: CassandraCluster, host_list: tuple[str, ...], plan, at, fact
     Resumable: the state in PATH (dmf.core.replay_state) tells a rerun which nodes are done."""
     tables = sorted({f"{u.keyspace}.{u.table}" for u in plan.units})
     by_host_id: dict[str, list[Path]] = {}
-    for fetch in plan.commitlog_fetches:
-        by_host_id.setdefault(fetch.dest.parent.name, []).append(fetch.dest)
+    for segment in plan.segments:
+        by_host_id.setdefault(segment.parent.name, []).append(segment)
     state_file = root / STATE_FILE
     state = ReplayState.load(state_file.read_text() if state_file.exists() else None, format_ts(at), tables,
                              str(state_file))
@@ -183,7 +183,7 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
     if not plan.fetches:
         raise InputError(f"the backup {format_ts(chain.full.snapshot_ts)} holds no file of {target}")
     if replay_commitlogs:
-        check_replay_nodes({f.dest.parent.name for f in plan.commitlog_fetches},
+        check_replay_nodes({s.parent.name for s in plan.segments},
                            {a: facts[ring_address[a]].host_id for a in host_list})
     stored_schema = (storage.get_bytes(schema_key(chain.full.snapshot_ts), missing_ok=True)
                      if restore_schema or copy_to else None)
@@ -208,6 +208,7 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
 
     resolve_seconds = clock.monotonic() - started
     fetched = download(repository, root, plan.fetches + plan.commitlog_fetches)
+    unpack_commitlogs(root, plan.unpacks)
     download_seconds = clock.monotonic() - started - resolve_seconds
     cql = schema_cql(stored_schema, plan) if restore_schema or copy_to else ""
     if restore_schema:
@@ -267,8 +268,8 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
         "downloaded_files": fetched["downloaded"],
         "resolve_seconds": round(resolve_seconds, 2), "download_seconds": round(download_seconds, 2),
         "loaded": loaded, "seconds": round(seconds, 2),
-        "commitlog_segments": len(plan.commitlog_fetches),
-        "commitlog_dir": str(root / COMMITLOG_DIR) if plan.commitlog_fetches else None,
+        "commitlog_segments": len(plan.segments),
+        "commitlog_dir": str(root / COMMITLOG_DIR) if plan.segments else None,
         "replayed_mutations": replayed,
         "path": str(root), "path_peak_bytes": plan.bytes, "kept_files": keep_files, "removed_files": removed,
     }

@@ -1,7 +1,6 @@
-"""Ship one host's archived commit-log segments: upload, seal, then delete the local copies."""
+"""Ship one host's archived commit-log segments: compress, upload, seal, then delete the local copies."""
 from __future__ import annotations
 
-import re
 from datetime import datetime, timezone
 
 from prefect import get_run_logger, task
@@ -10,6 +9,8 @@ from dmf.blocks.cassandra_cluster import CassandraCluster
 from dmf.blocks.s3_repository import S3Repository
 from dmf.core.catalog import CLOCK_SKEW_ALLOWANCE, SEGMENTS_CLOSED_AT
 from dmf.core.keys import SetKind, SetRef
+from dmf.core.segments import (GZIP_SUFFIX, SEGMENT_NAME, SEGMENTS_COMPRESSED, compressed_name, compressed_record,
+                               shipped_segments)
 from dmf.core.timestamps import format_ts, utcnow
 from dmf.cql import NodeFacts
 from dmf.node import Node, SourceFile
@@ -19,9 +20,6 @@ from dmf.storage import Storage
 from dmf.transfer import upload_files
 from dmf.tasks.common import RETRY, TASK_DEFAULTS
 from dmf.tasks.upload import Uploaded, seal_set
-
-SEGMENT = re.compile(r"CommitLog-\d+-\d+\.log")
-
 
 def closed_at(segment: RemoteFile) -> datetime:
     """An archived segment's mtime: its last write, i.e. when Cassandra closed it."""
@@ -36,8 +34,8 @@ def already_shipped(storage: Storage, host_id: str, archived: list[RemoteFile]) 
         return {}
     since = min(closed_at(f) for f in archived) - CLOCK_SKEW_ALLOWANCE
     catalog = Repository(storage).catalog(start=since, kinds={SetKind.COMMITLOG}, node=host_id)
-    return {f.path: f.size for group in catalog.commitlogs if group.complete for m in group.manifests
-            for f in m.files}
+    return {s.segment: s.size for group in catalog.commitlogs if group.complete for m in group.manifests
+            for s in shipped_segments(m)}
 
 
 @task(name="ship-host-commitlogs", task_run_name="ship-commitlogs-{facts.address}", **TASK_DEFAULTS, **RETRY)
@@ -48,24 +46,42 @@ def ship_host_commitlogs(cluster: CassandraCluster, repository: S3Repository, fa
     logger = get_run_logger()
     storage = Storage(repository)
     with RemoteHost(cluster, host) as remote:
-        archived = [f for f in remote.list_files(archive_dir) if "/" not in f.path and SEGMENT.fullmatch(f.path)]
+        listed = [f for f in remote.list_files(archive_dir) if "/" not in f.path]
+        archived = [f for f in listed if SEGMENT_NAME.fullmatch(f.path)]
         shipped = already_shipped(storage, facts.host_id, archived)
         done_before = [f for f in archived if shipped.get(f.path) == f.size]
         pending = [f for f in archived if f not in done_before]
+        # A compressed copy is derived and made again when needed: those of shipped segments, and of
+        # segments already gone (a run died between its deletes), are removed with them.
+        keep = {compressed_name(f.path) for f in pending}
+        leftovers = [f.path for f in listed if f.path.endswith(GZIP_SUFFIX) and f.path not in keep
+                     and SEGMENT_NAME.fullmatch(f.path[:-len(GZIP_SUFFIX)])]
         node = Node(remote)
-        if done_before:
-            node.delete_files([f"{archive_dir}/{f.path}" for f in done_before])
+        if done_before or leftovers:
+            node.delete_files([f"{archive_dir}/{name}" for name in [f.path for f in done_before] + leftovers])
         if not pending:
             logger.info("%s: no new archived segment", facts.address)
             return {"host": facts.address, "host_id": facts.host_id, "segments": 0, "bytes": 0}
         ref = SetRef.commitlog(snapshot_ts, facts.host_id, utcnow())
-        sources = [SourceFile(f"{archive_dir}/{f.path}", f.path, f.size) for f in pending]
-        entries = upload_files(cluster, host, storage, ref, sources, resume=True, logger=logger)
         # Close times let a restore skip segments whose writes the snapshot already holds.
-        seal_set.fn(repository, ref, Uploaded(entries, 0.0, 0.0), facts, "", (facts.address,),
-                    extra={SEGMENTS_CLOSED_AT: {f.path: format_ts(closed_at(f)) for f in pending}})
-        node.delete_files([s.path for s in sources])
-    total = sum(e.size for e in entries)
-    logger.info("%s: shipped %d segments (%.1f MiB) to %s", facts.address, len(entries), total / 2**20, ref.prefix)
+        extra: dict = {SEGMENTS_CLOSED_AT: {f.path: format_ts(closed_at(f)) for f in pending}}
+        segments = [f"{archive_dir}/{f.path}" for f in pending]
+        if repository.commitlog_compression == "gzip":
+            sha256s = node.compress_segments(segments)
+            sizes = {f.path: f.size for f in remote.list_files(archive_dir) if "/" not in f.path}
+            sources = [SourceFile(f"{archive_dir}/{compressed_name(f.path)}", compressed_name(f.path),
+                                  sizes[compressed_name(f.path)]) for f in pending]
+            extra[SEGMENTS_COMPRESSED] = {compressed_name(f.path): compressed_record(
+                f.path, f.size, sha256s[f"{archive_dir}/{f.path}"]) for f in pending}
+        else:
+            sources = [SourceFile(path, f.path, f.size) for path, f in zip(segments, pending)]
+        entries = upload_files(cluster, host, storage, ref, sources, resume=True, logger=logger)
+        seal_set.fn(repository, ref, Uploaded(entries, 0.0, 0.0), facts, "", (facts.address,), extra=extra)
+        # Dies just before: the next run finds the batch complete and deletes the segments then;
+        # just after some: the rest go on the next run (their .gz copies with them).
+        node.delete_files(sorted(set(segments) | {s.path for s in sources}))
+    total, stored = sum(f.size for f in pending), sum(e.size for e in entries)
+    logger.info("%s: shipped %d segments (%.1f MiB, %.1f MiB stored) to %s", facts.address, len(entries),
+                total / 2**20, stored / 2**20, ref.prefix)
     return {"host": facts.address, "host_id": facts.host_id, "segments": len(entries), "bytes": total,
-            "prefix": ref.prefix}
+            "stored_bytes": stored, "prefix": ref.prefix}

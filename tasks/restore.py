@@ -15,7 +15,7 @@ from dmf.core.errors import InputError
 from dmf.core.schema import copy_statements, object_name, restore_statements
 from dmf.core.targets import DbTarget
 from dmf.cql import NodeFacts, connect, node_facts, qualified
-from dmf.download import Fetch, fetch_all, remove_downloads
+from dmf.download import Fetch, Unpack, fetch_all, remove_downloads, unpack_all
 from dmf.loader import import_unit, run_sstableloader
 from dmf.reporting import TransferProgress
 from dmf.replay import finish_interrupted, replay_on_host, restore_point
@@ -67,6 +67,16 @@ def download(repository: S3Repository, root: Path, fetches: list[Fetch]) -> dict
     get_run_logger().info("%d files (%.1f MiB) verified in place, %d downloaded now", len(fetches),
                           total / 2**20, transferred)
     return {"files": len(fetches), "bytes": total, "downloaded": transferred}
+
+
+@task(name="unpack-commitlogs", **TASK_DEFAULTS)
+def unpack_commitlogs(root: Path, unpacks: list[Unpack]) -> int:
+    """The compressed segments, given back as Cassandra wrote them (checked by their SHA-256)."""
+    unpacked = unpack_all(root, unpacks)
+    if unpacks:
+        get_run_logger().info("%d commit-log segment(s) decompressed and verified, %d already were",
+                              unpacked, len(unpacks) - unpacked)
+    return unpacked
 
 
 @task(name="remove-downloads", **TASK_DEFAULTS)

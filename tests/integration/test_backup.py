@@ -1,6 +1,7 @@
 """backup-snapshot and ship-commitlogs against the three-node test bed."""
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
@@ -17,6 +18,7 @@ from dmf.blocks import S3Repository
 from dmf.core.catalog import SEGMENTS_CLOSED_AT
 from dmf.core.errors import InputError
 from dmf.core.keys import SetKind, parse_key
+from dmf.core.segments import shipped_segments
 from dmf.core.targets import DbTarget
 from dmf.core.timestamps import format_ts, parse_ts
 from dmf.cql import connect
@@ -228,13 +230,15 @@ def test_commitlogs_shipped_after_writes(testbed, cluster_block, repository_bloc
     for r in results:
         assert r["segments"] >= 1, r
         keys = keys_under(repository_block, r["prefix"])
-        segments = [k for k in keys if re.search(r"/CommitLog-\d+-\d+\.log$", k)]
+        segments = [k for k in keys if re.search(r"/CommitLog-\d+-\d+\.log\.gz$", k)]  # gzip by default
         assert len(segments) == r["segments"] and r["prefix"] + "manifest.json" in keys
+        assert r["stored_bytes"] * 3 < r["bytes"], r  # repetitive rows and zeroed segment tails compress
         assert r["prefix"].split("/")[1] == r["host_id"] and r["prefix"].split("/")[2] == "commitlogs"
         host = cluster_block.host(r["host"])
         with RemoteHost(cluster_block, host) as remote:
             left = {f.path for f in remote.list_files(host.commitlog_archive_dir)}
-        assert not left & {k.rsplit("/", 1)[1] for k in segments}  # shipped ones deleted locally
+        shipped_names = {k.rsplit("/", 1)[1] for k in segments}
+        assert not left & (shipped_names | {n.removesuffix(".gz") for n in shipped_names})  # deleted locally
     # Each batch records when its segments closed, so a restore can skip those older than the snapshot.
     repo = Repository(Storage(repository_block))
     batches = repo.catalog(kinds={SetKind.COMMITLOG}).commitlogs
@@ -243,7 +247,11 @@ def test_commitlogs_shipped_after_writes(testbed, cluster_block, repository_bloc
     assert len(mine) == 3
     for manifest in mine:
         closed = manifest.extra[SEGMENTS_CLOSED_AT]
-        assert set(closed) == {f.path for f in manifest.files}
+        assert set(closed) == {s.segment for s in shipped_segments(manifest)}
+        for shipped_segment in shipped_segments(manifest)[:2]:  # the record describes the segment inside
+            segment_bytes = gzip.decompress(repo.storage.get_bytes(manifest.set.file_key(shipped_segment.stored)))
+            assert shipped_segment.compressed and len(segment_bytes) == shipped_segment.size
+            assert hashlib.sha256(segment_bytes).hexdigest() == shipped_segment.sha256
         assert all(at <= format_ts(manifest.set.set_ts) for at in closed.values())
         assert max(closed.values()) >= format_ts(manifest.set.snapshot_ts)  # the writes made after the full
     # Scoped reads: only the kinds asked for, one node's, only sets from `start` on; and the newest
@@ -257,21 +265,25 @@ def test_commitlogs_shipped_after_writes(testbed, cluster_block, repository_bloc
             for m in g.manifests} >= shipped
     assert repo.catalog(start=mine[0].set.set_ts + timedelta(seconds=1), kinds={SetKind.COMMITLOG}).fulls == []
 
-    # A run that sealed a batch but stopped before deleting the local copy: the next run deletes
-    # it without uploading it again.
+    # A run that sealed a batch but stopped before deleting the local copies: the next run deletes
+    # them without uploading again; a compressed copy whose segment is gone is removed too.
     leftover = mine[0]
-    segment = leftover.files[0]
+    segment = shipped_segments(leftover)[0]
     host = cluster_block.host(leftover.host)
     with RemoteHost(cluster_block, host) as remote:
-        path = f"{host.commitlog_archive_dir}/{segment.path}"
-        remote.write_file(path, io.BytesIO(repo.storage.get_bytes(leftover.set.file_key(segment.path))))
-        remote.run(["touch", "-d", parse_ts(leftover.extra[SEGMENTS_CLOSED_AT][segment.path]).isoformat(), path])
+        path = f"{host.commitlog_archive_dir}/{segment.segment}"
+        stored = repo.storage.get_bytes(leftover.set.file_key(segment.stored))
+        remote.write_file(path, io.BytesIO(gzip.decompress(stored)))
+        remote.write_file(path + ".gz", io.BytesIO(stored))
+        remote.write_file(f"{host.commitlog_archive_dir}/CommitLog-7-1.log.gz", io.BytesIO(stored))
+        remote.run(["touch", "-d", parse_ts(leftover.extra[SEGMENTS_CLOSED_AT][segment.segment]).isoformat(), path])
     again = ship_commitlogs(hosts=HOSTS)
     assert sum(r["segments"] for r in again) <= 3  # at most a segment closed meanwhile per node
     with RemoteHost(cluster_block, host) as remote:
-        assert not remote.is_file(path)
+        assert not remote.is_file(path) and not remote.is_file(path + ".gz")
+        assert not remote.is_file(f"{host.commitlog_archive_dir}/CommitLog-7-1.log.gz")
     again_keys = [k for r in again if r["segments"] for k in keys_under(repository_block, r["prefix"])]
-    assert not [k for k in again_keys if k.endswith("/" + segment.path)]
+    assert not [k for k in again_keys if k.endswith("/" + segment.stored)]
 
 
 @pytest.mark.parametrize("args,message", [

@@ -80,6 +80,7 @@ def test_restore_to_time_between_t2_and_t3a(history, cluster_block, tmp_path):
     host_dirs = sorted(p.name for p in commitlogs.iterdir())
     assert host_dirs == sorted(r["host_id"] for r in history["shipped"])
     assert all(any(d.glob("CommitLog-*.log")) for d in commitlogs.iterdir())
+    assert not list(commitlogs.glob("*/*.gz")) and not list(commitlogs.glob("*/*.part"))  # as Cassandra wrote them
 
     # A rerun resumes: every file is already there and verified, nothing is downloaded again.
     again = restore_snapshot(hosts=HOSTS, path=str(tmp_path), db_target=history["target"],

@@ -143,7 +143,7 @@ def test_download_dirs_are_below_root_deepest_first_and_never_the_commit_logs():
     plan = Plan([fetch("20250101120000/10.0.0.1/full/ks/t/nb-1-big-Data.db"),
                  fetch("20250101120000/10.0.0.1/full/ks/t/.idx/nb-1-big-Data.db"),
                  fetch("20250101120000/10.0.0.2/incr-20250101130000/ks/t/nb-2-big-Data.db")], [],
-                [fetch(f"{COMMITLOG_DIR}/4a1a7505-0842-4a5c-a7fc-0baf0bb43b1b/CommitLog-7-1.log")])
+                [fetch(f"{COMMITLOG_DIR}/4a1a7505-0842-4a5c-a7fc-0baf0bb43b1b/CommitLog-7-1.log")], [], [])
     dirs = download_dirs(plan, ROOT)
     assert dirs[0] == ROOT / "20250101120000/10.0.0.1/full/ks/t/.idx"
     assert dirs[-1] == ROOT / "20250101120000"

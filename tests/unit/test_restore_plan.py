@@ -3,11 +3,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import gzip
+import hashlib
+
+import pytest
+
 from dmf.core.catalog import SEGMENTS_CLOSED_AT, Catalog, SetInfo, resolve_chain
+from dmf.core.errors import LayoutError
 from dmf.core.keys import SetRef
+from dmf.core.segments import SEGMENTS_COMPRESSED, compressed_record
 from dmf.core.manifest import FileEntry, Manifest
 from dmf.core.targets import DbTarget
-from dmf.restore_plan import plan_restore
+from dmf.download import Unpack, unpack_all
+from dmf.restore_plan import COMMITLOG_DIR, plan_restore
+from dmf.storage import VerificationError
 
 from .test_catalog import IDS, SHA, full, ts
 
@@ -61,3 +70,60 @@ def test_into_loads_the_same_files_as_another_table():
     assert {(u.keyspace, u.table, u.directory.parts[-2:]) for u in plan.units} == {("ks2", "copy", ("ks2", "copy"))}
     assert {f.key for f in plan.fetches} == {f.key for f in plan_restore(chain, DbTarget.parse("ks.t"), ROOT,
                                                                          with_commitlogs=False).fetches}
+
+
+def compressed_batch(snap: str, shipped: str, records: dict) -> SetInfo:
+    ref = SetRef.commitlog(ts(snap), IDS["10.0.0.1"], ts(shipped))
+    return SetInfo(ref, Manifest(set=ref, files=tuple(FileEntry(name, 3, "cd" * 32) for name in records),
+                                 host="10.0.0.1", host_id=IDS["10.0.0.1"], created_at=ts(shipped),
+                                 hosts=("10.0.0.1",), extra={SEGMENTS_COMPRESSED: records}))
+
+
+def test_compressed_segments_are_fetched_then_given_back_under_their_own_name():
+    catalog = Catalog.build([*full("20250101120000"), compressed_batch("20250101120000", "20250101120500", {
+        "CommitLog-7-1.log.gz": compressed_record("CommitLog-7-1.log", 10, SHA)})])
+    chain = resolve_chain(catalog, DbTarget.parse("ks.t"), ts("20250101130000"))
+    plan = plan_restore(chain, DbTarget.parse("ks.t"), ROOT, with_commitlogs=True)
+    folder = ROOT / COMMITLOG_DIR / IDS["10.0.0.1"]
+    assert [(f.dest, f.size, f.sha256) for f in plan.commitlog_fetches] == [(folder / "CommitLog-7-1.log.gz", 3,
+                                                                             "cd" * 32)]
+    assert plan.segments == [folder / "CommitLog-7-1.log"]
+    assert plan.unpacks == [Unpack(folder / "CommitLog-7-1.log.gz", folder / "CommitLog-7-1.log", 10, SHA)]
+
+
+@pytest.mark.parametrize("record", [
+    compressed_record("../../etc/passwd", 10, SHA),          # would become a path outside PATH
+    compressed_record("CommitLog-7-2.log", 10, SHA),         # not the segment of this stored file
+    compressed_record("CommitLog-7-1.log", -1, SHA),
+    compressed_record("CommitLog-7-1.log", 10, "not a sha"),
+    "CommitLog-7-1.log",
+])
+def test_a_malformed_compression_record_is_refused(record):
+    catalog = Catalog.build([*full("20250101120000"), compressed_batch("20250101120000", "20250101120500", {
+        "CommitLog-7-1.log.gz": record})])
+    chain = resolve_chain(catalog, DbTarget.parse("ks.t"), ts("20250101130000"))
+    with pytest.raises(LayoutError, match="malformed compression record"):
+        plan_restore(chain, DbTarget.parse("ks.t"), ROOT, with_commitlogs=True)
+
+
+def test_unpack_gives_back_the_exact_segment_and_refuses_a_damaged_one(tmp_path):
+    segment = bytes(range(256)) * 4096 + b"\0" * 100_000
+    folder = tmp_path / "h"
+    folder.mkdir(mode=0o700)
+    (folder / "CommitLog-7-1.log.gz").write_bytes(gzip.compress(segment))
+    unpack = Unpack(folder / "CommitLog-7-1.log.gz", folder / "CommitLog-7-1.log", len(segment),
+                    hashlib.sha256(segment).hexdigest())
+    assert unpack_all(tmp_path, [unpack]) == 1
+    assert (folder / "CommitLog-7-1.log").read_bytes() == segment
+    assert not (folder / "CommitLog-7-1.log.gz").exists()
+    assert (folder / "CommitLog-7-1.log").stat().st_mode & 0o777 == 0o600
+    assert unpack_all(tmp_path, [unpack]) == 0  # a rerun keeps the verified segment
+
+    damaged = bytearray(gzip.compress(segment))
+    damaged[len(damaged) // 2] ^= 0xFF
+    (folder / "CommitLog-7-2.log.gz").write_bytes(bytes(damaged))
+    bad = Unpack(folder / "CommitLog-7-2.log.gz", folder / "CommitLog-7-2.log", len(segment),
+                 hashlib.sha256(segment).hexdigest())
+    with pytest.raises(VerificationError, match="CommitLog-7-2.log.gz"):
+        unpack_all(tmp_path, [bad])
+    assert sorted(p.name for p in folder.iterdir()) == ["CommitLog-7-1.log", "CommitLog-7-2.log.gz"]

@@ -1,0 +1,59 @@
+"""Commit-log segments as a batch holds them: as Cassandra wrote them, or gzip-compressed as
+`<segment>.gz` with the segment's own size and SHA-256 in the batch manifest, so that a restore
+gives back the exact file Cassandra wrote and checks it before anything replays it.
+
+Segments compress several-fold (their preallocated tails are zeros, mutations repeat their
+schema); SSTables are compressed by Cassandra already, so only segments are.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from dmf.core.errors import LayoutError, quote
+from dmf.core.manifest import Manifest
+
+SEGMENTS_COMPRESSED = "segments_compressed"  # manifest `extra`: stored file → {"segment", "size", "sha256"}
+SEGMENT_NAME = re.compile(r"CommitLog-\d+-\d+\.log")
+GZIP_SUFFIX = ".gz"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class ShippedSegment:
+    stored: str      # the file in the batch
+    segment: str     # the segment's name, as Cassandra wrote it
+    size: int        # the segment's size and SHA-256 (the stored file's own are its manifest entry's)
+    sha256: str
+    compressed: bool
+
+
+def compressed_name(segment: str) -> str:
+    return segment + GZIP_SUFFIX
+
+
+def compressed_record(segment: str, size: int, sha256: str) -> dict:
+    """The manifest `extra` entry of one compressed segment, keyed by compressed_name(segment)."""
+    return {"segment": segment, "size": size, "sha256": sha256}
+
+
+def shipped_segments(batch: Manifest) -> list[ShippedSegment]:
+    """The batch's segments. What the manifest says of a compressed one is checked before it can
+    become a local file name or be trusted as a checksum (a bucket is not trusted input)."""
+    compressed = batch.extra.get(SEGMENTS_COMPRESSED, {})
+    if not isinstance(compressed, dict):
+        raise LayoutError(f"{batch.set.manifest_key}: {SEGMENTS_COMPRESSED} is not a mapping")
+    found = []
+    for entry in batch.files:
+        record = compressed.get(entry.path)
+        if record is None:
+            found.append(ShippedSegment(entry.path, entry.path, entry.size, entry.sha256, False))
+            continue
+        segment, size, sha256 = (record.get(k) for k in ("segment", "size", "sha256")) \
+            if isinstance(record, dict) else (None, None, None)
+        if (not isinstance(segment, str) or not SEGMENT_NAME.fullmatch(segment)
+                or entry.path != compressed_name(segment) or not isinstance(size, int) or size < 0
+                or not isinstance(sha256, str) or not _SHA256.fullmatch(sha256)):
+            raise LayoutError(f"{batch.set.manifest_key}: malformed compression record for {quote(entry.path)}")
+        found.append(ShippedSegment(entry.path, segment, size, sha256, True))
+    return found
