@@ -11,6 +11,7 @@ from prefect_aws import AwsCredentials
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from dmf.core.lifecycle import FullEvery
+from dmf.throttle import check_limit
 
 
 class S3Repository(Block):
@@ -28,6 +29,17 @@ class S3Repository(Block):
                                            "so memory is about part size x max_concurrency whatever the data size.")
     max_concurrency: int = Field(default=8, ge=1, le=64,
                                  description="Parallel object transfers per host.")
+    # A backup must not saturate a production node's network: one limit per host, shared by its threads.
+    max_upload_mib_s: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False,
+        description="Upload limit per host in MiB/s, all of its parallel transfers together (none when "
+                    "empty): the node's own PUTs to S3, or its bytes read over SSH when they stream "
+                    "through the manager. A run may set its own (--max-upload-mib-s).")
+    max_download_mib_s: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False,
+        description="Download limit of a restore in MiB/s, in total (none when empty): every file the "
+                    "restore fetches from S3 into PATH, on the machine running it, whatever the hosts "
+                    "restored into. A run may set its own (--max-download-mib-s).")
 
     upload_from_nodes: bool = Field(
         default=True,
@@ -137,6 +149,14 @@ class S3Repository(Block):
         return {"x-amz-server-side-encryption-customer-algorithm": "AES256",
                 "x-amz-server-side-encryption-customer-key": base64.b64encode(key).decode(),
                 "x-amz-server-side-encryption-customer-key-md5": base64.b64encode(hashlib.md5(key).digest()).decode()}
+
+    def with_limits(self, max_upload_mib_s: float | None = None,
+                    max_download_mib_s: float | None = None) -> S3Repository:
+        """This repository with a run's own bandwidth limits in place of the block's (None keeps the block's)."""
+        update = {name: check_limit(value, name)
+                  for name, value in (("max_upload_mib_s", max_upload_mib_s),
+                                      ("max_download_mib_s", max_download_mib_s)) if value is not None}
+        return self.model_copy(update=update) if update else self
 
     def client(self, endpoint_url: str | None = None) -> Any:
         """A boto3 S3 client sized for `max_concurrency` transfers (boto3 clients are thread-safe)."""

@@ -16,6 +16,7 @@ from dmf.core.defaults import DEFAULT_BLOCK
 from dmf.core.errors import DmfError, InputError
 from dmf.core.targets import DbTarget, parse_hosts
 from dmf.core.timestamps import parse_ts, parse_window
+from dmf.throttle import check_limit
 
 app = typer.Typer(name="dmf", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   context_settings={"help_option_names": ["-h", "--help"]},
@@ -32,6 +33,10 @@ StartTime = Annotated[Optional[str], typer.Option("--start-time", metavar="YYYYm
                                                   help="Window start, UTC (default: the beginning).")]
 EndTime = Annotated[Optional[str], typer.Option("--end-time", metavar="YYYYmmddHHMMSS",
                                                 help="Window end, UTC (default: now).")]
+# Checked in the command (check_limit) rather than by click's range, for one line on a bad value.
+MaxUpload = Annotated[Optional[float], typer.Option("--max-upload-mib-s", metavar="MIB_S", help="Upload limit "
+                                                    "per host for this run, in MiB/s (default: the repository "
+                                                    "block's max_upload_mib_s; none if unset).")]
 Async = Annotated[bool, typer.Option("-a", "--async", help="Do not wait: queue a run of the matching Prefect "
                                      "deployment, print how to follow it, and exit.")]
 
@@ -98,6 +103,7 @@ def backup_snapshot_cmd(
     new: Annotated[bool, typer.Option("--new", help="Force a new full snapshot.")] = False,
     db_target: Annotated[Optional[str], typer.Option("--db-target", metavar="keyspace[.table]",
                                                      help="Scope; default: every non-system keyspace.")] = None,
+    max_upload_mib_s: MaxUpload = None,
     run_async: Async = False,
     cluster_block: ClusterBlock = DEFAULT_BLOCK,
     repository_block: RepositoryBlock = DEFAULT_BLOCK,
@@ -107,10 +113,12 @@ def backup_snapshot_cmd(
     try:
         host_list = parse_hosts(hosts)
         target = DbTarget.parse(db_target)
+        check_limit(max_upload_mib_s, "--max-upload-mib-s")
     except InputError as exc:
         fail(str(exc), 2)
     params = dict(hosts=",".join(host_list), db_target=str(target) or None, new=new,
-                  backup_schema=backup_schema, cluster_block=cluster_block, repository_block=repository_block)
+                  backup_schema=backup_schema, cluster_block=cluster_block, repository_block=repository_block,
+                  max_upload_mib_s=max_upload_mib_s)
     if run_async:
         return queue_and_exit("backup-snapshot", params)
     from dmf.flows.backup_snapshot import backup_snapshot
@@ -122,17 +130,20 @@ def backup_snapshot_cmd(
 def backup_commitlogs_cmd(
     hosts: Annotated[Optional[str], typer.Argument(metavar="[HOSTS]", help="Comma-separated hosts; default: "
                                                    "every host of the cluster block.")] = None,
+    max_upload_mib_s: MaxUpload = None,
     cluster_block: ClusterBlock = DEFAULT_BLOCK,
     repository_block: RepositoryBlock = DEFAULT_BLOCK,
 ) -> None:
     """Ship the archived commit-log segments of HOSTS now (the schedule does it every minute)."""
     try:
         host_list = parse_hosts(hosts) if hosts else None
+        check_limit(max_upload_mib_s, "--max-upload-mib-s")
     except InputError as exc:
         fail(str(exc), 2)
     from dmf.flows.ship_commitlogs import ship_commitlogs
     results = run_guarded(lambda: ship_commitlogs(hosts=",".join(host_list) if host_list else None,
-                                                  cluster_block=cluster_block, repository_block=repository_block))
+                                                  cluster_block=cluster_block, repository_block=repository_block,
+                                                  max_upload_mib_s=max_upload_mib_s))
     for r in results:
         typer.echo(f"{r['host']} ({r['host_id']}): {r['segments']} segment(s), {human_bytes(r['bytes'])}"
                    + (f" -> {r['prefix']}" if r.get("prefix") else ""))
@@ -403,6 +414,11 @@ def restore_snapshot_cmd(
                                                 "into this table instead (created from the backup's schema if "
                                                 "missing, in an existing keyspace): compare or recover rows "
                                                 "without touching DB_TARGET.")] = None,
+    max_download_mib_s: Annotated[Optional[float], typer.Option("--max-download-mib-s", metavar="MIB_S",
+                                                                help="Limit of the download from S3 into PATH, "
+                                                                     "in total, in MiB/s (default: the repository "
+                                                                     "block's max_download_mib_s; none if "
+                                                                     "unset).")] = None,
     run_async: Async = False,
     cluster_block: ClusterBlock = DEFAULT_BLOCK,
     repository_block: RepositoryBlock = DEFAULT_BLOCK,
@@ -415,6 +431,7 @@ def restore_snapshot_cmd(
     try:
         host_list = parse_hosts(hosts)
         target = DbTarget.parse(db_target)
+        check_limit(max_download_mib_s, "--max-download-mib-s")
         if target.keyspace is None:
             raise InputError("DB_TARGET is required: keyspace or keyspace.table")
         if time is not None:
@@ -441,7 +458,7 @@ def restore_snapshot_cmd(
                   get_commitlogs=get_commitlogs, replay_commitlogs=replay_commitlogs, mode=mode,
                   keep_files=keep_files, allow_host_subset=allow_host_subset, dc_map=dc_map, replication=replication,
                   truncate_first=truncate_first, into=into, cluster_block=cluster_block,
-                  repository_block=repository_block)
+                  repository_block=repository_block, max_download_mib_s=max_download_mib_s)
     if run_async:
         return queue_and_exit("restore-snapshot", params)
     from dmf.flows.restore_snapshot import restore_snapshot

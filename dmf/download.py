@@ -8,6 +8,9 @@ PATH may be shared (/tmp), so nothing below it is followed: every directory is o
 to its parent without following a symlink and must be a directory of this user (made 0o700 when
 missing); a `.part` is created O_CREAT|O_EXCL|O_NOFOLLOW, 0o600, then written, hashed and
 renamed through descriptors. A planted symlink can neither redirect a write nor be loaded.
+
+The repository's max_download_mib_s limits the whole download: every range of every file takes its
+1 MiB chunks from one token bucket.
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ from pathlib import Path
 from dmf.core.errors import DmfError, InputError
 from dmf.core.paths import is_within
 from dmf.storage import MIB, Storage, VerificationError
+from dmf.throttle import TokenBucket, bucket_for, throttled
 
 Progress = Callable[[int], None]
 
@@ -164,9 +168,10 @@ def _discard_part(folder: int, part: str) -> None:
         os.unlink(part, dir_fd=folder)
 
 
-def _write_range(storage: Storage, fetch: Fetch, fd: int, start: int, end: int, progress: Progress | None) -> None:
+def _write_range(storage: Storage, fetch: Fetch, fd: int, start: int, end: int, progress: Progress | None,
+                 bucket: TokenBucket | None) -> None:
     offset = start
-    for chunk in storage.iter_object(fetch.key, byte_range=(start, end)):
+    for chunk in throttled(storage.iter_object(fetch.key, byte_range=(start, end)), bucket):
         view = memoryview(chunk)
         while view:
             written = os.pwrite(fd, view, offset)
@@ -175,7 +180,8 @@ def _write_range(storage: Storage, fetch: Fetch, fd: int, start: int, end: int, 
             progress(len(chunk))
 
 
-def fetch_one(storage: Storage, root: Path, fetch: Fetch, ranges: Executor, progress: Progress | None = None) -> bool:
+def fetch_one(storage: Storage, root: Path, fetch: Fetch, ranges: Executor, progress: Progress | None = None,
+              bucket: TokenBucket | None = None) -> bool:
     """Downloads and verifies one file below `root`; returns False when it was already there and verified.
 
     A file larger than a part comes as byte ranges in parallel on `ranges` (one GET stream per
@@ -193,7 +199,7 @@ def fetch_one(storage: Storage, root: Path, fetch: Fetch, ranges: Executor, prog
             os.ftruncate(fd, fetch.size)
             part_size = storage.repository.part_size_mib * MIB
             futures = [ranges.submit(_write_range, storage, fetch, fd, start, min(start + part_size, fetch.size),
-                                     progress) for start in range(0, fetch.size, part_size)]
+                                     progress, bucket) for start in range(0, fetch.size, part_size)]
             try:
                 for future in futures:
                     future.result()
@@ -221,10 +227,12 @@ def fetch_one(storage: Storage, root: Path, fetch: Fetch, ranges: Executor, prog
 
 def fetch_all(storage: Storage, root: Path, fetches: list[Fetch], parallel: int,
               progress: Progress | None = None) -> int:
-    """Downloads everything below `root` in parallel (largest first); returns how many files were transferred."""
+    """Downloads everything below `root` in parallel (largest first), within the repository's
+    max_download_mib_s; returns how many files were transferred."""
+    bucket = bucket_for(storage.repository.max_download_mib_s)
     with ThreadPoolExecutor(parallel, thread_name_prefix="range") as ranges, \
             ThreadPoolExecutor(parallel, thread_name_prefix="down") as files:
-        results = list(files.map(lambda f: fetch_one(storage, root, f, ranges, progress),
+        results = list(files.map(lambda f: fetch_one(storage, root, f, ranges, progress, bucket),
                                  sorted(fetches, key=lambda f: -f.size)))
     return sum(results)
 

@@ -3,8 +3,8 @@ presigned URLs (one PUT, or one per multipart part), so their bytes skip the SSH
 library only (Python 3.6+), since it runs on the node's own python3 (the one cqlsh needs).
 
 Protocol, one JSON object per line:
-  stdin   header {"endpoint": [host, port], "tls": bool, "concurrency": n}, then one job per file,
-          each sent when asked for, then an empty line:
+  stdin   header {"endpoint": [host, port], "tls": bool, "concurrency": n, "max_bytes_per_s": rate or null},
+          then one job per file, each sent when asked for, then an empty line:
           {"id", "path", "size", "part_size", "urls": [presigned PUT URL, or one per part], "headers"}
   stdout  {"ready": true} or {"unreachable": reason} after probing the endpoint; then
           {"next": true} when a reader is free to start a file (the manager makes its URLs then,
@@ -17,6 +17,8 @@ is bounded by part size x concurrency. Every part carries Content-MD5 and its re
 equal that MD5, unless S3 says the part is encrypted with KMS or a customer key (then the ETag is
 not an MD5, and the manager verifies the object another way). The URLs, and the encryption headers
 signed into them (an SSE-C key), grant access: they are read from stdin only, and never printed.
+With `max_bytes_per_s`, every uploader sends its bodies 1 MiB at a time through one shared
+token bucket, so the node's uploads together stay within that rate.
 """
 import base64
 import hashlib
@@ -33,6 +35,8 @@ import urllib.parse
 
 ATTEMPTS = 4
 TIMEOUT_S = 120
+CHUNK = 1024 * 1024
+BURST_S = 0.1
 
 _out_lock = threading.Lock()
 _in_lock = threading.Lock()
@@ -51,12 +55,42 @@ class PartFailed(Exception):
     pass
 
 
+class TokenBucket:
+    """dmf.throttle.TokenBucket again, since this file runs alone on the node (standard library only):
+    `rate` bytes a second on average to all takers together, credit capped at BURST_S's worth; a
+    take may leave the bucket in debt, which the taker sleeps off outside the lock."""
+
+    def __init__(self, rate, clock=time.monotonic, sleep=time.sleep):
+        self.rate, self.burst = rate, rate * BURST_S
+        self._clock, self._sleep = clock, sleep
+        self._lock = threading.Lock()
+        self._tokens, self._updated = self.burst, clock()
+
+    def take(self, nbytes):
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate) - nbytes
+            self._updated = now
+            wait = -self._tokens / self.rate
+        if wait > 0:
+            self._sleep(wait)
+
+
+def throttled(data, bucket):
+    """`data` in 1 MiB slices, each handed on once `bucket` lets it through (for http.client's body)."""
+    view = memoryview(data)
+    for start in range(0, len(view), CHUNK):
+        chunk = view[start:start + CHUNK]
+        bucket.take(len(chunk))
+        yield chunk
+
+
 class Uploader(threading.Thread):
     """Sends parts from the queue over its own keep-alive connection."""
 
-    def __init__(self, parts, slots):
+    def __init__(self, parts, slots, bucket):
         super().__init__(daemon=True)
-        self.parts, self.slots = parts, slots
+        self.parts, self.slots, self.bucket = parts, slots, bucket
         self.conn = None
 
     def run(self):
@@ -95,7 +129,8 @@ class Uploader(threading.Thread):
         for attempt in range(1, ATTEMPTS + 1):
             try:
                 conn = self.connect(url)
-                conn.request("PUT", target, body=data, headers=headers)
+                body = data if self.bucket is None else throttled(data, self.bucket)  # anew per attempt
+                conn.request("PUT", target, body=body, headers=headers)
                 response = conn.getresponse()
                 body = response.read()
                 if response.status == 200:
@@ -221,7 +256,9 @@ def main():
     emit({"ready": True})
     concurrency = header["concurrency"]
     parts, slots = queue.Queue(), threading.BoundedSemaphore(concurrency)
-    uploaders = [Uploader(parts, slots) for _ in range(concurrency)]
+    rate = header.get("max_bytes_per_s")
+    bucket = TokenBucket(rate) if rate else None  # one for the node: its uploaders share the limit
+    uploaders = [Uploader(parts, slots, bucket) for _ in range(concurrency)]
     no_more_jobs = threading.Event()
     readers = [threading.Thread(target=read_jobs, args=(parts, slots, no_more_jobs), daemon=True)
                for _ in range(concurrency)]

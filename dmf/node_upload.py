@@ -81,8 +81,10 @@ class NodeUpload:
         endpoint = urllib.parse.urlsplit(self._presigner.meta.endpoint_url)
         port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
         script = Path(node_agent.__file__).read_bytes()
+        limit = self.storage.repository.max_upload_mib_s
         header = {"endpoint": [endpoint.hostname, port], "tls": endpoint.scheme == "https",
-                  "concurrency": self.storage.repository.max_concurrency}
+                  "concurrency": self.storage.repository.max_concurrency,
+                  "max_bytes_per_s": None if limit is None else limit * MIB}
         try:
             self._channel = self.remote.start(command_argv(self.remote.host.python, "-c", BOOTSTRAP))
             self._channel.settimeout(READY_TIMEOUT_S)

@@ -5,7 +5,9 @@ repository says so, bytes go node → SSH channel → S3 part, never staged on t
 files in parallel, each read once as one stream (hashed on the way: no second read on the node),
 the parts of a large file uploaded in parallel on a pool shared by all files, whose slots bound
 the parts held in memory. Each worker thread has its own SSH connection to the node, opened one
-at a time (sshd's MaxStartups).
+at a time (sshd's MaxStartups). The repository's max_upload_mib_s limits each host: its bytes read
+over SSH (streamed or re-read to match a previous attempt's objects) share one token bucket, and
+the agent on the node has its own for what it sends.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from dmf.node import SourceFile
 from dmf.node_upload import NodeUpload
 from dmf.ssh import RemoteHost
 from dmf.storage import PartPool, Storage
+from dmf.throttle import TokenBucket, bucket_for, throttled
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +64,14 @@ def upload_files(cluster: CassandraCluster, host: CassandraHost, storage: Storag
     for source in files:  # a name outside the layout fails the set before any byte moves, and for good
         set_ref.file_key(source.relpath)
     pool = ConnectionPool(cluster, host)
+    bucket = bucket_for(storage.repository.max_upload_mib_s)
 
     def existing(key: str, source: SourceFile) -> FileEntry | None:
         if not resume:
             return None
         remote = pool.get()
-        stored = storage.match_existing(key, source.size, lambda: remote.iter_file(source.path, source.size))
+        stored = storage.match_existing(key, source.size,
+                                        lambda: throttled(remote.iter_file(source.path, source.size), bucket))
         if stored is not None and progress:
             progress(source.size)
         return None if stored is None else FileEntry(source.relpath, stored.size, stored.sha256)
@@ -79,22 +84,22 @@ def upload_files(cluster: CassandraCluster, host: CassandraHost, storage: Storag
             if reason is None:
                 return sorted(node_upload.run(by_size, existing), key=lambda e: e.path)
             logger.warning("%s: %s; files stream through the manager instead", host.address, reason)
-        return _stream_through_manager(pool, storage, set_ref, by_size, existing, progress)
+        return _stream_through_manager(pool, storage, set_ref, by_size, existing, progress, bucket)
     finally:
         pool.close()
 
 
 def _stream_through_manager(pool: ConnectionPool, storage: Storage, set_ref: SetRef, files: list[SourceFile],
                             existing: Callable[[str, SourceFile], FileEntry | None],
-                            progress: Progress | None) -> list[FileEntry]:
+                            progress: Progress | None, bucket: TokenBucket | None) -> list[FileEntry]:
     parts = PartPool(storage.repository.max_concurrency)
 
     def one(source: SourceFile) -> FileEntry:
         key = set_ref.file_key(source.relpath)
         if (entry := existing(key, source)) is not None:
             return entry
-        stored = storage.upload_stream(key, pool.get().iter_file(source.path, source.size), source.size,
-                                       progress=progress, parts=parts)
+        chunks = throttled(pool.get().iter_file(source.path, source.size), bucket)
+        stored = storage.upload_stream(key, chunks, source.size, progress=progress, parts=parts)
         return FileEntry(source.relpath, stored.size, stored.sha256)
 
     try:

@@ -94,19 +94,21 @@ def clean_incomplete(repo: Repository, groups: list[Group], hosts: tuple[str, ..
 def backup_snapshot(hosts: str | list[str] | None = None, db_target: str | None = None, new: bool = False,
                     backup_schema: bool = False, cluster_block: str = DEFAULT_BLOCK,
                     repository_block: str = DEFAULT_BLOCK, incomplete_grace_minutes: int = 1440,
-                    lease_wait_seconds: int = 600, full_every: str | None = None) -> dict:
+                    lease_wait_seconds: int = 600, full_every: str | None = None,
+                    max_upload_mib_s: float | None = None) -> dict:
     """Back up HOSTS (comma-separated; default every host of the cluster block) to S3:
     full, or incremental by the seed's rule, and full when the chain reached `full_every` (default:
     the repository block's, e.g. `7d`, `500 increments`, `64GiB`, comma-separated, or `never`). Sets that an earlier failed run left without a
     manifest on these hosts, older than `incomplete_grace_minutes`, are removed first.
     One run at a time per cluster: a run waits up to `lease_wait_seconds` for the one holding
-    the cluster, then gives up without doing anything."""
+    the cluster, then gives up without doing anything. `max_upload_mib_s` limits each host's upload
+    for this run (default: the repository block's)."""
     logger = get_run_logger()
     started = time.monotonic()
     target = DbTarget.parse(db_target)
     cluster = CassandraCluster.load(cluster_block)
     host_list = parse_hosts(hosts) if hosts else tuple(h.address for h in cluster.hosts)
-    repository = S3Repository.load(repository_block)
+    repository = S3Repository.load(repository_block).with_limits(max_upload_mib_s=max_upload_mib_s)
     chain_limit = FullEvery.parse(full_every if full_every is not None else repository.full_every)
     for address in host_list:
         cluster.host(address)

@@ -106,11 +106,13 @@ def replay(cluster: CassandraCluster, host_list: tuple[str, ...], plan, at, fact
 
 
 def rerun_command(hosts: tuple[str, ...], path: Path, target: DbTarget, at, restore_schema: bool, mode: str,
-                  allow_host_subset: bool, cluster_block: str, repository_block: str) -> str:
+                  allow_host_subset: bool, cluster_block: str, repository_block: str,
+                  max_download_mib_s: float | None = None) -> str:
     """The CLI command that continues this restore (the same run: it resumes where it stopped)."""
     words = ["dmf", "restore", "snapshot", ",".join(hosts), str(path), str(target), "--time", format_ts(at),
              "--replay-commitlogs", *(["--schema"] if restore_schema else []), "--mode", mode,
              *(["--allow-host-subset"] if allow_host_subset else []),
+             *(["--max-download-mib-s", f"{max_download_mib_s:g}"] if max_download_mib_s is not None else []),
              "--cluster-block", cluster_block, "--repository-block", repository_block]
     return shlex.join(words)
 
@@ -121,7 +123,8 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
                      mode: Literal["sstableloader", "import"] = "sstableloader",
                      replay_commitlogs: bool = False, keep_files: bool = False, allow_host_subset: bool = False,
                      dc_map: str | None = None, replication: str | None = None, truncate_first: bool = False,
-                     into: str | None = None, cluster_block: str = DEFAULT_BLOCK, repository_block: str = DEFAULT_BLOCK) -> dict:
+                     into: str | None = None, cluster_block: str = DEFAULT_BLOCK, repository_block: str = DEFAULT_BLOCK,
+                     max_download_mib_s: float | None = None) -> dict:
     """Restore DB_TARGET (keyspace or keyspace.table) into HOSTS as it was at `time` (UTC, default now).
 
     PATH must be absolute. The files downloaded into it are removed after a successful restore
@@ -132,7 +135,8 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
     `truncate_first` empties the target's tables once the files are downloaded and verified, before
     loading: the backup's rows then replace whatever the tables hold. `into` (keyspace.table, in an
     existing keyspace) loads the table's backup into that table instead, created from the backup's
-    schema if missing (new table ID, no indexes): the source table is not touched."""
+    schema if missing (new table ID, no indexes): the source table is not touched. `max_download_mib_s`
+    limits the download from S3 into PATH, in total (default: the repository block's)."""
     logger = get_run_logger()
     started = clock.monotonic()
     host_list = parse_hosts(hosts)
@@ -149,7 +153,7 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
     copy_to = check_into(DbTarget.parse(into), target, restore_schema, replay_commitlogs) if into else None
     root = Path(absolute_path(os.path.expanduser(path), cwd=None)).resolve()
     cluster = CassandraCluster.load(cluster_block)
-    repository = S3Repository.load(repository_block)
+    repository = S3Repository.load(repository_block).with_limits(max_download_mib_s=max_download_mib_s)
     for address in host_list:
         cluster.host(address)
     check_outside_node_dirs(str(root), local_node_dirs(cluster))
@@ -251,7 +255,7 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
     replayed = {}
     if replay_commitlogs:
         command = rerun_command(host_list, root, target, at, restore_schema, mode, allow_host_subset,
-                                cluster_block, repository_block)
+                                cluster_block, repository_block, max_download_mib_s)
         replayed = replay(cluster, host_list, plan, at, facts, ring_address, root, command)
 
     # Only here, once everything succeeded: after a failed load or replay the files stay and the rerun

@@ -21,10 +21,11 @@ class ShippingFailed(DmfError):
 
 @flow(name="ship-commitlogs")
 def ship_commitlogs(hosts: str | list[str] | None = None, cluster_block: str = DEFAULT_BLOCK,
-                    repository_block: str = DEFAULT_BLOCK) -> list[dict]:
-    """Upload archived commit-log segments of HOSTS (default: every host of the cluster block)."""
+                    repository_block: str = DEFAULT_BLOCK, max_upload_mib_s: float | None = None) -> list[dict]:
+    """Upload archived commit-log segments of HOSTS (default: every host of the cluster block), each
+    host within `max_upload_mib_s` (default: the repository block's)."""
     cluster = CassandraCluster.load(cluster_block)
-    repository = S3Repository.load(repository_block)
+    repository = S3Repository.load(repository_block).with_limits(max_upload_mib_s=max_upload_mib_s)
     host_list = parse_hosts(hosts) if hosts else tuple(h.address for h in cluster.hosts)
     for address in host_list:
         host = cluster.host(address)
