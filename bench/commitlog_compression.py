@@ -35,8 +35,8 @@ def write_events(block, rows: int) -> None:
         session.execute(f"CREATE KEYSPACE IF NOT EXISTS {KEYSPACE} WITH replication = "
                         "{'class': 'SimpleStrategy', 'replication_factor': 3}")
         session.execute(f"CREATE TABLE IF NOT EXISTS {KEYSPACE}.{EVENTS} (id uuid PRIMARY KEY, at timestamp, "
-                        "kind text, account text, body text, token text)")
-        insert = session.prepare(f"INSERT INTO {KEYSPACE}.{EVENTS} (id, at, kind, account, body, token) "
+                        "kind text, account text, body text, ref text)")
+        insert = session.prepare(f"INSERT INTO {KEYSPACE}.{EVENTS} (id, at, kind, account, body, ref) "
                                  "VALUES (?, toTimestamp(now()), ?, ?, ?, ?)")
         params = [(uuid.uuid4(), rng.choice(["login", "logout", "purchase", "refund", "view"]),
                    f"account-{rng.randrange(5000):05d}", " ".join(rng.choices(WORDS, k=rng.randrange(8, 40))),
