@@ -1,7 +1,7 @@
 """What a sweep may remove of a crashed run's leftovers."""
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 from dmf.core.sweep import key_time, leftover_snapshot_tags, snapshot_tag, stale_uploads
 from dmf.core.timestamps import parse_ts
@@ -29,3 +29,23 @@ def test_upload_age_comes_from_the_key_not_from_what_the_store_reports():
     assert stale_uploads(uploads, NOW, timedelta(hours=1)) == [(old_set, "id-0"), (registry, "id-2")]
     assert stale_uploads(uploads, NOW, timedelta(0)) == [(old_set, "id-0"), (running, "id-1"), (registry, "id-2")]
     assert key_time(old_set) == parse_ts("20260101010000") and key_time("someone-elses/file") is None
+
+
+def test_a_store_that_cannot_list_open_uploads_costs_one_attempt_and_a_warning(monkeypatch):
+    from prefect.logging import disable_run_logger
+
+    from dmf import sweep
+    from dmf.blocks import S3Repository
+    from dmf.storage import StorageError
+    from dmf.tasks.sweep import abort_stale_uploads
+
+    calls = []
+
+    def refuse(*args):
+        calls.append(args)
+        raise StorageError("S3 list multipart uploads s3://b/ failed: 500: Internal Server Error")
+    monkeypatch.setattr(sweep, "abort_stale_uploads", refuse)
+    assert abort_stale_uploads.retries == 0
+    with disable_run_logger():
+        assert abort_stale_uploads.fn(S3Repository(bucket="b"), datetime.now(timezone.utc), 60) is None
+    assert len(calls) == 1
