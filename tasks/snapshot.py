@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from prefect import get_run_logger, task
+from prefect.runtime import task_run
 
 from dmf.blocks.cassandra_cluster import CassandraCluster
 from datetime import datetime
@@ -36,7 +37,8 @@ def take_snapshot(cluster: CassandraCluster, address: str, tag: str, target: DbT
     with RemoteHost(cluster, cluster.host(address)) as remote:
         node = Node(remote)
         node.check_data_dirs(target, keyspaces)
-        node.clear_snapshot(tag)  # a retried attempt starts from a clean tag
+        if task_run.run_count > 1:  # a retried attempt starts from a clean tag; the first has none (it is this run's)
+            node.clear_snapshot(tag)
         node.snapshot(tag, target, keyspaces)
         files = node.snapshot_files(tag, target)
     _log_files(address, f"snapshot {tag}", files)

@@ -28,7 +28,8 @@ from dmf.flows.restore_snapshot import restore_snapshot
 from dmf.flows.ship_commitlogs import ship_commitlogs
 from dmf.node_upload import NodeUpload
 from dmf.repository import Repository
-from dmf.ssh import RemoteHost
+from dmf.node import Node
+from dmf.ssh import RemoteError, RemoteHost
 from dmf.storage import Storage
 
 from .helpers import HOSTS, drop_and_restore, ids, insert_rows, keys_under, new_table
@@ -174,6 +175,24 @@ def test_dropped_ssh_connection_is_retried(testbed, cluster_block, repository_bl
     monkeypatch.setattr(RemoteHost, "iter_file", flaky)
     summary = backup_snapshot(hosts="127.0.0.3", db_target=f"{keyspace}.{table}", repository_block="via-manager")
     assert dropped and summary["files"] > 0
+    assert full_group(repository_block, summary, f"{keyspace}.{table}").complete
+
+
+def test_snapshot_retried_after_its_tag_was_taken_starts_from_a_clean_tag(testbed, cluster_block, repository_block,
+                                                                          monkeypatch):
+    """The first attempt snapshots, then fails listing: the retry clears the tag it left and snapshots again."""
+    keyspace, table = new_table(cluster_block, rows=50)
+    original = Node.snapshot_files
+    failed = []
+
+    def fail_once(self, tag, target):
+        if not failed:
+            failed.append(tag)
+            raise RemoteError("listing dropped")
+        return original(self, tag, target)
+    monkeypatch.setattr(Node, "snapshot_files", fail_once)
+    summary = backup_snapshot(hosts="127.0.0.2", db_target=f"{keyspace}.{table}")
+    assert failed and summary["files"] > 0
     assert full_group(repository_block, summary, f"{keyspace}.{table}").complete
 
 
