@@ -134,21 +134,11 @@ class S3Repository(Block):
 
     def write_headers(self) -> dict[str, str]:
         """write_params as HTTP headers, for a node's presigned PUT (they are signed into the URL)."""
-        if self.sse == "AES256":
-            return {"x-amz-server-side-encryption": "AES256"}
-        if self.sse == "aws:kms":
-            return {"x-amz-server-side-encryption": "aws:kms",
-                    **({"x-amz-server-side-encryption-aws-kms-key-id": self.kms_key_id} if self.kms_key_id else {})}
-        return self.key_headers()
+        return _as_headers(self.write_params())
 
     def key_headers(self) -> dict[str, str]:
         """key_params as HTTP headers, for a node's presigned part upload."""
-        if self.sse != "SSE-C":
-            return {}
-        key = self._customer_key()
-        return {"x-amz-server-side-encryption-customer-algorithm": "AES256",
-                "x-amz-server-side-encryption-customer-key": base64.b64encode(key).decode(),
-                "x-amz-server-side-encryption-customer-key-md5": base64.b64encode(hashlib.md5(key).digest()).decode()}
+        return _as_headers(self.key_params())
 
     def with_limits(self, max_upload_mib_s: float | None = None,
                     max_download_mib_s: float | None = None) -> S3Repository:
@@ -190,6 +180,22 @@ class S3Repository(Block):
         if self.sse != "none":
             features.append(f"server-side encryption (sse: {self.sse})")
         return ", ".join(features) or "none beyond plain S3"
+
+
+_SSE_HEADERS = {"ServerSideEncryption": "x-amz-server-side-encryption",
+                "SSEKMSKeyId": "x-amz-server-side-encryption-aws-kms-key-id",
+                "SSECustomerAlgorithm": "x-amz-server-side-encryption-customer-algorithm"}
+
+
+def _as_headers(params: dict) -> dict[str, str]:
+    """Encryption parameters as the HTTP headers botocore would send: an SSE-C key base64-encoded,
+    with its MD5 beside it."""
+    headers = {_SSE_HEADERS[name]: value for name, value in params.items() if name in _SSE_HEADERS}
+    key = params.get("SSECustomerKey")
+    if key is not None:
+        headers["x-amz-server-side-encryption-customer-key"] = base64.b64encode(key).decode()
+        headers["x-amz-server-side-encryption-customer-key-md5"] = base64.b64encode(hashlib.md5(key).digest()).decode()
+    return headers
 
 
 def _content_md5_instead_of_crc32(request: Any, **_: Any) -> None:
