@@ -71,12 +71,10 @@ def plan_restore(chain: Chain, target: DbTarget, root: Path, with_commitlogs: bo
     if with_commitlogs:
         for group in chain.commitlogs:
             for manifest in group.manifests:
-                entries = {e.path: e for e in manifest.files}
                 for shipped in shipped_segments(manifest):
                     if shipped.stored == MANIFEST_NAME or not segment_needed(manifest, shipped.segment, chain.full):
                         continue
-                    stored, entry = safe_join(root, COMMITLOG_DIR, manifest.set.node, shipped.stored), \
-                        entries[shipped.stored]
+                    entry, stored = shipped.entry, safe_join(root, COMMITLOG_DIR, manifest.set.node, shipped.stored)
                     commitlogs.append(Fetch(manifest.set.file_key(entry.path), stored, entry.size, entry.sha256))
                     segment = safe_join(root, COMMITLOG_DIR, manifest.set.node, shipped.segment)
                     segments.append(segment)

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 
 from dmf.core.errors import LayoutError, quote
-from dmf.core.manifest import Manifest
+from dmf.core.manifest import FileEntry, Manifest
 
 SEGMENTS_COMPRESSED = "segments_compressed"  # manifest `extra`: stored file → {"segment", "size", "sha256"}
 SEGMENT_NAME = re.compile(r"CommitLog-\d+-\d+\.log")
@@ -21,11 +21,15 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 @dataclass(frozen=True)
 class ShippedSegment:
-    stored: str      # the file in the batch
-    segment: str     # the segment's name, as Cassandra wrote it
-    size: int        # the segment's size and SHA-256 (the stored file's own are its manifest entry's)
+    entry: FileEntry  # the stored file, as the batch's manifest lists it
+    segment: str      # the segment's name, as Cassandra wrote it
+    size: int         # the segment's own size and SHA-256 (the stored file's are the entry's)
     sha256: str
     compressed: bool
+
+    @property
+    def stored(self) -> str:
+        return self.entry.path
 
 
 def compressed_name(segment: str) -> str:
@@ -47,7 +51,7 @@ def shipped_segments(batch: Manifest) -> list[ShippedSegment]:
     for entry in batch.files:
         record = compressed.get(entry.path)
         if record is None:
-            found.append(ShippedSegment(entry.path, entry.path, entry.size, entry.sha256, False))
+            found.append(ShippedSegment(entry, entry.path, entry.size, entry.sha256, False))
             continue
         segment, size, sha256 = (record.get(k) for k in ("segment", "size", "sha256")) \
             if isinstance(record, dict) else (None, None, None)
@@ -55,5 +59,5 @@ def shipped_segments(batch: Manifest) -> list[ShippedSegment]:
                 or entry.path != compressed_name(segment) or not isinstance(size, int) or size < 0
                 or not isinstance(sha256, str) or not _SHA256.fullmatch(sha256)):
             raise LayoutError(f"{batch.set.manifest_key}: malformed compression record for {quote(entry.path)}")
-        found.append(ShippedSegment(entry.path, segment, size, sha256, True))
+        found.append(ShippedSegment(entry, segment, size, sha256, True))
     return found
