@@ -280,7 +280,7 @@ def _decompress(folder: int, stored: str, name: str, unpack: Unpack) -> None:
                     view = memoryview(chunk)
                     while view:
                         view = view[os.write(fd, view):]
-        except (OSError, EOFError, zlib.error) as exc:
+        except (gzip.BadGzipFile, EOFError, zlib.error) as exc:  # a write's own OSError stays itself
             _discard_part(folder, part)
             raise VerificationError(f"{unpack.stored}: not a whole gzip stream ({exc})") from None
         finally:
