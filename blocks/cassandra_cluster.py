@@ -84,6 +84,12 @@ class CassandraCluster(Block):
     cql_port: int = Field(default=9042, ge=1, le=65535)
     cql_username: str | None = None
     cql_password: SecretStr | None = None
+    cql_tls: bool = Field(default=False, description="Connect to CQL over TLS (the nodes' client_encryption_options).")
+    cql_tls_ca: str | None = Field(default=None, description="PEM certificate(s) of the CA that signed the nodes' "
+                                   "certificates; without it (and cql_tls_ca_path), the worker's system CAs.")
+    cql_tls_ca_path: str | None = Field(default=None, description="Or a PEM file of those CA certificates on the worker.")
+    cql_tls_check_hostname: bool = Field(default=True, description="Require each node's certificate to name the "
+                                         "address dmf connects to (turn off only for certificates without it).")
 
     def host(self, address: str) -> CassandraHost:
         for host in self.hosts:

@@ -1,6 +1,7 @@
 """CQL access to the cluster with cassandra-driver, configured from the cluster block."""
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +24,18 @@ def qualified(keyspace: str, table: str) -> str:
     return f"{identifier(keyspace)}.{identifier(table)}"
 
 
+def tls_context(cluster: CassandraCluster) -> ssl.SSLContext | None:
+    """The block's TLS settings as an SSLContext: certificate always verified, hostname by default."""
+    if not cluster.cql_tls:
+        return None
+    try:
+        context = ssl.create_default_context(cafile=cluster.cql_tls_ca_path, cadata=cluster.cql_tls_ca)
+    except (OSError, ssl.SSLError) as exc:
+        raise DmfError(f"cql_tls_ca / cql_tls_ca_path: not a readable PEM CA certificate ({exc})") from None
+    context.check_hostname = cluster.cql_tls_check_hostname
+    return context
+
+
 @contextmanager
 def connect(cluster: CassandraCluster, contact_points: list[str] | None = None,
             timeout: float = 30) -> Iterator[Session]:
@@ -33,6 +46,7 @@ def connect(cluster: CassandraCluster, contact_points: list[str] | None = None,
     profile = ExecutionProfile(load_balancing_policy=RoundRobinPolicy(), request_timeout=timeout)
     driver = Cluster(contact_points or cluster.contact_points(), port=cluster.cql_port, auth_provider=auth,
                      execution_profiles={EXEC_PROFILE_DEFAULT: profile}, protocol_version=5,
+                     ssl_context=tls_context(cluster),
                      connect_timeout=timeout, control_connection_timeout=timeout)
     try:
         try:

@@ -11,6 +11,7 @@ from pydantic import SecretStr
 
 from dmf.blocks import DEFAULT_BLOCK, CassandraCluster, CassandraHost, S3Repository
 
+from . import tls
 from .layout import BUCKET, CQL_PASSWORD, CQL_USER, S3_ACCESS_KEY, S3_SECRET_KEY, Node, Testbed
 
 
@@ -47,6 +48,7 @@ def cluster(tb: Testbed, nodes: list[Node]) -> CassandraCluster:
         ssh_private_key_path=str(tb.ssh / "id_ed25519"),
         known_hosts_path=str(tb.ssh / "known_hosts"),
         cql_username=CQL_USER, cql_password=SecretStr(CQL_PASSWORD),
+        cql_tls=True, cql_tls_ca_path=str(tls.ca_path(tb)),
     )
 
 

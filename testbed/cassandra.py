@@ -6,7 +6,7 @@ import shlex
 import subprocess
 from pathlib import Path
 
-from . import jvm, procs
+from . import jvm, procs, tls
 from .layout import TOKENS, Node, Testbed
 
 DAEMON = "org.apache.cassandra.service.CassandraDaemon"
@@ -21,7 +21,7 @@ def jamm_jar(tb: Testbed) -> Path:
     return jars[-1]
 
 
-def _yaml(node: Node, seeds: str, token: str) -> str:
+def _yaml(tb: Testbed, node: Node, seeds: str, token: str) -> str:
     d = node.dir
     return f"""\
 cluster_name: dmf-testbed
@@ -46,6 +46,15 @@ rpc_address: {node.address}
 storage_port: 7000
 native_transport_port: 9042
 start_native_transport: true
+# TLS on the CQL port (the product connects with TLS and verifies the certificate); plaintext is still
+# accepted (optional) for sstableloader, which the bed runs without a node's cassandra.yaml.
+client_encryption_options:
+  enabled: true
+  optional: true
+  ssl_context_factory:
+    class_name: org.apache.cassandra.security.PEMBasedSslContextFactory
+  keystore: {tls.node_keystore_path(tb)}
+  truststore: {tls.ca_path(tb)}
 endpoint_snitch: SimpleSnitch
 incremental_backups: true
 authenticator: PasswordAuthenticator
@@ -85,7 +94,8 @@ def configure(tb: Testbed, node: Node, cluster_size: int) -> None:
         node.dir(name).mkdir(parents=True, exist_ok=True)
     conf = node.dir("conf")
     token = TOKENS[cluster_size][node.index - 1]
-    (conf / "cassandra.yaml").write_text(_yaml(node, "127.0.0.1:7000", token))
+    tls.ensure_certificates(tb)
+    (conf / "cassandra.yaml").write_text(_yaml(tb, node, "127.0.0.1:7000", token))
     (conf / "logback.xml").write_text(LOGBACK)
     if not jvm_options_file(node).exists():
         jvm_options_file(node).write_text("# JVM options read at every start (as Cassandra's conf/jvm-server.options)\n")
