@@ -11,6 +11,7 @@ from prefect_aws import AwsCredentials
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from dmf.core.lifecycle import FullEvery
+from dmf.encryption import EncryptionError, parse_key
 from dmf.throttle import check_limit
 
 
@@ -80,6 +81,16 @@ class S3Repository(Block):
         default=None, description="For sse: SSE-C, the 256-bit key, base64-encoded. Sent with every request; "
                                   "never logged.")
 
+    # Encryption by dmf before anything leaves the manager (dmf.encryption): the store sees ciphertext.
+    encryption: Literal["none", "client"] = Field(
+        default="none",
+        description="client: SSTables and commit logs are encrypted with AES-256-GCM by the manager (the Prefect "
+                    "worker) with encryption_key before upload, and authenticated before a restore loads them. "
+                    "Files then stream through the manager (the key never reaches a node).")
+    encryption_key: SecretStr | None = Field(
+        default=None, description="For encryption: client, 32 random bytes in base64 (`dmf key generate`). "
+                                  "Kept nowhere else by dmf: losing it loses the backups it encrypted.")
+
     # The lifecycle (dmf.core.lifecycle): chains end, old ones are purged.
     full_every: str = Field(
         default="7d",
@@ -113,7 +124,20 @@ class S3Repository(Block):
                 raise ValueError("sse_customer_key must be 32 bytes, base64-encoded")
         if self.kms_key_id and self.sse != "aws:kms":
             raise ValueError("kms_key_id is only used with sse: aws:kms")
+        if self.encryption == "client":
+            if self.encryption_key is None:
+                raise ValueError("encryption: client needs encryption_key (`dmf key generate` makes one)")
+            try:
+                self.client_key()
+            except EncryptionError as exc:  # its message never holds the key
+                raise ValueError(str(exc)) from None
         return self
+
+    def client_key(self) -> bytes | None:
+        """The master key of client-side encryption, or None when it is off."""
+        if self.encryption != "client" or self.encryption_key is None:
+            return None
+        return parse_key(self.encryption_key.get_secret_value())
 
     def _customer_key(self) -> bytes:
         return base64.b64decode(self.sse_customer_key.get_secret_value())  # type: ignore[union-attr]

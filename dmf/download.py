@@ -11,6 +11,10 @@ renamed through descriptors. A planted symlink can neither redirect a write nor 
 
 The repository's max_download_mib_s limits the whole download: every range of every file takes its
 1 MiB chunks from one token bucket.
+
+A client-side encrypted file (Fetch.plain) is downloaded and checked as stored, then decrypted and
+authenticated chunk by chunk into a second owner-only `.plain.part`, checked against the plaintext's
+size and SHA-256 and only then renamed into place: nothing unauthenticated ever bears a final name.
 """
 from __future__ import annotations
 
@@ -29,7 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dmf.core.errors import DmfError, InputError
+from dmf.core.manifest import PlainFile
 from dmf.core.paths import is_within
+from dmf.encryption import decrypt_chunks
 from dmf.storage import MIB, Storage, VerificationError
 from dmf.throttle import TokenBucket, bucket_for, throttled
 
@@ -44,8 +50,14 @@ _PART_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 class Fetch:
     key: str
     dest: Path
-    size: int
+    size: int      # of the stored object
     sha256: str
+    plain: PlainFile | None = None  # client-side encrypted: what it decrypts to, the file placed at dest
+
+    @property
+    def placed(self) -> Fetch:
+        """The file as it ends up at dest: the stored object itself, or its plaintext."""
+        return self if self.plain is None else Fetch(self.key, self.dest, self.plain.size, self.plain.sha256)
 
 
 def safe_join(root: Path, *parts: str) -> Path:
@@ -181,14 +193,14 @@ def _write_range(storage: Storage, fetch: Fetch, fd: int, start: int, end: int, 
 
 
 def fetch_one(storage: Storage, root: Path, fetch: Fetch, ranges: Executor, progress: Progress | None = None,
-              bucket: TokenBucket | None = None) -> bool:
+              bucket: TokenBucket | None = None, encryption_key: bytes | None = None) -> bool:
     """Downloads and verifies one file below `root`; returns False when it was already there and verified.
 
     A file larger than a part comes as byte ranges in parallel on `ranges` (one GET stream per
     file is slower than S3 serves), written in place, then hashed from the page cache."""
     *folders, name = _below(root, fetch.dest)
     with _directory(root, folders, create=True) as folder:
-        if _verified(folder, name, fetch):
+        if _verified(folder, name, fetch.placed):
             if progress:
                 progress(fetch.size)
             return False
@@ -218,6 +230,12 @@ def fetch_one(storage: Storage, root: Path, fetch: Fetch, ranges: Executor, prog
             _discard_part(folder, part)
             raise VerificationError(f"s3://{storage.bucket}/{fetch.key}: downloaded {size} bytes with SHA-256 "
                                     f"{sha256[:12]}…, manifest says {fetch.size} bytes, {fetch.sha256[:12]}…")
+        if fetch.plain is not None:
+            try:
+                _decrypt(folder, part, name, fetch.key, fetch.plain, encryption_key)
+            finally:
+                _discard_part(folder, part)
+            return True
         # Replaces only what failed the check above (partial, corrupt, or a symlink: the link goes,
         # never its target). Dies just before: the verified .part is downloaded again by the rerun;
         # just after: the file is in place and verified, and the rerun skips it.
@@ -225,14 +243,54 @@ def fetch_one(storage: Storage, root: Path, fetch: Fetch, ranges: Executor, prog
     return True
 
 
+def _decrypt(folder: int, part: str, name: str, key: str, plain: PlainFile, encryption_key: bytes | None) -> None:
+    """The verified ciphertext `part` decrypted into `name`, through a `.plain.part` renamed only
+    once every chunk authenticated and the plaintext matches the manifest."""
+    if encryption_key is None:
+        raise VerificationError(f"{key}: client-side encrypted, and the repository block has no encryption_key")
+    plain_part = name + ".plain.part"
+    _discard_part(folder, plain_part)
+    source = os.open(part, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder)
+    digest, size = hashlib.sha256(), 0
+    try:
+        fd = os.open(plain_part, _PART_FLAGS, 0o600, dir_fd=folder)
+        try:
+            for chunk in decrypt_chunks(_read_chunks(source), encryption_key, name=key):
+                digest.update(chunk)
+                size += len(chunk)
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view):]
+        except BaseException:
+            _discard_part(folder, plain_part)
+            raise
+        finally:
+            os.close(fd)
+    finally:
+        os.close(source)
+    if size != plain.size or digest.hexdigest() != plain.sha256:
+        _discard_part(folder, plain_part)
+        raise VerificationError(f"{key}: decrypted to {size} bytes with SHA-256 {digest.hexdigest()[:12]}…, "
+                                f"manifest says {plain.size} bytes, {plain.sha256[:12]}…")
+    # Dies just before: the rerun downloads and decrypts again; just after: the file is in place and
+    # verified (the ciphertext .part is removed by the caller, or by the rerun).
+    os.replace(plain_part, name, src_dir_fd=folder, dst_dir_fd=folder)
+
+
+def _read_chunks(fd: int) -> Iterator[bytes]:
+    while chunk := os.read(fd, MIB):
+        yield chunk
+
+
 def fetch_all(storage: Storage, root: Path, fetches: list[Fetch], parallel: int,
               progress: Progress | None = None) -> int:
     """Downloads everything below `root` in parallel (largest first), within the repository's
     max_download_mib_s; returns how many files were transferred."""
     bucket = bucket_for(storage.repository.max_download_mib_s)
+    encryption_key = storage.repository.client_key()
     with ThreadPoolExecutor(parallel, thread_name_prefix="range") as ranges, \
             ThreadPoolExecutor(parallel, thread_name_prefix="down") as files:
-        results = list(files.map(lambda f: fetch_one(storage, root, f, ranges, progress, bucket),
+        results = list(files.map(lambda f: fetch_one(storage, root, f, ranges, progress, bucket, encryption_key),
                                  sorted(fetches, key=lambda f: -f.size)))
     return sum(results)
 

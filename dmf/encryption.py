@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from dmf.core.errors import DmfError
+from dmf.core.errors import PermanentError
 
 SCHEME = "aes-256-gcm-chunked-v1"
 KEY_BYTES = 32
@@ -44,7 +44,7 @@ _KEY_ID_INFO = b"dmf/key-id/v1"
 _KEY_FORMAT = "encryption_key must be 32 bytes in base64 (e.g. `openssl rand -base64 32`)"
 
 
-class EncryptionError(DmfError):
+class EncryptionError(PermanentError):
     """A key that cannot be used, or a stored file that is not a whole, authentic encrypted stream.
     The message never holds key material."""
 

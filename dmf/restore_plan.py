@@ -66,7 +66,7 @@ def plan_restore(chain: Chain, target: DbTarget, root: Path, with_commitlogs: bo
             units.setdefault((manifest.set.node, name, keyspace, table),
                              LoadUnit(manifest.set.node, name, keyspace, table, directory))
             fetches.append(Fetch(manifest.set.file_key(entry.path), safe_join(directory, *inner),
-                                 entry.size, entry.sha256))
+                                 entry.size, entry.sha256, entry.plain))
     commitlogs, segments, unpacks = [], [], []
     if with_commitlogs:
         for group in chain.commitlogs:
@@ -75,7 +75,8 @@ def plan_restore(chain: Chain, target: DbTarget, root: Path, with_commitlogs: bo
                     if shipped.stored == MANIFEST_NAME or not segment_needed(manifest, shipped.segment, chain.full):
                         continue
                     entry, stored = shipped.entry, safe_join(root, COMMITLOG_DIR, manifest.set.node, shipped.stored)
-                    commitlogs.append(Fetch(manifest.set.file_key(entry.path), stored, entry.size, entry.sha256))
+                    commitlogs.append(Fetch(manifest.set.file_key(entry.path), stored, entry.size, entry.sha256,
+                                            entry.plain))
                     segment = safe_join(root, COMMITLOG_DIR, manifest.set.node, shipped.segment)
                     segments.append(segment)
                     if shipped.compressed:

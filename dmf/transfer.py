@@ -8,17 +8,23 @@ the parts held in memory. Each worker thread has its own SSH connection to the n
 at a time (sshd's MaxStartups). The repository's max_upload_mib_s limits each host: its bytes read
 over SSH (streamed or re-read to match a previous attempt's objects) share one token bucket, and
 the agent on the node has its own for what it sends.
+
+With client-side encryption (the repository's `encryption: client`) files always stream through
+this process, which encrypts them on the way (dmf.encryption): the key never reaches a node, and
+the agent needs no crypto library there.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from dmf.blocks.cassandra_cluster import CassandraCluster, CassandraHost
 from dmf.core.keys import SetRef
-from dmf.core.manifest import FileEntry
+from dmf.core.manifest import FileEntry, PlainFile
+from dmf.encryption import encrypt_chunks, encrypted_size
 from dmf.node import SourceFile
 from dmf.node_upload import NodeUpload
 from dmf.ssh import RemoteHost
@@ -65,9 +71,11 @@ def upload_files(cluster: CassandraCluster, host: CassandraHost, storage: Storag
         set_ref.file_key(source.relpath)
     pool = ConnectionPool(cluster, host)
     bucket = bucket_for(storage.repository.max_upload_mib_s)
+    encryption_key = storage.repository.client_key()
 
     def existing(key: str, source: SourceFile) -> FileEntry | None:
-        if not resume:
+        # An encrypted object cannot be matched with the node's bytes without decrypting it: sent again.
+        if not resume or encryption_key is not None:
             return None
         remote = pool.get()
         stored = storage.match_existing(key, source.size,
@@ -78,20 +86,21 @@ def upload_files(cluster: CassandraCluster, host: CassandraHost, storage: Storag
 
     by_size = sorted(files, key=lambda f: -f.size)  # the largest first: the last to finish is a small one
     try:
-        if storage.repository.upload_from_nodes and files:
+        if storage.repository.upload_from_nodes and files and encryption_key is None:
             node_upload = NodeUpload(pool.get(), storage, set_ref, progress)
             reason = node_upload.start()
             if reason is None:
                 return sorted(node_upload.run(by_size, existing), key=lambda e: e.path)
             logger.warning("%s: %s; files stream through the manager instead", host.address, reason)
-        return _stream_through_manager(pool, storage, set_ref, by_size, existing, progress, bucket)
+        return _stream_through_manager(pool, storage, set_ref, by_size, existing, progress, bucket, encryption_key)
     finally:
         pool.close()
 
 
 def _stream_through_manager(pool: ConnectionPool, storage: Storage, set_ref: SetRef, files: list[SourceFile],
                             existing: Callable[[str, SourceFile], FileEntry | None],
-                            progress: Progress | None, bucket: TokenBucket | None) -> list[FileEntry]:
+                            progress: Progress | None, bucket: TokenBucket | None,
+                            encryption_key: bytes | None) -> list[FileEntry]:
     parts = PartPool(storage.repository.max_concurrency)
 
     def one(source: SourceFile) -> FileEntry:
@@ -99,8 +108,13 @@ def _stream_through_manager(pool: ConnectionPool, storage: Storage, set_ref: Set
         if (entry := existing(key, source)) is not None:
             return entry
         chunks = throttled(pool.get().iter_file(source.path, source.size), bucket)
-        stored = storage.upload_stream(key, chunks, source.size, progress=progress, parts=parts)
-        return FileEntry(source.relpath, stored.size, stored.sha256)
+        if encryption_key is None:
+            stored = storage.upload_stream(key, chunks, source.size, progress=progress, parts=parts)
+            return FileEntry(source.relpath, stored.size, stored.sha256)
+        plain = hashlib.sha256()
+        stored = storage.upload_stream(key, encrypt_chunks(_hashed(chunks, plain), encryption_key),
+                                       encrypted_size(source.size), progress=progress, parts=parts)
+        return FileEntry(source.relpath, stored.size, stored.sha256, PlainFile(source.size, plain.hexdigest()))
 
     try:
         with ThreadPoolExecutor(storage.repository.max_concurrency, thread_name_prefix=f"up-{set_ref.node}") as ex:
@@ -109,3 +123,9 @@ def _stream_through_manager(pool: ConnectionPool, storage: Storage, set_ref: Set
     finally:
         parts.shutdown()
     return sorted(entries, key=lambda e: e.path)
+
+
+def _hashed(chunks: Iterable[bytes], digest) -> Iterator[bytes]:
+    for chunk in chunks:
+        digest.update(chunk)
+        yield chunk

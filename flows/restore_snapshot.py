@@ -15,6 +15,7 @@ from prefect import flow, get_run_logger
 
 from dmf.blocks import DEFAULT_BLOCK, CassandraCluster, S3Repository
 from dmf.core.catalog import Catalog, covers, resolve_chain
+from dmf.core.client_encryption import check_key
 from dmf.core.errors import DmfError, InputError
 from dmf.core.keys import SetKind, schema_key
 from dmf.core.restore_checks import (absolute_path, check_full_covers_ring, check_hosts_in_ring,
@@ -24,6 +25,7 @@ from dmf.core.targets import DbTarget, parse_hosts
 from dmf.core.timestamps import format_ts, parse_ts, utcnow
 from dmf.cql import NodeFacts
 from dmf.download import bytes_missing, check_destination, write_private
+from dmf.encryption import SCHEME, key_id
 from dmf.local import addresses_of, local_node_dirs
 from dmf.repository import Repository
 from dmf.reporting import publish_summary
@@ -186,6 +188,9 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
     plan = plan_restore(chain, target, root, with_commitlogs=get_commitlogs or replay_commitlogs, into=copy_to)
     if not plan.fetches:
         raise InputError(f"the backup {format_ts(chain.full.snapshot_ts)} holds no file of {target}")
+    encryption_key = repository.client_key()
+    check_key([*chain.manifests, *(m for group in chain.commitlogs for m in group.manifests)], SCHEME,
+              key_id(encryption_key) if encryption_key else None)
     if replay_commitlogs:
         check_replay_nodes({s.parent.name for s in plan.segments},
                            {a: facts[ring_address[a]].host_id for a in host_list})

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from dmf.core.errors import LayoutError
@@ -19,10 +19,30 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
-class FileEntry:
-    path: str     # relpath under the set prefix
+class PlainFile:
+    """What a client-side encrypted object decrypts to (dmf.core.client_encryption)."""
     size: int
     sha256: str
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    path: str     # relpath under the set prefix
+    size: int     # of the stored object: what uploads, verify and downloads check
+    sha256: str
+    plain: PlainFile | None = None  # when encrypted by dmf: the file as it was on the node
+
+    def to_json(self) -> dict:
+        body: dict = {"path": self.path, "size": self.size, "sha256": self.sha256}
+        if self.plain is not None:
+            body["plain"] = {"size": self.plain.size, "sha256": self.plain.sha256}
+        return body
+
+    @classmethod
+    def from_json(cls, kind: SetKind, body: dict) -> FileEntry:
+        plain = body.get("plain")
+        return cls(validate_relpath(kind, body["path"]), int(body["size"]), str(body["sha256"]),
+                   None if plain is None else PlainFile(int(plain["size"]), str(plain["sha256"])))
 
 
 @dataclass(frozen=True)
@@ -59,7 +79,7 @@ class Manifest:
             "cassandra_version": self.cassandra_version,
             "schema_version": self.schema_version,
             "extra": self.extra,
-            "files": [asdict(f) for f in self.files],
+            "files": [f.to_json() for f in self.files],
         }
         return json.dumps(body, indent=1, sort_keys=False).encode()
 
@@ -74,8 +94,7 @@ class Manifest:
             snapshot_ts = parse_ts(body["snapshot_ts"], name="manifest snapshot_ts")
             set_ts = parse_ts(body["set_ts"], name="manifest set_ts") if body["set_ts"] else None
             set_ref = SetRef(snapshot_ts, body["node"], kind, set_ts)
-            files = tuple(FileEntry(validate_relpath(kind, f["path"]), int(f["size"]), str(f["sha256"]))
-                          for f in body["files"])
+            files = tuple(FileEntry.from_json(kind, f) for f in body["files"])
             manifest = cls(
                 set=set_ref, files=files, host=str(body["host"]), host_id=str(body["host_id"]),
                 created_at=parse_ts(body["created_at"], name="manifest created_at"),
@@ -88,7 +107,8 @@ class Manifest:
         except (ValueError, KeyError, TypeError) as exc:
             raise LayoutError(f"malformed manifest: {exc}") from None
         for f in manifest.files:
-            if f.size < 0 or not _SHA256.fullmatch(f.sha256):
+            if f.size < 0 or not _SHA256.fullmatch(f.sha256) or \
+                    (f.plain is not None and (f.plain.size < 0 or not _SHA256.fullmatch(f.plain.sha256))):
                 raise LayoutError(f"malformed manifest entry for {f.path}")
         if expected is not None and manifest.set != expected:
             raise LayoutError(f"manifest at {expected.manifest_key} describes another set ({manifest.set.prefix})")
