@@ -28,7 +28,7 @@ PASSWORD_FILE_SHOWN = "<one-call password file>"
 #   - just before the removal (nodetool ended, `rm` not yet run): the file stays, 0600 in its 0700
 #     `dmf-jmx.*` directory under the SSH user's $TMPDIR (/tmp), until the node's temp cleaning
 #     (systemd-tmpfiles, or a reboot for a tmpfs /tmp) or an operator removes it; only that user
-#     and root can read it, and they can read the block's secrets anyway.
+#     and root can read it (root can read the JMX server's own password file anyway).
 #   - just after it: nothing is left; the caller sees the lost connection as a failed nodetool call
 #     (and a task retries it), though the call itself may have done its work.
 # A kill between mktemp and the assignment of $d leaves an empty directory, never a password.
