@@ -21,9 +21,11 @@ PASSWORD_FILE_SHOWN = "<one-call password file>"
 # remote command, no extra round trip), reads `<user> <password>` from the SSH channel's stdin into
 # an owner-only file (umask 077) in a fresh directory of its own (mktemp -d, 0700), runs nodetool,
 # and removes the directory on any exit of the shell: nodetool's success or failure, a refused or
-# incomplete stdin, and SIGHUP/SIGINT/SIGTERM (each trapped to `exit`, which runs the EXIT trap; the
-# shell waits for nodetool to end first). A dropped SSH connection closes the command's pipes but
-# kills nothing: nodetool ends (or dies of SIGPIPE on its output) and the shell still removes the file.
+# incomplete stdin, and SIGHUP/SIGINT/SIGTERM/SIGPIPE (each trapped to `exit`, which runs the EXIT
+# trap; the shell waits for nodetool to end first). A dropped SSH connection closes the command's
+# pipes (sshd sends no signal to a command without a terminal; a SIGHUP would be trapped): nodetool
+# ends, and the shell removes the file. SIGPIPE matters there: the shell's own message on a cut
+# stdin goes to a closed stderr, and an untrapped SIGPIPE would kill the shell with the file left.
 # Not covered, as no shell can: a SIGKILL or a node crash.
 #   - just before the removal (nodetool ended, `rm` not yet run): the file stays, 0600 in its 0700
 #     `dmf-jmx.*` directory under the SSH user's $TMPDIR (/tmp), until the node's temp cleaning
@@ -41,6 +43,7 @@ trap '[ -z "$d" ] || rm -rf -- "$d"' EXIT
 trap 'exit 129' HUP
 trap 'exit 130' INT
 trap 'exit 143' TERM
+trap 'exit 141' PIPE
 d=$(mktemp -d "${TMPDIR:-/tmp}/dmf-jmx.XXXXXXXXXX") || exit 125
 f="$d/jmxremote.password"
 cat > "$f" || exit 125

@@ -92,7 +92,7 @@ def test_with_credentials_the_password_goes_on_stdin_never_in_argv():
     # Owner-only file in a fresh private directory, removed by a trap on every exit of the shell.
     assert script.index("umask 077") < script.index('mktemp -d "${TMPDIR:-/tmp}/dmf-jmx.XXXXXXXXXX"')
     assert script.index("""trap '[ -z "$d" ] || rm -rf -- "$d"' EXIT""") < script.index("mktemp")
-    for name, status in (("HUP", 129), ("INT", 130), ("TERM", 143)):
+    for name, status in (("HUP", 129), ("INT", 130), ("TERM", 143), ("PIPE", 141)):
         assert f"trap 'exit {status}' {name}" in script
     assert 'cat > "$f"' in script
     last = script.rstrip("\n").splitlines()[-1]
@@ -265,6 +265,21 @@ def test_a_truncated_stdin_runs_no_nodetool_and_leaves_nothing(node_env):
     channel.shutdown_write()
     assert channel.recv_exit_status() == 125
     channel.close()
+    assert not (node_env.fake / "argv").exists() and list(node_env.tmp.iterdir()) == []
+
+
+def test_a_cut_stdin_with_the_connection_gone_leaves_nothing(node_env):
+    """The dropped connection closed stderr too: the shell's message raises SIGPIPE, which must
+    exit through the EXIT trap, not kill the shell with the partial password file left."""
+    node_env.make("admin", PASSWORD)
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        process = subprocess.run(jmx_password_command(["nodetool"], "admin", ["drain"]), input=b"admin s3c",
+                                 stdout=subprocess.DEVNULL, stderr=write_end, timeout=30)
+    finally:
+        os.close(write_end)
+    assert process.returncode == 141
     assert not (node_env.fake / "argv").exists() and list(node_env.tmp.iterdir()) == []
 
 
