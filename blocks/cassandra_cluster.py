@@ -7,7 +7,7 @@ from pydantic import BaseModel, Field, SecretStr, field_validator, model_validat
 
 from prefect.blocks.core import Block
 
-from dmf.core.errors import InputError
+from dmf.core.errors import InputError, quote
 from dmf.core.paths import check_commitlog_archive_dir
 from dmf.core.targets import parse_hosts
 
@@ -63,6 +63,23 @@ class CassandraHost(BaseModel):
         return self.jvm_options_file or posixpath.join(self.config_dir, "jvm-server.options")
 
 
+def check_jmx_credentials(username: str | None, password: str | None) -> None:
+    """Both or neither, each one token: nodetool reads its -pwf file as `<user> <password>` split on
+    any whitespace, so neither can hold a space, tab or newline. The password is never in a message."""
+    if (username is None) != (password is None):
+        given, missing = ("jmx_username", "jmx_password") if password is None else ("jmx_password", "jmx_username")
+        raise InputError(f"the cluster block sets {given} without {missing}: JMX authentication needs both "
+                         "(or neither, for a JMX without authentication)")
+    if username is None:
+        return
+    if not username or any(c.isspace() for c in username):
+        raise InputError(f"the cluster block's jmx_username {quote(username)} is empty or contains whitespace "
+                         "(a space, tab or newline), which nodetool's password file format cannot carry")
+    if not password or any(c.isspace() for c in password):
+        raise InputError("the cluster block's jmx_password is empty or contains whitespace (a space, tab or "
+                         "newline), which nodetool's password file format cannot carry")
+
+
 class CassandraCluster(Block):
     """Hosts, SSH access and CQL access of one Cassandra cluster. Secrets are secret fields."""
 
@@ -90,6 +107,21 @@ class CassandraCluster(Block):
     cql_tls_ca_path: str | None = Field(default=None, description="Or a PEM file of those CA certificates on the worker.")
     cql_tls_check_hostname: bool = Field(default=True, description="Require each node's certificate to name the "
                                          "address dmf connects to (turn off only for certificates without it).")
+    jmx_username: str | None = Field(
+        default=None, description="JMX user nodetool authenticates as (`nodetool -u`), when the nodes' JMX "
+                                  "requires authentication; set it with jmx_password.")
+    jmx_password: SecretStr | None = Field(
+        default=None, description="That JMX user's password. It never appears on a command line: for each "
+                                  "nodetool call it goes over the SSH channel's stdin into an owner-only file in "
+                                  "a fresh private temporary directory on the node, given to `nodetool -pwf` and "
+                                  "removed when the call ends. The file belongs to the SSH user, so the nodetool "
+                                  "command must run as that user (or root), not as another user through sudo.")
+
+    @model_validator(mode="after")
+    def _jmx_credentials(self) -> CassandraCluster:
+        check_jmx_credentials(self.jmx_username,
+                              None if self.jmx_password is None else self.jmx_password.get_secret_value())
+        return self
 
     def host(self, address: str) -> CassandraHost:
         for host in self.hosts:

@@ -3,7 +3,11 @@ of snapshots and incremental backups mapped to their place in the bucket layout.
 from __future__ import annotations
 
 import posixpath
+import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from dmf.blocks.cassandra_cluster import check_jmx_credentials
 
 from dmf.core.keys import split_table_dir
 from dmf.core.errors import InputError, LayoutError
@@ -11,6 +15,58 @@ from dmf.core.targets import SYSTEM_KEYSPACES, DbTarget
 from dmf.ssh import CommandResult, RemoteError, RemoteHost, command_argv
 
 RM_BATCH = 200
+PASSWORD_FILE_SHOWN = "<one-call password file>"
+
+# nodetool with `-pwf <file>`, the file made for this one call: the script runs under `sh -c` (one
+# remote command, no extra round trip), reads `<user> <password>` from the SSH channel's stdin into
+# an owner-only file (umask 077) in a fresh directory of its own (mktemp -d, 0700), runs nodetool,
+# and removes the directory on any exit of the shell: nodetool's success or failure, a refused or
+# incomplete stdin, and SIGHUP/SIGINT/SIGTERM/SIGPIPE (each trapped to `exit`, which runs the EXIT
+# trap; the shell waits for nodetool to end first). A dropped SSH connection closes the command's
+# pipes (sshd sends no signal to a command without a terminal; a SIGHUP would be trapped): nodetool
+# ends, and the shell removes the file. SIGPIPE matters there: the shell's own message on a cut
+# stdin goes to a closed stderr, and an untrapped SIGPIPE would kill the shell with the file left.
+# Not covered, as no shell can: a SIGKILL or a node crash.
+#   - just before the removal (nodetool ended, `rm` not yet run): the file stays, 0600 in its 0700
+#     `dmf-jmx.*` directory under the SSH user's $TMPDIR (/tmp), until the node's temp cleaning
+#     (systemd-tmpfiles, or a reboot for a tmpfs /tmp) or an operator removes it; only that user
+#     and root can read it (root can read the JMX server's own password file anyway).
+#   - just after it: nothing is left; the caller sees the lost connection as a failed nodetool call
+#     (and a task retries it), though the call itself may have done its work.
+# A kill between mktemp and the assignment of $d leaves an empty directory, never a password.
+# The stdin must end with a newline: a connection dropped mid-write leaves a truncated line, and
+# nodetool must then not run (with an unauthenticated JMX it would, unasked).
+_JMX_SCRIPT = """\
+umask 077
+d=
+trap '[ -z "$d" ] || rm -rf -- "$d"' EXIT
+trap 'exit 129' HUP
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 141' PIPE
+d=$(mktemp -d "${TMPDIR:-/tmp}/dmf-jmx.XXXXXXXXXX") || exit 125
+f="$d/jmxremote.password"
+cat > "$f" || exit 125
+if [ "$(tail -c 1 "$f" | wc -l)" -ne 1 ]; then
+  echo 'dmf: the JMX password file arrived incomplete on stdin; nodetool not run' >&2
+  exit 125
+fi
+"""
+
+
+def jmx_password_file(username: str, password: str) -> bytes:
+    """The content of nodetool's -pwf file: one line `<user> <password>` (whitespace-free, checked)."""
+    check_jmx_credentials(username, password)
+    return f"{username} {password}\n".encode()
+
+
+def jmx_password_command(base: list[str], username: str, args: Sequence[str]) -> list[str]:
+    """`sh -c <script>`: nodetool as `<base> -u <user> -pwf <file> <args>` with the file made from
+    stdin for this call and removed after it (see _JMX_SCRIPT). Every word of base, the user and
+    args is quoted inside the script, and the script once more as sh's argument; nodetool's stdin
+    is /dev/null (the password was read already; nodetool would prompt on an empty one)."""
+    nodetool = f'{shlex.join(base)} -u {shlex.quote(username)} -pwf "$f" {shlex.join(args)}'.rstrip()
+    return ["sh", "-c", f"{_JMX_SCRIPT}{nodetool} </dev/null\n"]
 
 
 @dataclass(frozen=True)
@@ -26,9 +82,19 @@ class Node:
         self.host = remote.host
 
     def nodetool(self, *args: str, timeout: float = 3600) -> CommandResult:
-        host = self.host
-        return self.remote.run(command_argv(host.nodetool, "-h", host.jmx_host, "-p", str(host.jmx_port), *args),
-                               timeout=timeout)
+        """nodetool on the node; with the cluster block's JMX credentials, as `-u <user> -pwf <file>`
+        where the file lives for this one call (see jmx_password_command)."""
+        host, cluster = self.host, self.remote.cluster
+        base = command_argv(host.nodetool, "-h", host.jmx_host, "-p", str(host.jmx_port))
+        password = None if cluster.jmx_password is None else cluster.jmx_password.get_secret_value()
+        # Checked again here: a block copied with model_copy(update=...) skips its validators.
+        check_jmx_credentials(cluster.jmx_username, password)
+        if password is None:
+            return self.remote.run([*base, *args], timeout=timeout)
+        return self.remote.run(jmx_password_command(base, cluster.jmx_username, args), timeout=timeout,
+                               stdin=jmx_password_file(cluster.jmx_username, password),
+                               shown=[*base, "-u", cluster.jmx_username, "-pwf", PASSWORD_FILE_SHOWN, *args],
+                               secrets=[password])
 
     def snapshot(self, tag: str, target: DbTarget, keyspaces: list[str]) -> None:
         """`nodetool snapshot -t TAG` scoped to the table, the keyspace, or the given keyspaces."""

@@ -20,7 +20,7 @@ import paramiko
 
 from dmf.blocks.cassandra_cluster import CassandraCluster, CassandraHost
 from dmf.core.errors import DmfError, PermanentError
-from dmf.core.secrets import mask_text
+from dmf.core.secrets import MASK, mask_text
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,14 @@ class RemoteFile:
     path: str      # relative to the listed directory
     size: int
     mtime: float
+
+
+def redact(text: str, secrets: Sequence[str]) -> str:
+    """`text` with every occurrence of each secret replaced by the mask (longest first, so a secret
+    inside another is not left half shown)."""
+    for secret in sorted(filter(None, secrets), key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return text
 
 
 def command_argv(command: str, *args: str) -> list[str]:
@@ -169,12 +177,25 @@ class RemoteHost:
         channel.exec_command(shlex.join(argv))
         return channel
 
-    def run(self, argv: Sequence[str], *, check: bool = True, timeout: float | None = 600) -> CommandResult:
-        """Runs argv on the host (each argument quoted); raises RemoteError on a non-zero exit if `check`."""
+    def run(self, argv: Sequence[str], *, check: bool = True, timeout: float | None = 600,
+            stdin: bytes | None = None, shown: Sequence[str] | None = None,
+            secrets: Sequence[str] = ()) -> CommandResult:
+        """Runs argv on the host (each argument quoted); raises RemoteError on a non-zero exit if `check`.
+
+        `stdin`, if given, is sent on the channel and then closed (the way to hand the command a secret:
+        never in argv, which the node's `ps` shows). Messages name the command as `shown` (default
+        argv), masked, and every string in `secrets` is replaced by the mask wherever it appears."""
+        shown = argv if shown is None else shown
         channel = self.start(argv)
         deadline = None if timeout is None else time.monotonic() + timeout
         stdout, stderr = bytearray(), bytearray()
         try:
+            if stdin is not None:
+                try:
+                    channel.sendall(stdin)
+                    channel.shutdown_write()
+                except OSError:
+                    pass  # the command ended (or the connection dropped) first: its status says why
             # Drain both streams as they come, so neither fills its window and stalls the command.
             # Read to EOF, not to the exit status: sshd may send the status before the last output.
             while not (channel.eof_received and not channel.recv_ready() and not channel.recv_stderr_ready()):
@@ -184,16 +205,18 @@ class RemoteHost:
                 if channel.recv_stderr_ready():
                     stderr += channel.recv_stderr(CHUNK)
                 if deadline is not None and time.monotonic() > deadline:
-                    raise RemoteError(f"{self.host.address}: `{argv[0]}` timed out after {timeout:.0f}s")
+                    raise RemoteError(f"{self.host.address}: `{shown[0]}` timed out after {timeout:.0f}s")
             status = channel.recv_exit_status()
         finally:
             channel.close()
         result = CommandResult(tuple(argv), status, stdout.decode(errors="replace"), stderr.decode(errors="replace"))
         if check and status != 0:
             detail = (result.stderr.strip() or result.stdout.strip()).splitlines()
-            # Masked: a block's command may carry a password (`nodetool -pw ...`).
-            raise remote_error(f"{self.host.address}: `{mask_text(shlex.join(argv))[:200]}` exited {status}"
-                               + (f": {detail[-1][:300]}" if detail else ""))
+            # Masked: a block's command may carry a password (`nodetool -pw ...`); `secrets` are
+            # masked whole, before the message is cut, so no cut can leave a part of one.
+            message = (f"{self.host.address}: `{mask_text(redact(shlex.join(shown), secrets))[:200]}` exited {status}"
+                       + (f": {redact(detail[-1], secrets)[:300]}" if detail else ""))
+            raise remote_error(message)
         return result
 
     def list_files(self, directory: str) -> list[RemoteFile]:

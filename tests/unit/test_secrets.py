@@ -86,11 +86,12 @@ def test_command_lines_urls_and_private_keys_are_masked():
 
 def test_secret_names():
     for name in ("cql_password", "aws_secret_access_key", "aws_session_token", "ssh_private_key", "api_key",
-                 "keyStorePassword", "passphrase", "client_secret"):
+                 "keyStorePassword", "passphrase", "client_secret", "jmx_password"):
         assert is_secret_name(name), name
     # Identifiers and paths that name a secret are not one: which key wrote a backup, where a key file is.
     for name in ("aws_access_key_id", "ssh_private_key_path", "keystore_password_file", "known_hosts",
-                 "strict_host_key_checking", "cql_username", "key_alias", "num_tokens", "profile_name", ""):
+                 "strict_host_key_checking", "cql_username", "jmx_username", "key_alias", "num_tokens",
+                 "profile_name", ""):
         assert not is_secret_name(name), name
 
 
