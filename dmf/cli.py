@@ -26,6 +26,18 @@ backup_app = typer.Typer(no_args_is_help=True, help="Take, ship and list backups
 restore_app = typer.Typer(no_args_is_help=True, help="Restore from backups.")
 app.add_typer(backup_app, name="backup")
 app.add_typer(restore_app, name="restore")
+key_app = typer.Typer(no_args_is_help=True, help="Keys for client-side encryption.")
+app.add_typer(key_app, name="key")
+
+
+
+@key_app.command("generate")
+def key_generate() -> None:
+    """Print a new random key for the repository block's encryption_key (encryption: client).
+    Store it where the backups are not (a secrets manager): without it they cannot be restored."""
+    from dmf.encryption import generate_key
+    typer.echo(generate_key())
+
 
 ClusterBlock = Annotated[str, typer.Option("--cluster-block", help="Name of the dmf-cassandra-cluster block.")]
 RepositoryBlock = Annotated[str, typer.Option("--repository-block", help="Name of the dmf-s3-repository block.")]

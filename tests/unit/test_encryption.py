@@ -216,3 +216,12 @@ def test_memory_stays_flat_whatever_the_file_size():
         tracemalloc.stop()
     assert size == total
     assert peak < 8 << 20  # encryptor and decryptor together, 1 MiB chunks
+
+
+def test_dmf_key_generate_prints_a_new_usable_key_each_time():
+    from typer.testing import CliRunner
+
+    from dmf.cli import app
+    first, second = (CliRunner().invoke(app, ["key", "generate"]) for _ in range(2))
+    assert first.exit_code == second.exit_code == 0
+    assert len(parse_key(first.output)) == 32 and first.output != second.output
