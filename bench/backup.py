@@ -3,6 +3,10 @@
 --repeat interleaved runs, then a dmf incremental after ~1% new data. Prints one comparison table.
 Medusa is installed on first use into .cache/medusa-venv.
 
+Two more dmf rows show what client-side encryption costs: the same full streamed through the
+manager (`upload_from_nodes: false`, the path encryption takes) and with `encryption: client`; the
+ratio of the two is the cipher's own cost.
+
     .venv/bin/dmf-testbed up && .venv/bin/python bench/backup.py [--sizes 256,1024]
 
 Each measured phase runs in its own interpreter, so peak RSS is that phase's own.
@@ -14,6 +18,7 @@ import time
 from pathlib import Path
 
 import boto3.s3.transfer
+from pydantic import SecretStr
 
 from dmf.cql import connect
 
@@ -53,9 +58,19 @@ def phase_raw(params: dict) -> dict:
     return {"bytes": total, "seconds": seconds, "rss": peak_rss_mib()}
 
 
+def save_variant_blocks() -> None:
+    """The bed's repository streamed through the manager, and that path with client-side encryption."""
+    from dmf.encryption import generate_key
+    _, _, repo = bed()
+    repo.model_copy(update={"upload_from_nodes": False}).save("bench-manager-path", overwrite=True)
+    repo.model_copy(update={"encryption": "client", "encryption_key": SecretStr(generate_key())}) \
+        .save("bench-encrypted", overwrite=True)
+
+
 def phase_dmf(params: dict) -> dict:
     from dmf.flows.backup_snapshot import backup_snapshot
-    summary = backup_snapshot(hosts="127.0.0.1", db_target=f"{KEYSPACE}.{TABLE}", new=params["new"])
+    summary = backup_snapshot(hosts="127.0.0.1", db_target=f"{KEYSPACE}.{TABLE}", new=params["new"],
+                              repository_block=params.get("block", "default"))
     return {"bytes": summary["bytes"], "seconds": summary["transfer_seconds"], "run_seconds": summary["seconds"],
             "kind": summary["kind"], "rss": peak_rss_mib()}
 
@@ -80,6 +95,7 @@ def main() -> None:
                                                           help="runs per method and size; the median is shown")))
 
     tb, block, _ = bed()
+    save_variant_blocks()
     ensure_venv(tb)
     ensure_table(block)
     with connect(block, timeout=120) as session:  # each run measures the sizes it asks for, from empty
@@ -91,13 +107,15 @@ def main() -> None:
         target_rows = size * MIB // ROW_BYTES
         write_rows(block, rows_written, target_rows - rows_written)
         rows_written = target_rows
-        runs: dict[str, list[dict]] = {"raw": [], "dmf": [], "medusa": []}
+        methods = {"raw": ("raw", {}), "dmf": ("dmf", {"new": True}),
+                   "manager": ("dmf", {"new": True, "block": "bench-manager-path"}),
+                   "encrypted": ("dmf", {"new": True, "block": "bench-encrypted"}), "medusa": ("medusa", {})}
+        runs: dict[str, list[dict]] = {name: [] for name in methods}
         for _ in range(args.repeat):  # rounds interleave the methods, so a slow spell hits them alike
-            for method, params in (("raw", {}), ("dmf", {"new": True}), ("medusa", {})):
+            for name, (phase, params) in methods.items():
                 settle(tb)
-                runs[method].append(run_child(method, **params))
-        raw, full, medusa = (median(runs[m]) for m in ("raw", "dmf", "medusa"))
-        results.append((size, raw, full, medusa))
+                runs[name].append(run_child(phase, **params))
+        results.append((size, *(median(runs[m]) for m in ("raw", "dmf", "medusa", "manager", "encrypted"))))
     before = live_bytes(tb)
     write_rows(block, rows_written, max(1, rows_written // 100))
     settle(tb)
@@ -105,7 +123,7 @@ def main() -> None:
     incremental = run_child("dmf", new=False)
 
     rows, ratios = [], []
-    for size, raw, full, medusa in results:
+    for size, raw, full, medusa, manager, encrypted in results:
         raw_rate, dmf_rate = raw["bytes"] / MIB / raw["seconds"], full["bytes"] / MIB / full["seconds"]
         rows.append([f"{size} MiB", "raw boto3 (one transfer manager, all files)", f"{raw['bytes'] / MIB:.0f}",
                      f"{raw['seconds']:.1f}", "", "", f"{raw_rate:.1f}", "1.00", f"{raw['rss']:.0f}"])
@@ -118,7 +136,16 @@ def main() -> None:
                      f"{medusa['seconds']:.1f}", f"{medusa['run_seconds']:.1f}",
                      f"{medusa['run_seconds'] - medusa['seconds']:.1f}", f"{medusa_rate:.1f}",
                      f"{medusa_rate / raw_rate:.2f}", f"{medusa['rss']:.0f}"])
+        for label, run in (("dmf backup snapshot (full, manager path)", manager),
+                           ("dmf backup snapshot (full, encryption: client)", encrypted)):
+            rate = run["bytes"] / MIB / run["seconds"]
+            rows.append([f"{size} MiB", label, f"{run['bytes'] / MIB:.0f}", f"{run['seconds']:.1f}",
+                         f"{run['run_seconds']:.1f}", f"{run['run_seconds'] - run['seconds']:.1f}", f"{rate:.1f}",
+                         f"{rate / raw_rate:.2f}", f"{run['rss']:.0f}"])
         ratios.append(f"{size} MiB: dmf full / medusa full throughput: {dmf_rate / medusa_rate:.2f}×")
+        manager_rate, encrypted_rate = (r["bytes"] / MIB / r["seconds"] for r in (manager, encrypted))
+        ratios.append(f"{size} MiB: encryption: client / manager path throughput: {encrypted_rate / manager_rate:.2f}×"
+                      f" (and / node agent: {encrypted_rate / dmf_rate:.2f}×)")
     rows.append([f"+{delta / MIB:.1f} MiB", f"dmf backup snapshot ({incremental['kind']})",
                  f"{incremental['bytes'] / MIB:.1f}", f"{incremental['seconds']:.1f}",
                  f"{incremental['run_seconds']:.1f}", f"{incremental['run_seconds'] - incremental['seconds']:.1f}",
