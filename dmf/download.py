@@ -26,7 +26,7 @@ import posixpath
 import shutil
 import stat
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor, wait
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -248,33 +248,41 @@ def _decrypt(folder: int, part: str, name: str, key: str, plain: PlainFile, encr
     once every chunk authenticated and the plaintext matches the manifest."""
     if encryption_key is None:
         raise VerificationError(f"{key}: client-side encrypted, and the repository block has no encryption_key")
-    plain_part = name + ".plain.part"
-    _discard_part(folder, plain_part)
-    source = os.open(part, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder)
-    digest, size = hashlib.sha256(), 0
+    # Dies just before the rename: the rerun downloads and decrypts again; just after: the file is in
+    # place and verified (the ciphertext .part is removed by the caller, or by the rerun).
+    _rewrite(folder, part, name, name + ".plain.part",
+             lambda source: decrypt_chunks(_read_chunks(source), encryption_key, name=key),
+             plain.size, plain.sha256, f"{key}: decrypted")
+
+
+def _rewrite(folder: int, source_name: str, name: str, part: str, chunks_of: Callable[[int], Iterable[bytes]],
+             size: int, sha256: str, what: str) -> None:
+    """`name` made from `source_name` by `chunks_of` (decryption, decompression): written to an
+    owner-only `part`, checked against the size and SHA-256 the manifest gives, then renamed."""
+    _discard_part(folder, part)
+    source = os.open(source_name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder)
+    digest, written = hashlib.sha256(), 0
     try:
-        fd = os.open(plain_part, _PART_FLAGS, 0o600, dir_fd=folder)
+        fd = os.open(part, _PART_FLAGS, 0o600, dir_fd=folder)
         try:
-            for chunk in decrypt_chunks(_read_chunks(source), encryption_key, name=key):
+            for chunk in chunks_of(source):
                 digest.update(chunk)
-                size += len(chunk)
+                written += len(chunk)
                 view = memoryview(chunk)
                 while view:
                     view = view[os.write(fd, view):]
         except BaseException:
-            _discard_part(folder, plain_part)
+            _discard_part(folder, part)
             raise
         finally:
             os.close(fd)
     finally:
         os.close(source)
-    if size != plain.size or digest.hexdigest() != plain.sha256:
-        _discard_part(folder, plain_part)
-        raise VerificationError(f"{key}: decrypted to {size} bytes with SHA-256 {digest.hexdigest()[:12]}…, "
-                                f"manifest says {plain.size} bytes, {plain.sha256[:12]}…")
-    # Dies just before: the rerun downloads and decrypts again; just after: the file is in place and
-    # verified (the ciphertext .part is removed by the caller, or by the rerun).
-    os.replace(plain_part, name, src_dir_fd=folder, dst_dir_fd=folder)
+    if written != size or digest.hexdigest() != sha256:
+        _discard_part(folder, part)
+        raise VerificationError(f"{what} to {written} bytes with SHA-256 {digest.hexdigest()[:12]}…, "
+                                f"manifest says {size} bytes, {sha256[:12]}…")
+    os.replace(part, name, src_dir_fd=folder, dst_dir_fd=folder)
 
 
 def _read_chunks(fd: int) -> Iterator[bytes]:
@@ -324,32 +332,17 @@ def unpack_all(root: Path, unpacks: list[Unpack]) -> int:
 
 
 def _decompress(folder: int, stored: str, name: str, unpack: Unpack) -> None:
-    part = name + ".part"
-    _discard_part(folder, part)
-    source = os.open(stored, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder)
-    digest, size = hashlib.sha256(), 0
+    _rewrite(folder, stored, name, name + ".part", lambda source: _gunzipped(source, unpack.stored),
+             unpack.size, unpack.sha256, f"{unpack.stored}: decompressed")
+
+
+def _gunzipped(fd: int, stored: Path) -> Iterator[bytes]:
     try:
-        fd = os.open(part, _PART_FLAGS, 0o600, dir_fd=folder)
-        try:
-            with os.fdopen(source, "rb", closefd=False) as raw, gzip.GzipFile(fileobj=raw) as compressed:
-                while chunk := compressed.read(MIB):
-                    digest.update(chunk)
-                    size += len(chunk)
-                    view = memoryview(chunk)
-                    while view:
-                        view = view[os.write(fd, view):]
-        except (gzip.BadGzipFile, EOFError, zlib.error) as exc:  # a write's own OSError stays itself
-            _discard_part(folder, part)
-            raise VerificationError(f"{unpack.stored}: not a whole gzip stream ({exc})") from None
-        finally:
-            os.close(fd)
-    finally:
-        os.close(source)
-    if size != unpack.size or digest.hexdigest() != unpack.sha256:
-        _discard_part(folder, part)
-        raise VerificationError(f"{unpack.stored}: decompressed to {size} bytes with SHA-256 "
-                                f"{digest.hexdigest()[:12]}…, manifest says {unpack.size} bytes, {unpack.sha256[:12]}…")
-    os.replace(part, name, src_dir_fd=folder, dst_dir_fd=folder)
+        with os.fdopen(fd, "rb", closefd=False) as raw, gzip.GzipFile(fileobj=raw) as compressed:
+            while chunk := compressed.read(MIB):
+                yield chunk
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:  # only the stream's own faults
+        raise VerificationError(f"{stored}: not a whole gzip stream ({exc})") from None
 
 
 def remove_downloads(root: Path, files: list[Path], dirs: list[Path]) -> int:

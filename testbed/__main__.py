@@ -6,7 +6,7 @@ import sys
 
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from . import blocks, cassandra, maven, prefect_server, procs, s3, sshd
+from . import blocks, cassandra, maven, prefect_server, procs, s3, solo, sshd
 from .layout import MAX_NODES, Testbed
 
 
@@ -81,6 +81,7 @@ def status(tb: Testbed) -> int:
 
 
 def down(tb: Testbed) -> None:
+    solo.stop(tb)  # left running only by a test cut off before its teardown
     for node in reversed(tb.nodes(MAX_NODES)):
         if cassandra.stop(tb, node):
             print(f"stopped cassandra {node.name}")

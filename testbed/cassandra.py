@@ -10,6 +10,7 @@ from . import jvm, procs, tls
 from .layout import TOKENS, Node, Testbed
 
 DAEMON = "org.apache.cassandra.service.CassandraDaemon"
+CLUSTER_NAME = "dmf-testbed"
 TOOLS = {"nodetool": "org.apache.cassandra.tools.NodeTool",
          "sstableloader": "org.apache.cassandra.tools.BulkLoader"}
 
@@ -21,10 +22,10 @@ def jamm_jar(tb: Testbed) -> Path:
     return jars[-1]
 
 
-def _yaml(tb: Testbed, node: Node, seeds: str, token: str) -> str:
+def _yaml(tb: Testbed, node: Node, seeds: str, token: str, cluster_name: str) -> str:
     d = node.dir
     return f"""\
-cluster_name: dmf-testbed
+cluster_name: {cluster_name}
 num_tokens: 1
 initial_token: "{token}"
 partitioner: org.apache.cassandra.dht.Murmur3Partitioner
@@ -89,13 +90,18 @@ NODE_DIRS = ("conf", "data", "commitlog", "saved_caches", "hints", "cdc_raw", "c
 
 
 def configure(tb: Testbed, node: Node, cluster_size: int) -> None:
+    """A node of the bed's cluster, seeded by node 1."""
+    configure_node(tb, node, seeds="127.0.0.1:7000", token=TOKENS[cluster_size][node.index - 1],
+                   cluster_name=CLUSTER_NAME)
+
+
+def configure_node(tb: Testbed, node: Node, seeds: str, token: str, cluster_name: str) -> None:
     """Writes the node's conf/ (cassandra.yaml, logback.xml, commitlog_archiving.properties)."""
     for name in NODE_DIRS:
         node.dir(name).mkdir(parents=True, exist_ok=True)
     conf = node.dir("conf")
-    token = TOKENS[cluster_size][node.index - 1]
     tls.ensure_certificates(tb)
-    (conf / "cassandra.yaml").write_text(_yaml(tb, node, "127.0.0.1:7000", token))
+    (conf / "cassandra.yaml").write_text(_yaml(tb, node, seeds, token, cluster_name))
     (conf / "logback.xml").write_text(LOGBACK)
     if not jvm_options_file(node).exists():
         jvm_options_file(node).write_text("# JVM options read at every start (as Cassandra's conf/jvm-server.options)\n")

@@ -17,6 +17,8 @@ CQL_PASSWORD = "cassandra"
 TOKENS = {1: ["-9223372036854775808"],
           3: ["-9223372036854775808", "-3074457345618258603", "3074457345618258602"]}
 MAX_NODES = 3
+# A second, one-node cluster beside the three (testbed/solo.py): restores into another topology.
+SOLO_INDEX = 4
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """A self-signed CA and one server certificate for the nodes' CQL port, made once per test bed.
 
-The certificate names every node address (IP SANs), so clients verify the hostname as they would
+The certificate names every node address, the solo cluster's too (IP SANs), so clients verify the hostname as they would
 in production. RSA keys: Cassandra's PEM reader takes RSA PKCS#8 on every supported JDK.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from .layout import MAX_NODES, Testbed
+from .layout import MAX_NODES, SOLO_INDEX, Testbed
 
 VALID_DAYS = 3650
 
@@ -49,7 +49,7 @@ def ensure_certificates(tb: Testbed) -> None:
                .not_valid_after(now + datetime.timedelta(days=VALID_DAYS))
                .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
                .sign(ca_key, hashes.SHA256()))
-    addresses = [ipaddress.IPv4Address(f"127.0.0.{i}") for i in range(1, MAX_NODES + 1)]
+    addresses = [ipaddress.IPv4Address(f"127.0.0.{i}") for i in (*range(1, MAX_NODES + 1), SOLO_INDEX)]
     node_cert = (x509.CertificateBuilder()
                  .subject_name(_name("dmf test bed node")).issuer_name(ca_cert.subject)
                  .public_key(node_key.public_key()).serial_number(x509.random_serial_number())

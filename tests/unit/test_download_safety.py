@@ -3,6 +3,7 @@ removal after a restore touches only what the restore downloaded. Local only: tm
 in-process S3 (mock_aws), no server, no network."""
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import stat
@@ -191,3 +192,29 @@ def test_removal_does_not_follow_a_directory_swapped_for_a_symlink(storage, root
     with pytest.raises(InputError, match="it is a symbolic link"):
         remove_downloads(root, [f.dest], [f.dest.parent])
     assert (elsewhere / "10.0.0.1/full/ks/t/nb-1-big-Data.db").read_bytes() == b"theirs"
+
+
+def test_an_encrypted_file_is_placed_only_decrypted_and_authenticated(storage, root, victim):
+    from pydantic import SecretStr
+
+    from dmf.core.manifest import PlainFile
+    from dmf.encryption import EncryptionError, encrypt_chunks, generate_key, parse_key
+
+    key = parse_key(generate_key())
+    plain = os.urandom(6 * MIB + 7)
+    stored = b"".join(encrypt_chunks([plain], key))
+    f = put(storage, root, f"{REL}/nb-2-big-Data.db", stored)
+    f = Fetch(f.key, f.dest, f.size, f.sha256, PlainFile(len(plain), hashlib.sha256(plain).hexdigest()))
+    f.dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    (f.dest.parent / "nb-2-big-Data.db.plain.part").symlink_to(victim)  # planted: not followed
+    encrypted = storage.repository.model_copy(update={"encryption": "client",
+                                                      "encryption_key": SecretStr(generate_key())})
+    with pytest.raises(EncryptionError, match=f"{f.key}: authentication failed"):  # another key
+        fetch_all(Storage(encrypted), root, [f], parallel=2)
+    assert not f.dest.exists() and victim.read_bytes() == b"precious"
+    right = storage.repository.model_copy(update={"encryption": "client",
+                                                  "encryption_key": SecretStr(base64.b64encode(key).decode())})
+    assert fetch_all(Storage(right), root, [f], parallel=2) == 1
+    assert f.dest.read_bytes() == plain and mode(f.dest) == 0o600
+    assert sorted(p.name for p in f.dest.parent.iterdir() if p.name.startswith("nb-2")) == ["nb-2-big-Data.db"]
+    assert fetch_all(Storage(right), root, [f], parallel=2) == 0  # kept: it matches the plaintext record
