@@ -1,6 +1,7 @@
 """Restore benchmark on the test bed: raw boto3 download of the objects of the latest full
-backup of bench.data vs the restore's download phase (after the chain is resolved, before
-loading; every file verified), and the whole restore time.
+backup of bench.data (every object submitted at once to one boto3 transfer manager) vs the
+restore's download phase (after the chain is resolved, before loading; every file verified), and
+the whole restore time with sstableloader and with `--mode import` (file placement + nodetool import).
 
     .venv/bin/python bench/backup.py   # first: it creates the backups
     .venv/bin/python bench/restore.py
@@ -41,11 +42,16 @@ def phase_raw(params: dict) -> dict:
     keys = [(m.set.file_key(f.path), f.size) for m in chain.manifests for f in m.files]
     s3 = repo.client()
     config = boto3.s3.transfer.TransferConfig(multipart_chunksize=repo.part_size_mib * MIB,
+                                              multipart_threshold=repo.part_size_mib * MIB,
                                               max_concurrency=repo.max_concurrency)
     target = Path(tempfile.mkdtemp(prefix="bench-raw-"))
     started = time.monotonic()
-    for i, (key, _) in enumerate(keys):
-        s3.download_file(repo.bucket, key, str(target / f"{i}"), Config=config)
+    # Every object submitted at once to one transfer manager: boto3's own parallel transfer of the whole
+    # set, its concurrency (dmf's) shared across files and parts, as dmf's is.
+    with boto3.s3.transfer.create_transfer_manager(s3, config) as manager:
+        downloads = [manager.download(repo.bucket, key, str(target / f"{i}")) for i, (key, _) in enumerate(keys)]
+        for download in downloads:
+            download.result()
     seconds = time.monotonic() - started
     shutil.rmtree(target)
     return {"bytes": sum(size for _, size in keys), "seconds": seconds, "rss": peak_rss_mib()}
@@ -57,7 +63,7 @@ def phase_dmf(params: dict) -> dict:
     try:
         # bench/backup.py backs up one node; with RF 3 on three nodes it holds every row.
         summary = restore_snapshot(hosts="127.0.0.1,127.0.0.2,127.0.0.3", path=str(target),
-                                   db_target=f"{KEYSPACE}.{TABLE}", allow_host_subset=True)
+                                   db_target=f"{KEYSPACE}.{TABLE}", allow_host_subset=True, mode=params["mode"])
     finally:
         shutil.rmtree(target)
     return {"bytes": summary["bytes"], "download_seconds": summary["download_seconds"],
@@ -66,15 +72,17 @@ def phase_dmf(params: dict) -> dict:
 
 def main() -> None:
     parse_args(__doc__, {"raw": phase_raw, "dmf": phase_dmf})
-    raw, dmf = run_child("raw"), run_child("dmf")
+    raw = run_child("raw")
     raw_rate = raw["bytes"] / MIB / raw["seconds"]
-    dmf_rate = dmf["bytes"] / MIB / dmf["download_seconds"]
-    print(table([
-        ["raw boto3 download_file", f"{raw['bytes'] / MIB:.0f}", f"{raw['seconds']:.1f}", f"{raw_rate:.1f}", "1.00",
-         "", f"{raw['rss']:.0f}"],
-        ["dmf restore: download+verify phase", f"{dmf['bytes'] / MIB:.0f}", f"{dmf['download_seconds']:.1f}",
-         f"{dmf_rate:.1f}", f"{dmf_rate / raw_rate:.2f}", f"{dmf['seconds']:.1f}", f"{dmf['rss']:.0f}"],
-    ], ["method", "MiB", "s", "MiB/s", "ratio", "whole restore s", "peak RSS MiB"]))
+    rows = [["raw boto3 (one transfer manager, all objects)", f"{raw['bytes'] / MIB:.0f}", f"{raw['seconds']:.1f}",
+             f"{raw_rate:.1f}", "1.00", "", f"{raw['rss']:.0f}"]]
+    for mode in ("sstableloader", "import"):
+        dmf = run_child("dmf", mode=mode)
+        dmf_rate = dmf["bytes"] / MIB / dmf["download_seconds"]
+        rows.append([f"dmf restore --mode {mode}: download+verify phase", f"{dmf['bytes'] / MIB:.0f}",
+                     f"{dmf['download_seconds']:.1f}", f"{dmf_rate:.1f}", f"{dmf_rate / raw_rate:.2f}",
+                     f"{dmf['seconds']:.1f}", f"{dmf['rss']:.0f}"])
+    print(table(rows, ["method", "MiB", "s", "MiB/s", "ratio", "whole restore s", "peak RSS MiB"]))
 
 
 if __name__ == "__main__":
