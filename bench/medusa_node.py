@@ -1,5 +1,6 @@
 """cassandra-medusa on node 1 of the test bed, to compare with dmf: its own virtualenv under the cache
-folder, a medusa.ini pointing at the test bed's S3 server, and one timed `medusa backup-node` of bench.data."""
+folder, a medusa.ini pointing at the test bed's S3 server, one timed `medusa backup-node` of bench.data,
+and one timed `medusa restore-node --use-sstableloader` of it."""
 from __future__ import annotations
 
 import configparser
@@ -7,8 +8,10 @@ import io
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -18,20 +21,22 @@ from common import KEYSPACE, TABLE, bed, nodetool
 VERSION = "0.31.0"
 PREFIX = "bench-medusa"  # not a timestamp, so dmf's catalog ignores it
 
-# Medusa's own CLI, timing its upload step (backup_snapshots: list and upload the snapshot's files, the
-# counterpart of dmf's transfer_seconds) and reporting its own peak RSS, not that of the nodetool JVMs it starts.
+# Medusa's own CLI, timing one step (BENCH_TIMED, module:function: backup_node:backup_snapshots lists
+# and uploads the snapshot's files, the counterpart of dmf's transfer_seconds; restore_node:download_data
+# is the restore's download) and reporting its own peak RSS, not that of the JVMs it starts.
 PROBE = """
-import atexit, json, resource, sys, time
+import atexit, importlib, json, os, resource, sys, time
 from medusa.medusacli import cli  # first: it monkey-patches the standard library with gevent
-import medusa.backup_node as node
-spans, upload = [], node.backup_snapshots
+module_name, function_name = os.environ["BENCH_TIMED"].split(":")
+module = importlib.import_module("medusa." + module_name)
+spans, step = [], getattr(module, function_name)
 def timed(*args, **kwargs):
     started = time.monotonic()
     try:
-        return upload(*args, **kwargs)
+        return step(*args, **kwargs)
     finally:
         spans.append(time.monotonic() - started)
-node.backup_snapshots = timed
+setattr(module, function_name, timed)
 atexit.register(lambda: print("BENCH " + json.dumps({"seconds": sum(spans),
     "rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss})))
 sys.argv[0] = "medusa"
@@ -77,6 +82,8 @@ def write_config(tb, block, repo) -> Path:
         "check_running": shlex.join([host.nodetool, "-h", host.jmx_host, "-p", str(host.jmx_port), "version"]),
         "start_cmd": host.start_command, "stop_cmd": host.stop_command,
         "use_sudo": "False", "resolve_ip_addresses": "False",
+        # restore-node --use-sstableloader: the bed's loader, sent to 127.0.0.1 (is_ccm: not the machine's fqdn)
+        "sstableloader_bin": str(tb.bin / "sstableloader"), "is_ccm": "1",
     }
     config["storage"] = {
         "storage_provider": "s3_compatible", "host": endpoint.hostname, "port": str(endpoint.port),
@@ -92,29 +99,63 @@ def write_config(tb, block, repo) -> Path:
     return private_file(home / "medusa.ini", text.getvalue())
 
 
-def phase_medusa(params: dict) -> dict:
-    tb, block, repo = bed()
-    ini = write_config(tb, block, repo)
-    name = f"bench-{int(time.time())}"
-    started = time.monotonic()
-    # Medusa snapshots every keyspace; a snapshot of bench.data alone, named as the backup for
-    # --use-existing-snapshot, scopes it to the files raw and dmf upload. Medusa clears it when done.
-    nodetool(tb, "snapshot", "-t", name, "-kt", f"{KEYSPACE}.{TABLE}")
-    command = [str(venv(tb) / "bin" / "python"), "-c", PROBE, "--config-file", str(ini), "backup-node",
-               "--backup-name", name, "--mode", "full", "--use-existing-snapshot"]
+def run_medusa(tb, ini: Path, timed: str, *args: str) -> tuple[dict, float]:
+    """`medusa ARGS` with BENCH_TIMED timing; its probe's figures and the whole run's seconds."""
+    command = [str(venv(tb) / "bin" / "python"), "-c", PROBE, "--config-file", str(ini), *args]
     # Plain S3 requests, as dmf sends by default: S3-compatible stores refuse botocore's newer checksums.
     env = {**os.environ, "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required",
-           "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required"}
+           "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required", "BENCH_TIMED": timed}
+    started = time.monotonic()
     out = subprocess.run(command, capture_output=True, text=True, env=env)
     run_seconds = time.monotonic() - started
     if out.returncode != 0:
         raise RuntimeError(f"exit {out.returncode}: medusa {shlex.join(command[3:])}\n{out.stderr[-2500:]}")
-    probe = json.loads(next(line for line in out.stdout.splitlines() if line.startswith("BENCH "))[6:])
+    return json.loads(next(line for line in out.stdout.splitlines() if line.startswith("BENCH "))[6:]), run_seconds
+
+
+def backup_with_medusa(tb, ini: Path) -> tuple[str, dict, float]:
+    name = f"bench-{int(time.time())}"
+    # Medusa snapshots every keyspace; a snapshot of bench.data alone, named as the backup for
+    # --use-existing-snapshot, scopes it to the files raw and dmf upload. Medusa clears it when done.
+    started = time.monotonic()
+    nodetool(tb, "snapshot", "-t", name, "-kt", f"{KEYSPACE}.{TABLE}")
+    probe, _ = run_medusa(tb, ini, "backup_node:backup_snapshots", "backup-node", "--backup-name", name,
+                          "--mode", "full", "--use-existing-snapshot")
+    return name, probe, time.monotonic() - started
+
+
+def remove_medusa_objects(repo) -> list[dict]:
     s3 = repo.client()
     objects = [o for page in s3.get_paginator("list_objects_v2").paginate(Bucket=repo.bucket, Prefix=f"{PREFIX}/")
                for o in page.get("Contents", [])]
-    data = f"{PREFIX}/{block.hosts[0].address}/{name}/data/"
-    total = sum(o["Size"] for o in objects if o["Key"].startswith(data))
     for i in range(0, len(objects), 1000):
         s3.delete_objects(Bucket=repo.bucket, Delete={"Objects": [{"Key": o["Key"]} for o in objects[i:i + 1000]]})
+    return objects
+
+
+def phase_medusa(params: dict) -> dict:
+    tb, block, repo = bed()
+    ini = write_config(tb, block, repo)
+    name, probe, run_seconds = backup_with_medusa(tb, ini)
+    data = f"{PREFIX}/{block.hosts[0].address}/{name}/data/"
+    total = sum(o["Size"] for o in remove_medusa_objects(repo) if o["Key"].startswith(data))
     return {"bytes": total, "seconds": probe["seconds"], "run_seconds": run_seconds, "rss": probe["rss_kib"] / 1024}
+
+
+def phase_medusa_restore(params: dict) -> dict:
+    """Medusa's counterpart of dmf's default restore: download node 1's backup of bench.data, then
+    sstableloader into the live cluster."""
+    tb, block, repo = bed()
+    ini = write_config(tb, block, repo)
+    name, _, _ = backup_with_medusa(tb, ini)
+    temp = Path(tempfile.mkdtemp(prefix="bench-medusa-restore-"))
+    try:
+        probe, run_seconds = run_medusa(tb, ini, "restore_node:download_data", "restore-node", "--backup-name", name,
+                                        "--use-sstableloader", "--keyspace", KEYSPACE,
+                                        "--table", f"{KEYSPACE}.{TABLE}", "--temp-dir", str(temp))
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+    data = f"{PREFIX}/{block.hosts[0].address}/{name}/data/"
+    total = sum(o["Size"] for o in remove_medusa_objects(repo) if o["Key"].startswith(data))
+    return {"bytes": total, "download_seconds": probe["seconds"], "seconds": run_seconds,
+            "rss": probe["rss_kib"] / 1024}

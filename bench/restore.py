@@ -1,7 +1,8 @@
 """Restore benchmark on the test bed: raw boto3 download of the objects of the latest full
 backup of bench.data (every object submitted at once to one boto3 transfer manager) vs the
 restore's download phase (after the chain is resolved, before loading; every file verified), and
-the whole restore time with sstableloader and with `--mode import` (file placement + nodetool import).
+the whole restore time with sstableloader and with `--mode import` (file placement + nodetool import),
+against cassandra-medusa's `restore-node --use-sstableloader` of the same data (its own backup of it).
 
     .venv/bin/python bench/backup.py   # first: it creates the backups
     .venv/bin/python bench/restore.py
@@ -18,6 +19,7 @@ import boto3.s3.transfer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import KEYSPACE, TABLE, bed, parse_args, peak_rss_mib, run_child, table  # noqa: E402
+from medusa_node import ensure_venv, phase_medusa_restore  # noqa: E402
 
 MIB = 2**20
 
@@ -71,18 +73,28 @@ def phase_dmf(params: dict) -> dict:
 
 
 def main() -> None:
-    parse_args(__doc__, {"raw": phase_raw, "dmf": phase_dmf})
+    parse_args(__doc__, {"raw": phase_raw, "dmf": phase_dmf, "medusa": phase_medusa_restore})
+    ensure_venv(bed()[0])
     raw = run_child("raw")
     raw_rate = raw["bytes"] / MIB / raw["seconds"]
     rows = [["raw boto3 (one transfer manager, all objects)", f"{raw['bytes'] / MIB:.0f}", f"{raw['seconds']:.1f}",
              f"{raw_rate:.1f}", "1.00", "", f"{raw['rss']:.0f}"]]
+    whole = {}
     for mode in ("sstableloader", "import"):
         dmf = run_child("dmf", mode=mode)
+        whole[mode] = dmf["seconds"]
         dmf_rate = dmf["bytes"] / MIB / dmf["download_seconds"]
         rows.append([f"dmf restore --mode {mode}: download+verify phase", f"{dmf['bytes'] / MIB:.0f}",
                      f"{dmf['download_seconds']:.1f}", f"{dmf_rate:.1f}", f"{dmf_rate / raw_rate:.2f}",
                      f"{dmf['seconds']:.1f}", f"{dmf['rss']:.0f}"])
+    medusa = run_child("medusa")
+    medusa_rate = medusa["bytes"] / MIB / medusa["download_seconds"]
+    rows.append(["medusa restore-node --use-sstableloader: download", f"{medusa['bytes'] / MIB:.0f}",
+                 f"{medusa['download_seconds']:.1f}", f"{medusa_rate:.1f}", f"{medusa_rate / raw_rate:.2f}",
+                 f"{medusa['seconds']:.1f}", f"{medusa['rss']:.0f}"])
     print(table(rows, ["method", "MiB", "s", "MiB/s", "ratio", "whole restore s", "peak RSS MiB"]))
+    print(f"whole restore, medusa / dmf (sstableloader): {medusa['seconds'] / whole['sstableloader']:.2f}x "
+          f"(dmf --mode import: {medusa['seconds'] / whole['import']:.2f}x)")
 
 
 if __name__ == "__main__":

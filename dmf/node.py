@@ -168,8 +168,10 @@ class Node:
         sha256s: dict[str, str] = {}
         for start in range(0, len(paths), RM_BATCH):
             batch = paths[start:start + RM_BATCH]
-            self.remote.run(["gzip", "-1", "-k", "-f", "-n", "--", *batch], timeout=3600)
-            for line in self.remote.run(["sha256sum", "--", *batch], timeout=3600).stdout.splitlines():
+            # One remote command for both (a round trip less per batch, on the shipping RPO's path).
+            hashed = self.remote.run(["sh", "-c", 'gzip -1 -k -f -n -- "$@" && exec sha256sum -- "$@"', "sh", *batch],
+                                     timeout=3600)
+            for line in hashed.stdout.splitlines():
                 digest, _, path = line.partition("  ")
                 sha256s[path] = digest
         missing = [p for p in paths if p not in sha256s]

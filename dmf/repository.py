@@ -130,13 +130,15 @@ class Repository:
             if refs:
                 yield self._catalog_of(refs)
 
-    def latest_full(self, node_hosts: Iterable[str]) -> Group | None:
-        """The newest complete full snapshot that includes `node_hosts`."""
+    def latest_full_of_each(self, hosts: Iterable[str]) -> dict[str, Group | None]:
+        """Per host, the newest complete full snapshot that includes it: one newest-first walk for all."""
+        found: dict[str, Group | None] = dict.fromkeys(hosts)
         for catalog in self.newest_first(kinds={SetKind.SNAPSHOT}):
-            full = catalog.latest_full_any(node_hosts)
-            if full is not None:
-                return full
-        return None
+            for host in [h for h, full in found.items() if full is None]:
+                found[host] = catalog.latest_full_any([host])
+            if all(found.values()):
+                break
+        return found
 
     def catalog(self, start: datetime | None = None, end: datetime | None = None,
                 kinds: Collection[SetKind] = ALL_KINDS, node: str | None = None) -> Catalog:

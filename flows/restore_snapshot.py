@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from prefect import flow, get_run_logger
+from prefect.futures import as_completed
 
 from dmf.blocks import DEFAULT_BLOCK, CassandraCluster, S3Repository
 from dmf.core.catalog import Catalog, covers, resolve_chain
@@ -238,12 +239,15 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
             logger.info("resuming the replay recorded in %s; the data was loaded by the run that began it",
                         state_file)
         elif mode == "sstableloader":
-            # A few loaders at once: each is a JVM streaming to every replica.
-            for start in range(0, len(plan.units), LOADERS_AT_ONCE):
-                batch = [load_unit_sstableloader.submit(cluster, host_list, unit)
-                         for unit in plan.units[start:start + LOADERS_AT_ONCE]]
-                for future in batch:
-                    loaded.append(future.result())
+            # A few loaders at once (each is a JVM streaming to every replica); the next starts as soon
+            # as any ends, so one large table set does not hold back the small ones queued after it.
+            waiting, running = list(plan.units), []
+            while waiting or running:
+                while waiting and len(running) < LOADERS_AT_ONCE:
+                    running.append(load_unit_sstableloader.submit(cluster, host_list, waiting.pop(0)))
+                finished = next(as_completed(running))
+                running.remove(finished)
+                loaded.append(finished.result())
         else:
             futures = [load_units_import.submit(cluster, address, [u for u in plan.units if u.host == address])
                        for address in host_list if any(u.host == address for u in plan.units)]

@@ -34,10 +34,10 @@ def ship_commitlogs(hosts: str | list[str] | None = None, cluster_block: str = D
         check_commitlog_archive_dir(host.address, host.commitlog_dir, host.commitlog_archive_dir)
     with connect(cluster) as session:
         facts = node_facts(session)
-    repo = Repository(Storage(repository))
+    fulls = Repository(Storage(repository)).latest_full_of_each(host_list)
     futures = {}
     for address in host_list:
-        full = repo.latest_full([address])
+        full = fulls[address]
         if full is None:
             raise InputError(f"no complete full snapshot includes {address}: take one "
                              "(dmf backup snapshot) before shipping its commit logs")

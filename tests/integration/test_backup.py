@@ -277,7 +277,9 @@ def test_commitlogs_shipped_after_writes(testbed, cluster_block, repository_bloc
     # full found from the newest snapshot down is the one the whole catalog names.
     fulls = repo.catalog(kinds={SetKind.SNAPSHOT})
     assert fulls.commitlogs == [] and fulls.increments == []
-    assert repo.latest_full(["127.0.0.2"]).snapshot_ts == fulls.latest_full_any(["127.0.0.2"]).snapshot_ts
+    newest = repo.latest_full_of_each(["127.0.0.2", "127.0.0.3"])
+    assert {h: g.snapshot_ts for h, g in newest.items()} == \
+        {h: fulls.latest_full_any([h]).snapshot_ts for h in ("127.0.0.2", "127.0.0.3")}
     one_node = repo.catalog(kinds={SetKind.COMMITLOG}, node=mine[0].host_id).commitlogs
     assert {n for g in one_node for n in g.sets} == {mine[0].host_id}
     assert {m.set.prefix for g in repo.catalog(start=mine[0].set.set_ts, kinds={SetKind.COMMITLOG}).commitlogs
