@@ -347,6 +347,10 @@ def backup_list_cmd(
     kind: Annotated[Optional[str], typer.Option("--kind", metavar="full|incremental|commitlog",
                                                 help="Only this kind of set.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    rescan: Annotated[bool, typer.Option("--rescan", help="Trust no index: read every manifest and write the "
+                                                          "catalog indexes and closed chain summaries again "
+                                                          "(after objects were changed by hand or by "
+                                                          "another tool).")] = False,
     run_async: Async = False,
     repository_block: RepositoryBlock = DEFAULT_BLOCK,
 ) -> None:
@@ -363,7 +367,7 @@ def backup_list_cmd(
     except InputError as exc:
         fail(str(exc), 2)
     params = dict(start_time=start_time, end_time=end_time, db_target=str(target) or None, kind=kind,
-                  repository_block=repository_block)
+                  rescan=rescan, repository_block=repository_block)
     if run_async:
         return queue_and_exit("backup-list", params)
     from dmf.flows.backup_list import backup_list

@@ -1,17 +1,20 @@
 """Carrying out a purge plan (dmf.core.lifecycle) in the bucket. Call only while holding the lease.
 
 Order, and what a purge killed at any point leaves:
+  0. the catalog index and closed chain summary of every snapshot whose manifests it deletes (a
+     listing trusts them without reading those manifests): killed here, the next listing rebuilds
+     them from the manifests, which are all still there;
   1. manifests of increments, commit-log batches and failed runs' sets: killed here, some of them
      are manifest-less (never listed complete, never used) and their fulls still list complete;
   2. manifests of the fulls: killed here, the chains left have no complete full and are never used;
   3. every object of those sets: killed here, the rest are manifest-less sets, which the next
      purge (or cleanup) removes;
-  4. the catalog index and schema of snapshots with no set left.
+  4. the schema (and any index written meanwhile) of snapshots with no set left.
 Nothing that lists as complete ever lacks an object, and a rerun plans what is left and finishes.
 """
 from __future__ import annotations
 
-from dmf.core.keys import SetKind, catalog_key, schema_key
+from dmf.core.keys import SetKind, catalog_key, closed_key, schema_key
 from dmf.core.lifecycle import PurgePlan
 from dmf.repository import Repository
 
@@ -24,10 +27,18 @@ def manifest_phases(plan: PurgePlan) -> list[list[str]]:
     return [others, fulls]
 
 
+def indexes_to_drop(plan: PurgePlan) -> list[str]:
+    """The index objects of every snapshot whose manifests the plan deletes."""
+    touched = {g.snapshot_ts for g in plan.expired} | {ref.snapshot_ts for ref in plan.abandoned}
+    return [key for ts in sorted(touched) for key in (catalog_key(ts), closed_key(ts))]
+
+
 def carry_out(repo: Repository, plan: PurgePlan) -> int:
     """Deletes what the plan names, in the order above; returns the number of data objects removed."""
+    repo.storage.delete_keys(indexes_to_drop(plan))
     for phase in manifest_phases(plan):
         repo.storage.delete_keys(phase)  # S3 deletes a key that is not there (a set without manifest) quietly
     removed = sum(repo.delete_set(ref) for ref in plan.sets)
-    repo.storage.delete_keys([key for ts in plan.emptied_snapshots for key in (catalog_key(ts), schema_key(ts))])
+    repo.storage.delete_keys([key for ts in plan.emptied_snapshots
+                              for key in (catalog_key(ts), closed_key(ts), schema_key(ts))])
     return removed

@@ -2,27 +2,31 @@
 
 Reads the history from keys and manifests only, never from file listings. A run reads the
 snapshots newest first and stops at the one it needs; `backup list` reads the whole history
-through the catalog index (dmf.core.index): per snapshot one listing that follows sets, not files,
-and one index object, plus the manifests the index lacks.
+through the catalog index (dmf.core.index): a closed snapshot costs one listing of its top level and
+its closed chain summary; an open one a listing that follows sets, not files, its index object, and
+the manifests the index lacks.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import threading
 from collections.abc import Collection, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from dmf.core.catalog import Catalog, Group, SetInfo
 from dmf.core.errors import InputError, LayoutError
 from dmf.core.index import (
-    IndexEntry, ManifestStamp, SnapshotListing, format_index, parse_index, reconcile, set_infos, summarise,
+    IndexEntry, ManifestStamp, SnapshotListing, closable, format_index, parse_closed, parse_index, reconcile,
+    set_infos, summarise,
 )
-from dmf.core.keys import SetKind, SetRef, catalog_key, parse_set_prefix
+from dmf.core.keys import CATALOG_NAME, CLOSED_NAME, SetKind, SetRef, catalog_key, closed_key, parse_set_prefix
 from dmf.core.manifest import Manifest
 from dmf.core.timestamps import format_ts, parse_ts
 from dmf.storage import Storage, StorageError
@@ -43,6 +47,14 @@ _LAST_MODIFIED = re.compile(rb"<LastModified>[^<]*</LastModified>")
 _catalog_listing = threading.local()
 
 
+@dataclass(frozen=True)
+class SnapshotTop:
+    """A snapshot's top level, as one '/' listing shows it."""
+
+    nodes: frozenset[str]   # `<snapshot_ts>/<node>/` prefixes
+    names: frozenset[str]   # its own objects: schema.cql, catalog.json, closed.json
+
+
 def _snapshot_time(prefix: str) -> datetime | None:
     """The time of a top-level `<snapshot_ts>/` prefix; None for anything else (e.g. registry/)."""
     try:
@@ -56,6 +68,7 @@ class Repository:
         self.storage = storage
         self.parallel = parallel
         self._fold_refused = False
+        self._fold_lock = threading.Lock()
 
     def snapshot_times(self) -> list[datetime]:
         """The time of every `<snapshot_ts>/` prefix, whatever it holds."""
@@ -80,26 +93,32 @@ class Repository:
                 continue  # not a snapshot, or every set under it is later still
             node_prefixes = ([f"{snapshot_prefix}{node}/"] if node is not None
                              else self.storage.list_prefixes(snapshot_prefix))
-            for node_prefix in node_prefixes:
-                for kind_prefix in self.storage.list_prefixes(node_prefix):
+            refs.extend(self._sets_under_nodes(node_prefixes, start, end, kinds))
+        return refs
+
+    def _sets_under_nodes(self, node_prefixes: Iterable[str], start: datetime | None, end: datetime | None,
+                          kinds: Collection[SetKind]) -> list[SetRef]:
+        refs: list[SetRef] = []
+        for node_prefix in node_prefixes:
+            for kind_prefix in self.storage.list_prefixes(node_prefix):
+                try:
+                    kind = SetKind(kind_prefix.rstrip("/").rsplit("/", 1)[-1])
+                except ValueError:
+                    continue
+                if kind not in kinds:
+                    continue
+                if kind is SetKind.SNAPSHOT:
+                    candidates = [kind_prefix]
+                else:
+                    after = kind_prefix + format_ts(start) if start is not None else ""
+                    candidates = self.storage.list_prefixes(kind_prefix, start_after=after)
+                for candidate in candidates:
                     try:
-                        kind = SetKind(kind_prefix.rstrip("/").rsplit("/", 1)[-1])
-                    except ValueError:
-                        continue
-                    if kind not in kinds:
-                        continue
-                    if kind is SetKind.SNAPSHOT:
-                        candidates = [kind_prefix]
-                    else:
-                        after = kind_prefix + format_ts(start) if start is not None else ""
-                        candidates = self.storage.list_prefixes(kind_prefix, start_after=after)
-                    for candidate in candidates:
-                        try:
-                            ref = parse_set_prefix(candidate)
-                        except LayoutError:
-                            continue  # not ours; `backup list` shows only the layout
-                        if (start is None or ref.time >= start) and (end is None or ref.time <= end):
-                            refs.append(ref)
+                        ref = parse_set_prefix(candidate)
+                    except LayoutError:
+                        continue  # not ours; `backup list` shows only the layout
+                    if (start is None or ref.time >= start) and (end is None or ref.time <= end):
+                        refs.append(ref)
         return refs
 
     def snapshot_catalog(self, snapshot_ts: datetime, kinds: Collection[SetKind] = DATA_KINDS) -> Catalog:
@@ -144,14 +163,18 @@ class Repository:
                 kinds: Collection[SetKind] = ALL_KINDS, node: str | None = None) -> Catalog:
         return self._catalog_of(self.set_prefixes(start, end, kinds, node))
 
-    def listing_catalog(self, up_to: datetime | None = None, use_index: bool = True) -> Catalog:
+    def listing_catalog(self, up_to: datetime | None = None, use_index: bool = True, rescan: bool = False,
+                        now: datetime | None = None) -> Catalog:
         """Every set of every snapshot taken up to `up_to`, as `backup list` shows them: summaries, not
         whole manifests (Group.manifests refuses), and a malformed manifest leaves its set incomplete
         with a SetInfo.problem instead of failing the listing.
 
-        With the index: per snapshot one folded listing and one index object, then only the manifests
-        the index lacks, then the index rewritten where it changed. Without: the delimiter walk and
-        every manifest, one GET per set (the reference the index is tested against).
+        With the index: per snapshot one '/' listing of its top level; a closed snapshot then costs its
+        closed.json only; an open one a listing of its sets, its catalog.json and the manifests that
+        lacks; then each index is rewritten where it changed, and snapshots that became closed
+        (closable, as of `now`) get closed.json. `rescan` trusts no stored index and rewrites them all.
+        Without the index: the delimiter walk and every manifest, one GET per set (the reference the
+        index is tested against).
         """
         snapshots = sorted(ts for prefix in self.storage.list_prefixes("")
                            if (ts := _snapshot_time(prefix)) is not None and (up_to is None or ts <= up_to))
@@ -159,10 +182,13 @@ class Repository:
             if not use_index:
                 refs = self._sets_under([f"{format_ts(ts)}/" for ts in snapshots], None, None, ALL_KINDS, None)
                 return Catalog.build(pool.map(self._summarise, refs))
-            listings = list(pool.map(self._list_snapshot, snapshots))
-            stored = list(pool.map(self._read_index, snapshots))
+            tops = list(pool.map(self._list_top, snapshots))
+            closed = [None] * len(snapshots) if rescan else list(pool.map(self._read_closed, snapshots, tops))
+            open_ = [(ts, top) for ts, top, infos in zip(snapshots, tops, closed) if infos is None]
+            listings = list(pool.map(lambda item: self._list_snapshot(*item), open_))
+            stored = [{} if rescan or CATALOG_NAME not in top.names else self._read_index(ts) for ts, top in open_]
             fresh: list[dict[str, IndexEntry]] = []
-            unread: list[tuple[int, str]] = []  # (snapshot's position, set prefix)
+            unread: list[tuple[int, str]] = []  # (open snapshot's position, set prefix)
             for position, (entries, listing) in enumerate(zip(stored, listings)):
                 valid, prefixes = reconcile(entries, listing)
                 fresh.append(valid)
@@ -171,27 +197,79 @@ class Repository:
             for (position, prefix), entry in zip(unread, read):
                 if entry is not None:
                     fresh[position][prefix] = entry
-            changed = [(ts, entries) for ts, entries, old, listing in zip(snapshots, fresh, stored, listings)
+            changed = [(ts, entries, None) for (ts, _), entries, old, listing in zip(open_, fresh, stored, listings)
                        if listing.sets and entries != old]
+            infos = [info for found in closed if found is not None for info in found]
+            infos += [info for listing, entries in zip(listings, fresh) for info in set_infos(listing, entries)]
+            catalog = Catalog.build(infos)
+            now_closable = closable(catalog, now or datetime.now(timezone.utc))
+            changed += [(ts, entries, top.nodes) for (ts, top), entries in zip(open_, fresh) if ts in now_closable]
             list(pool.map(self._write_index, changed))
-        return Catalog.build(info for listing, entries in zip(listings, fresh) for info in set_infos(listing, entries))
+            self._drop_closed([ts for ts, top in open_ if CLOSED_NAME in top.names and ts not in now_closable])
+        return catalog
 
     def _summarise(self, ref: SetRef) -> SetInfo:
         data = self.storage.get_bytes(ref.manifest_key, missing_ok=True)
         return SetInfo(ref) if data is None else summarise(ref, data)
 
-    def _list_snapshot(self, snapshot_ts: datetime) -> SnapshotListing:
+    def _list_top(self, snapshot_ts: datetime) -> SnapshotTop:
+        """One '/' listing of a snapshot's top level: its node prefixes and its own objects' names."""
+        prefix = f"{format_ts(snapshot_ts)}/"
+        nodes, names = [], set()
+        try:
+            with _last_modified_unparsed(self.storage.s3):
+                for page in self.storage.s3.get_paginator("list_objects_v2").paginate(
+                        Bucket=self.storage.bucket, Prefix=prefix, Delimiter="/"):
+                    nodes.extend(p["Prefix"] for p in page.get("CommonPrefixes", []))
+                    names.update(o["Key"].removeprefix(prefix) for o in page.get("Contents", []))
+        except (ClientError, BotoCoreError) as exc:
+            raise self.storage._fail("list", prefix, exc) from None
+        return SnapshotTop(frozenset(nodes), frozenset(names))
+
+    def _read_closed(self, snapshot_ts: datetime, top: SnapshotTop) -> list[SetInfo] | None:
+        """A closed snapshot's sets from its closed.json, trusted while it names the node prefixes
+        listed; None (list the snapshot) when there is none, or it is malformed or stale."""
+        if CLOSED_NAME not in top.names:
+            return None
+        data = self.storage.get_bytes(closed_key(snapshot_ts), missing_ok=True)
+        if data is None:
+            return None
+        try:
+            nodes, infos = parse_closed(data, snapshot_ts)
+        except LayoutError as exc:
+            log.warning("%s; listing the snapshot instead and writing it again", exc)
+            return None
+        if nodes != top.nodes:
+            log.warning("the closed chain summary of snapshot %s names other nodes than the bucket holds; "
+                        "listing the snapshot instead and writing it again", format_ts(snapshot_ts))
+            return None
+        return infos
+
+    def _list_snapshot(self, snapshot_ts: datetime, top: SnapshotTop) -> SnapshotListing:
+        if self._fold_refused:
+            return self._walk_snapshot(top)
         listing = SnapshotListing()
         with _last_modified_unparsed(self.storage.s3):
-            for node_prefix in self.storage.list_prefixes(f"{format_ts(snapshot_ts)}/"):
-                for key, stamp in self._folded_keys(node_prefix):
+            for node_prefix in sorted(top.nodes):
+                folded = self._folded_keys(node_prefix)
+                if folded is None:
+                    return self._walk_snapshot(top)
+                for key, stamp in folded:
                     listing.add(key, stamp)
         return listing
 
-    def _folded_keys(self, node_prefix: str) -> list[tuple[str, ManifestStamp | None]]:
+    def _walk_snapshot(self, top: SnapshotTop) -> SnapshotListing:
+        """The snapshot's set prefixes from '/' listings (node, kind, set): a cost that follows sets,
+        on any store, without the manifests' stamps."""
+        listing = SnapshotListing(stamped=False)
+        for ref in self._sets_under_nodes(sorted(top.nodes), None, None, ALL_KINDS):
+            listing.add(ref.prefix)
+        return listing
+
+    def _folded_keys(self, node_prefix: str) -> list[tuple[str, ManifestStamp | None]] | None:
         """The keys under a node's prefix with their stamps, each table's files folded into one common
-        prefix (stamp None). A store that refuses the FOLD delimiter, or folds elsewhere (at '/'),
-        gets a plain listing: the same sets and manifests, at a cost that follows files."""
+        prefix (stamp None); None when the store refuses the FOLD delimiter, or folds elsewhere (at
+        '/'): the listing then walks '/' prefixes instead, which this repository keeps doing."""
         if not self._fold_refused:
             found: list[tuple[str, ManifestStamp | None]] = []
             try:
@@ -204,10 +282,12 @@ class Repository:
                 reason = "it folded keys elsewhere"
             except (ClientError, BotoCoreError) as exc:
                 reason = str(exc)
-            self._fold_refused = True
-            log.warning("the S3 store does not list with the delimiter %r (%s): backup list reads every "
-                        "file key instead, slower as the history grows", FOLD, reason)
-        return [(o["Key"], _stamp(o)) for o in self.storage.list_objects(node_prefix)]
+            with self._fold_lock:  # snapshots are listed in parallel: say it once
+                if not self._fold_refused:
+                    self._fold_refused = True
+                    log.info("the S3 store does not list with the delimiter %r (%s): backup list walks set "
+                             "prefixes with '/' instead", FOLD, reason)
+        return None
 
     def _read_index(self, snapshot_ts: datetime) -> dict[str, IndexEntry]:
         data = self.storage.get_bytes(catalog_key(snapshot_ts), missing_ok=True)
@@ -226,22 +306,39 @@ class Repository:
         if data is None:
             return None
         info = summarise(ref, data)
-        return IndexEntry(listing.manifests[prefix], info.summary, info.problem)
+        # A walk lists no stamps: the stamp of a single-part PUT (what write_manifest does) stands in.
+        stamp = listing.manifests.get(prefix) or ManifestStamp(hashlib.md5(data, usedforsecurity=False).hexdigest(),
+                                                               len(data))
+        return IndexEntry(stamp, info.summary, info.problem)
 
-    def _write_index(self, change: tuple[datetime, dict[str, IndexEntry]]) -> None:
-        """Written after the manifests it summarises were read. Two listings may rewrite one index at
-        once and the last write may lack a set the other read: harmless, since every entry is checked
-        against the listing and a manifest without one is read again. Read-only credentials list at
-        the manifests' cost."""
-        snapshot_ts, entries = change
+    def _write_index(self, change: tuple[datetime, dict[str, IndexEntry], frozenset[str] | None]) -> None:
+        """catalog.json, or closed.json when the snapshot's nodes are given; written after the manifests
+        they summarise were read. Two listings may rewrite one catalog.json at once and the last write
+        may lack a set the other read: harmless, since a listed set without an entry is read again.
+        Read-only credentials list at the manifests' cost."""
+        snapshot_ts, entries, nodes = change
+        key = catalog_key(snapshot_ts) if nodes is None else closed_key(snapshot_ts)
         try:
-            self.storage.put_bytes(catalog_key(snapshot_ts), format_index(snapshot_ts, entries),
-                                   content_type="application/json")
+            self.storage.put_bytes(key, format_index(snapshot_ts, entries, nodes), content_type="application/json")
         except StorageError as exc:
             log.warning("catalog index not updated (%s): listings keep reading its manifests", exc)
 
+    def _drop_closed(self, snapshots: list[datetime]) -> None:
+        """Closed summaries found stale (a rescan, another node) of snapshots that are not closable now."""
+        try:
+            self.storage.delete_keys([closed_key(ts) for ts in snapshots])
+        except StorageError as exc:
+            log.warning("stale closed chain summaries not removed (%s): listings keep checking them", exc)
+
     def write_manifest(self, manifest: Manifest) -> None:
+        """Seals a set. A listing that closed its snapshot meanwhile (a run that resolved its chain
+        long ago) would not show it: the closed summary goes, and the next listing lists the snapshot."""
         self.storage.put_bytes(manifest.set.manifest_key, manifest.to_json(), content_type="application/json")
+        try:
+            self.storage.delete_keys([closed_key(manifest.set.snapshot_ts)])
+        except StorageError as exc:
+            log.warning("%s is sealed, but the closed chain summary of its snapshot could not be removed (%s): "
+                        "`dmf backup list --rescan` shows it", manifest.set.prefix, exc)
 
     def delete_set(self, ref: SetRef) -> int:
         """Removes an incomplete set's objects (never call on a set with a manifest)."""

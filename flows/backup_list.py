@@ -23,16 +23,18 @@ def row(group: Group, chain: ChainSummary | None) -> dict:
 
 @flow(name="backup-list")
 def backup_list(start_time: str | int | None = None, end_time: str | int | None = None,
-                db_target: str | None = None, kind: str | None = None,
+                db_target: str | None = None, kind: str | None = None, rescan: bool = False,
                 repository_block: str = DEFAULT_BLOCK) -> list[dict]:
     """Full snapshots, increments and commit-log batches whose time is in [start_time, end_time] (UTC),
     of one `kind` (full, incremental or commitlog) and holding data of `db_target` (keyspace[.table])
     when given. Each complete full carries its chain's size (with its complete increments) and its
-    restorable window (up to its last increment, or the last time all its hosts shipped commit logs)."""
+    restorable window (up to its last increment, or the last time all its hosts shipped commit logs).
+    `rescan` trusts no catalog index or closed chain summary: every manifest is read, and they are
+    written again."""
     start, end = parse_window(start_time, end_time)
     target = DbTarget.parse(db_target)
     wanted_kind = parse_kind(kind) if kind not in (None, "") else None
-    catalog = Repository(Storage(S3Repository.load(repository_block))).listing_catalog(up_to=end)
+    catalog = Repository(Storage(S3Repository.load(repository_block))).listing_catalog(up_to=end, rescan=rescan)
     chains = chain_summaries(catalog)
     groups = listed(catalog, start, end, wanted_kind, target)
     logger = get_run_logger()

@@ -2,25 +2,31 @@
 `backup list` reads one object per snapshot instead of one per set.
 
     <snapshot_ts>/catalog.json   {"format": 1, "snapshot_ts": …, "sets": {<set prefix below the snapshot>: entry}}
+    <snapshot_ts>/closed.json    the same, plus "nodes": the node prefixes below the snapshot, once it is closed
 
 An entry holds what listing a set needs of its manifest (SetSummary), or why the manifest could not
-be read, with the manifest object's ETag and size. The bucket stays the source of truth: the index
-is derived data, written after the manifests it summarises, and trusted entry by entry only while a
-listing of the snapshot shows that entry's manifest with the same ETag and size. A manifest the
-index lacks, or with another ETag or size, is read again; an entry whose manifest is gone is
-dropped; a missing or unreadable index is rebuilt the same way. Only listings write it (lazily,
-where it changed): backup and shipping runs do not know it exists. Pure: the listing, reads and
-writes are dmf.repository's.
+be read, with the manifest object's ETag and size. The bucket stays the source of truth: both objects
+are derived, written after the manifests they summarise, and rebuilt from the manifests when missing
+or malformed. catalog.json is checked entry by entry against a listing of the snapshot: by the
+manifest's stamp where the store lists manifests beside folded data (the '-' delimiter), else by the
+set's prefix (a '/' walk: manifests are written once, and dmf deletes an index before any manifest
+under it). A set the index lacks is read.
+
+A closed snapshot is one no run writes to any more (closable below): it then gets closed.json, which
+a listing trusts without listing its sets, checking only its node prefixes. Any manifest written
+under a snapshot deletes its closed.json (a run that resolved an old chain long ago), and a purge
+deletes both objects before the manifests they summarise. Only listings write them (lazily, where
+they changed). Pure: the listing, reads and writes are dmf.repository's.
 """
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import lru_cache
 
-from dmf.core.catalog import SetInfo, SetSummary
+from dmf.core.catalog import Catalog, SetInfo, SetSummary
 from dmf.core.errors import InputError, LayoutError
 from dmf.core.keys import MANIFEST_NAME, SetRef, parse_set_prefix, set_prefix_of
 from dmf.core.manifest import Manifest
@@ -28,6 +34,9 @@ from dmf.core.targets import DbTarget
 from dmf.core.timestamps import format_ts, parse_ts
 
 INDEX_FORMAT = 1
+# A snapshot closes this long after a newer full of its chain's target and hosts completed: a run
+# that resolved the old chain just before (a shipping run between its lookup and its seal) is done by then.
+CLOSE_AFTER = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -47,9 +56,11 @@ class IndexEntry:
 
 @dataclass
 class SnapshotListing:
-    """What a listing of one snapshot prefix shows: every set with any object, and each manifest's stamp.
-    Keyed by set prefix, so a set is parsed once however many of its keys are listed."""
+    """What a listing of one snapshot prefix shows: every set with any object, and each manifest's stamp
+    when `stamped` (a '/' walk sees set prefixes only). Keyed by set prefix, so a set is parsed once
+    however many of its keys are listed."""
 
+    stamped: bool = True
     sets: dict[str, SetRef] = field(default_factory=dict)
     manifests: dict[str, ManifestStamp] = field(default_factory=dict)
     foreign: set[str] = field(default_factory=set)  # prefixes outside the layout: never listed as sets
@@ -81,10 +92,30 @@ def summarise(ref: SetRef, data: bytes) -> SetInfo:
 
 
 def reconcile(entries: Mapping[str, IndexEntry], listing: SnapshotListing) -> tuple[dict[str, IndexEntry], list[str]]:
-    """The entries that still hold (their manifest listed with the same stamp), and the set prefixes
-    whose manifest must be read: new, changed, or missing from the index."""
-    valid = {prefix: entry for prefix, entry in entries.items() if listing.manifests.get(prefix) == entry.stamp}
-    return valid, sorted(prefix for prefix in listing.manifests if prefix not in valid)
+    """The entries that still hold, and the set prefixes whose manifest must be read. Stamped: entries
+    whose manifest is listed with the same stamp hold; new and changed manifests are read. Unstamped:
+    entries whose set is listed hold; every other listed set is read (one in flight or failed has no
+    manifest yet, and is read again next time)."""
+    if listing.stamped:
+        valid = {prefix: entry for prefix, entry in entries.items() if listing.manifests.get(prefix) == entry.stamp}
+        return valid, sorted(prefix for prefix in listing.manifests if prefix not in valid)
+    valid = {prefix: entry for prefix, entry in entries.items() if prefix in listing.sets}
+    return valid, sorted(prefix for prefix in listing.sets if prefix not in valid)
+
+
+def closable(catalog: Catalog, now: datetime, settle: timedelta = CLOSE_AFTER) -> set[datetime]:
+    """The snapshots no run writes to any more: every set complete, and a later complete full of the
+    same db-target and hosts finished at least `settle` ago. Increments then go under that full (the
+    seed's rule), and so does commit-log shipping (the newest complete full including the host)."""
+    newest_settled: dict[tuple[str, frozenset[str]], datetime] = {}
+    for full in catalog.fulls:
+        if full.complete and max(s.created_at for s in full.summaries) <= now - settle:
+            key = (full.db_target, frozenset(full.hosts))
+            newest_settled[key] = max(full.snapshot_ts, newest_settled.get(key, full.snapshot_ts))
+    unfinished = {g.snapshot_ts for g in catalog.all_groups() if not all(i.complete for i in g.sets.values())}
+    return {full.snapshot_ts for full in catalog.fulls
+            if full.complete and full.snapshot_ts not in unfinished
+            and newest_settled.get((full.db_target, frozenset(full.hosts)), full.snapshot_ts) > full.snapshot_ts}
 
 
 def set_infos(listing: SnapshotListing, entries: Mapping[str, IndexEntry]) -> list[SetInfo]:
@@ -96,7 +127,8 @@ def set_infos(listing: SnapshotListing, entries: Mapping[str, IndexEntry]) -> li
     return infos
 
 
-def format_index(snapshot_ts: datetime, entries: Mapping[str, IndexEntry]) -> bytes:
+def format_index(snapshot_ts: datetime, entries: Mapping[str, IndexEntry], nodes: Collection[str] | None = None) -> bytes:
+    """catalog.json; closed.json when the snapshot's node prefixes (`nodes`) are given."""
     snapshot_prefix = f"{format_ts(snapshot_ts)}/"
     sets = {}
     for prefix, entry in sorted(entries.items()):
@@ -108,8 +140,11 @@ def format_index(snapshot_ts: datetime, entries: Mapping[str, IndexEntry]) -> by
             body.update(host=s.host, host_id=s.host_id, created_at=format_ts(s.created_at), db_target=s.db_target,
                         hosts=list(s.hosts), files=s.files, bytes=s.bytes)
         sets[prefix.removeprefix(snapshot_prefix)] = body
-    return json.dumps({"format": INDEX_FORMAT, "snapshot_ts": format_ts(snapshot_ts), "sets": sets},
-                      separators=(",", ":")).encode()
+    body: dict = {"format": INDEX_FORMAT, "snapshot_ts": format_ts(snapshot_ts)}
+    if nodes is not None:
+        body["nodes"] = sorted(node.removeprefix(snapshot_prefix) for node in nodes)
+    body["sets"] = sets
+    return json.dumps(body, separators=(",", ":")).encode()
 
 
 def _text(body: dict, name: str) -> str:
@@ -148,11 +183,33 @@ def _checked_target(text: str) -> str:
 def parse_index(data: bytes, snapshot_ts: datetime) -> dict[str, IndexEntry]:
     """The entries of a snapshot's index object, by set prefix; LayoutError when it is not one (the
     caller then rebuilds it: the index is never the only copy of anything)."""
+    return _parse(data, snapshot_ts, closed=False)[1]
+
+
+def parse_closed(data: bytes, snapshot_ts: datetime) -> tuple[frozenset[str], list[SetInfo]]:
+    """A closed snapshot's node prefixes and sets; LayoutError as parse_index, also for a set prefix
+    outside the layout (its sets are used without a listing, so each is checked here)."""
+    nodes, entries = _parse(data, snapshot_ts, closed=True)
+    try:
+        return nodes, [SetInfo(parse_set_prefix(prefix), summary=entry.summary, problem=entry.problem)
+                       for prefix, entry in entries.items()]
+    except LayoutError as exc:
+        raise LayoutError(f"malformed closed chain summary of snapshot {format_ts(snapshot_ts)}: {exc}") from None
+
+
+def _parse(data: bytes, snapshot_ts: datetime, closed: bool) -> tuple[frozenset[str], dict[str, IndexEntry]]:
     snapshot_prefix = f"{format_ts(snapshot_ts)}/"
+    what = "closed chain summary" if closed else "catalog index"
     try:
         body = json.loads(data)
         if body.get("format") != INDEX_FORMAT or body.get("snapshot_ts") != format_ts(snapshot_ts):
             raise ValueError(f"format {body.get('format')!r} of snapshot {body.get('snapshot_ts')!r}")
-        return {snapshot_prefix + relative: _entry(entry) for relative, entry in body["sets"].items()}
+        nodes = frozenset()
+        if closed:
+            listed = body["nodes"]
+            if not isinstance(listed, list) or not all(isinstance(n, str) and n.endswith("/") for n in listed):
+                raise TypeError("nodes is not a list of prefixes")
+            nodes = frozenset(snapshot_prefix + node for node in listed)
+        return nodes, {snapshot_prefix + relative: _entry(entry) for relative, entry in body["sets"].items()}
     except (ValueError, KeyError, TypeError, AttributeError, InputError) as exc:
-        raise LayoutError(f"malformed catalog index of snapshot {format_ts(snapshot_ts)}: {exc}") from None
+        raise LayoutError(f"malformed {what} of snapshot {format_ts(snapshot_ts)}: {exc}") from None

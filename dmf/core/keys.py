@@ -6,6 +6,7 @@
     <set prefix>manifest.json                                      written last: the set is complete
     <snapshot_ts>/schema.cql                                       schema of the snapshot's target
     <snapshot_ts>/catalog.json                                     derived index of its sets (dmf.core.index)
+    <snapshot_ts>/closed.json                                      derived summary of a closed chain (same)
     registry/<ts>/<relpath>                                        the manager's own configuration
 
 relpath of a table file: `<keyspace>/<table>-<table_id>/[.<index>/]<file>`. All timestamps are
@@ -27,6 +28,7 @@ from dmf.core.timestamps import format_ts, parse_ts
 MANIFEST_NAME = "manifest.json"
 SCHEMA_NAME = "schema.cql"
 CATALOG_NAME = "catalog.json"
+CLOSED_NAME = "closed.json"
 REGISTRY = "registry"
 # One file name (a path component): Cassandra writes `<version>-<id>-<format>-<component>`, and SAI
 # components add '+' (`nb-1-big-SAI+aa+<index>+TermsData.db`). None of these characters means anything
@@ -272,6 +274,10 @@ def schema_key(snapshot_ts: datetime) -> str:
 
 def catalog_key(snapshot_ts: datetime) -> str:
     return f"{format_ts(snapshot_ts)}/{CATALOG_NAME}"
+
+
+def closed_key(snapshot_ts: datetime) -> str:
+    return f"{format_ts(snapshot_ts)}/{CLOSED_NAME}"
 
 
 def registry_prefix(ts: datetime) -> str:

@@ -8,7 +8,7 @@ import pytest
 
 from dmf import purge
 from dmf.core.catalog import resolve_chain
-from dmf.core.keys import SetRef, catalog_key, schema_key
+from dmf.core.keys import SetRef, catalog_key, closed_key, schema_key
 from dmf.core.lifecycle import RetentionPolicy, purge_plan
 from dmf.core.manifest import FileEntry, Manifest
 from dmf.core.targets import DbTarget
@@ -96,21 +96,27 @@ def test_purge_removes_old_chains_whole_and_keeps_what_the_last_chain_needs(repo
     assert {k for k in left if k.startswith(middle)} == {
         SetRef.commitlog(FULLS[1], IDS[HOSTS[0]], FULLS[2] + timedelta(minutes=1)).file_key("CommitLog-7-1.log"),
         SetRef.commitlog(FULLS[1], IDS[HOSTS[0]], FULLS[2] + timedelta(minutes=1)).manifest_key,
-        schema_key(FULLS[1]), catalog_key(FULLS[1])}
+        schema_key(FULLS[1])}  # its index went before the manifests the purge deleted under it
+    assert repo.listing_catalog() == repo.listing_catalog(use_index=False)
+    assert repo.storage.head(catalog_key(FULLS[1])) is not None  # rebuilt by that listing
     assert purge_plan(repo.catalog(), POLICY, NOW, GRACE, repo.snapshot_times()).sets == []  # nothing left to do
 
 
-@pytest.mark.parametrize("point_of_death", ["before the increments' manifests", "before the fulls' manifests",
-                                            "before the first set's data", "halfway through the data",
-                                            "before the last set's data", "before the emptied snapshots' objects"])
+@pytest.mark.parametrize("point_of_death", ["before the indexes", "before the increments' manifests",
+                                            "before the fulls' manifests", "before the first set's data",
+                                            "halfway through the data", "before the last set's data",
+                                            "before the emptied snapshots' objects"])
 def test_a_purge_killed_leaves_nothing_listed_complete_that_is_not_and_a_rerun_finishes(repo, point_of_death):
-    """One DeleteObjects per step: the increments' manifests, the fulls', each set's data, the leftovers."""
+    """One DeleteObjects per step: the indexes, the increments' manifests, the fulls', each set's data,
+    the leftovers. Planned from the indexed listing, as the flow does, so the indexes and closed chain
+    summaries exist when it dies: listing through them must show what reading every manifest shows."""
     s3 = repo.storage.s3
-    plan = purge_plan(repo.catalog(), POLICY, NOW, GRACE, repo.snapshot_times())
+    plan = purge_plan(repo.listing_catalog(), POLICY, NOW, GRACE, repo.snapshot_times())
+    assert repo.storage.head(closed_key(FULLS[0])) is not None  # the chain it removes was closed
     sets = len(plan.sets)
-    allowed = {"before the increments' manifests": 0, "before the fulls' manifests": 1,
-               "before the first set's data": 2, "halfway through the data": 2 + sets // 2,
-               "before the last set's data": 1 + sets, "before the emptied snapshots' objects": 2 + sets}[point_of_death]
+    allowed = {"before the indexes": 0, "before the increments' manifests": 1, "before the fulls' manifests": 2,
+               "before the first set's data": 3, "halfway through the data": 3 + sets // 2,
+               "before the last set's data": 2 + sets, "before the emptied snapshots' objects": 3 + sets}[point_of_death]
     before = restore_points(repo)
     done = 0
 
@@ -124,6 +130,7 @@ def test_a_purge_killed_leaves_nothing_listed_complete_that_is_not_and_a_rerun_f
         purge.carry_out(repo, plan)
     s3.meta.events.unregister("before-call.s3.DeleteObjects", die)
     assert_consistent(repo)
+    assert repo.listing_catalog() == repo.listing_catalog(use_index=False)
     assert restore_points(repo) == before
     purge.carry_out(repo, purge_plan(repo.catalog(), POLICY, NOW, GRACE, repo.snapshot_times()))  # the rerun
     assert restore_points(repo) == before

@@ -10,8 +10,11 @@ from dmf.core.catalog import (
     Catalog, SetInfo, SetSummary, chain_summaries, holds_any_of, listed, parse_kind,
 )
 from dmf.core.errors import InputError, LayoutError
+from datetime import timedelta
+
 from dmf.core.index import (
-    IndexEntry, ManifestStamp, SnapshotListing, format_index, parse_index, reconcile, set_infos, summarise,
+    CLOSE_AFTER, IndexEntry, ManifestStamp, SnapshotListing, closable, format_index, parse_closed, parse_index,
+    reconcile, set_infos, summarise,
 )
 from dmf.core.keys import SetKind, SetRef
 from dmf.core.targets import DbTarget
@@ -93,6 +96,69 @@ def test_set_infos_carry_summary_or_problem():
     assert infos[FULL_1].complete and infos[FULL_1].summary == entry(FULL_1).summary
     assert not infos[INCR_1].complete and infos[INCR_1].problem == "malformed manifest"
     assert not infos[BATCH_1].complete and infos[BATCH_1].problem == ""
+
+
+def test_an_unstamped_walk_trusts_entries_by_prefix_and_reads_every_other_listed_set():
+    walk = SnapshotListing(stamped=False)
+    for ref in (FULL_1, INCR_1, BATCH_1):
+        walk.add(ref.prefix)
+    indexed = {FULL_1.prefix: entry(FULL_1), "20250101000000/10.0.0.9/snapshots/": entry(FULL_1)}  # a set gone
+    valid, unread = reconcile(indexed, walk)
+    assert valid == {FULL_1.prefix: entry(FULL_1)}
+    assert unread == sorted([INCR_1.prefix, BATCH_1.prefix])  # unindexed, or in flight: read
+
+
+# ---- closing a chain ----------------------------------------------------------------------------
+
+WEEK_1, WEEK_2 = "20250101000000", "20250108000000"
+SETTLED = ts(WEEK_2) + CLOSE_AFTER
+
+
+def catalog_of(*infos: list[SetInfo]) -> Catalog:
+    return Catalog.build(info for group in infos for info in group)
+
+
+def test_a_chain_closes_once_a_later_full_of_its_target_and_hosts_has_settled():
+    history = [full(WEEK_1), incr(WEEK_1, "20250101001500"), commitlog(WEEK_1, "20250101000100"), full(WEEK_2)]
+    assert closable(catalog_of(*history), SETTLED) == {ts(WEEK_1)}
+    assert closable(catalog_of(*history), SETTLED - timedelta(seconds=1)) == set()  # the new full is too recent
+    assert closable(catalog_of(*history[:3]), SETTLED) == set()  # the newest chain never closes
+
+
+@pytest.mark.parametrize("later", [
+    pytest.param(lambda: full(WEEK_2, target="ks.other"), id="a full of another target"),
+    pytest.param(lambda: full(WEEK_2, hosts=("10.0.0.1",)), id="a full of fewer hosts"),
+    pytest.param(lambda: full(WEEK_2, missing={"10.0.0.2"}), id="an incomplete full"),
+])
+def test_a_chain_stays_open_while_runs_may_still_add_to_it(later):
+    assert closable(catalog_of(full(WEEK_1), later()), SETTLED) == set()
+
+
+@pytest.mark.parametrize("unfinished", [
+    pytest.param(lambda: incr(WEEK_1, "20250101001500", missing={"10.0.0.2"}), id="a failed increment"),
+    pytest.param(lambda: [SetInfo(SetRef.incremental(ts(WEEK_1), "10.0.0.1", ts("20250101003000")),
+                                  problem="malformed")], id="a malformed manifest"),
+])
+def test_a_chain_with_an_unfinished_set_stays_open(unfinished):
+    """Cleanup or purge removes it later: a closed summary must never hold a set a listing would
+    show otherwise once that happens."""
+    assert closable(catalog_of(full(WEEK_1), unfinished(), full(WEEK_2)), SETTLED) == set()
+
+
+def test_a_closed_summary_round_trips_with_its_nodes_and_refuses_sets_outside_the_layout():
+    entries = {FULL_1.prefix: entry(FULL_1), INCR_1.prefix: entry(INCR_1)}
+    nodes = {"20250101000000/10.0.0.1/"}
+    data = format_index(SNAP, entries, nodes)
+    assert json.loads(data)["nodes"] == ["10.0.0.1/"]
+    found_nodes, infos = parse_closed(data, SNAP)
+    assert found_nodes == frozenset(nodes)
+    assert {i.ref: i.summary for i in infos} == {FULL_1: entry(FULL_1).summary, INCR_1: entry(INCR_1).summary}
+    with pytest.raises(LayoutError, match="malformed closed chain summary"):
+        parse_closed(format_index(SNAP, entries), SNAP)  # a catalog.json is not one
+    body = json.loads(data)
+    body["sets"]["10.0.0.1/backups/../../../etc/"] = body["sets"]["10.0.0.1/snapshots/"]
+    with pytest.raises(LayoutError, match="malformed closed chain summary of snapshot 20250101000000"):
+        parse_closed(json.dumps(body).encode(), SNAP)
 
 
 # ---- manifests and the index object -------------------------------------------------------------
