@@ -4,12 +4,13 @@ listing 20 files and one stored object), listed through the same code as `dmf ba
 the old way (every manifest read), then through the catalog index: first with no index and no
 closed chain summary (both rebuilt), then warm (every chain but the newest closed).
 
-    .venv/bin/python bench/list.py [--sets 500,2000,10000,35000] [--old-up-to 5000] [--moto] [--reuse]
+    .venv/bin/python bench/list.py [--sets 2000,10000,35000] [--old-up-to 5000] [--moto]
 
-Against the test bed's S3 by default; --moto runs an in-process moto server instead (seeded through
-moto's backend: its HTTP front end takes ~10 ms per PUT). --reuse keeps the bucket a previous run
-seeded (its largest count) instead of wiping and seeding it again: on s3proxy, wiping 35,000 sets
-means listing 70,000 keys without a delimiter, which its filesystem store does in minutes.
+Each count has a bucket of its own (dmf-bench-list-<count>), seeded once: a marker object written
+after seeding lets later runs reuse it (wiping 35,000 sets on s3proxy means listing 70,000 keys
+without a delimiter, which its filesystem store takes minutes to do). Against the test bed's S3 by
+default; --moto runs an in-process moto server instead (seeded through moto's backend: its HTTP
+front end takes ~10 ms per PUT).
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from dmf.repository import Repository  # noqa: E402
 from dmf.storage import Storage  # noqa: E402
 
 BUCKET = "dmf-bench-list"
+SEEDED = "bench-seeded"  # top-level marker outside the layout: the listing ignores it
 HOSTS = ("10.0.0.1", "10.0.0.2", "10.0.0.3")
 HOST_IDS = {h: f"4a1a7505-0842-4a5c-a7fc-0baf0bb43b1{i}" for i, h in enumerate(HOSTS)}
 SLOTS_PER_WEEK = 7 * 24 * 4  # 15-minute slots: the first takes the full, the others an increment
@@ -55,7 +57,7 @@ def objects_of(i: int) -> list[tuple[str, bytes]]:
 
 
 def http_put(storage: Storage):
-    return lambda key, body: storage.s3.put_object(Bucket=BUCKET, Key=key, Body=body)
+    return lambda key, body: storage.s3.put_object(Bucket=storage.bucket, Key=key, Body=body)
 
 
 def seed(put, first: int, count: int) -> None:
@@ -97,43 +99,36 @@ def moto_repository():
         aws_access_key_id="moto", aws_secret_access_key=SecretStr("moto"), region_name="us-east-1",
         aws_client_parameters=AwsClientParameters(endpoint_url=f"http://{host}:{port}")))
     backend = s3_backends[DEFAULT_ACCOUNT_ID]["global"]
-    return repo, lambda key, body: backend.put_object(BUCKET, key, body)
+    return repo, lambda bucket: lambda key, body: backend.put_object(bucket, key, body)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sets", default="500,2000,10000,35000")
+    parser.add_argument("--sets", default="2000,10000,35000")
     parser.add_argument("--old-up-to", type=int, default=5000,
                         help="read every manifest (the old way) only up to this many sets")
     parser.add_argument("--moto", action="store_true", help="an in-process moto server instead of the test bed")
-    parser.add_argument("--reuse", action="store_true",
-                        help="the bucket already holds the largest --sets count, seeded by an earlier run")
     args = parser.parse_args()
     if args.moto:
         repo, backend_put = moto_repository()
     else:
         from common import bed
-        _, _, bed_repo = bed()
-        repo, backend_put = bed_repo.model_copy(update={"bucket": BUCKET}), None
+        _, _, repo = bed()
+        backend_put = None
     s3 = repo.client()
-    if BUCKET not in {b["Name"] for b in s3.list_buckets()["Buckets"]}:
-        s3.create_bucket(Bucket=BUCKET)
-    storage = Storage(repo)
-    counts = [int(c) for c in args.sets.split(",")]
-    empty = Storage(repo.model_copy(update={"bucket": BUCKET + "-empty"}))
-    if BUCKET + "-empty" not in {b["Name"] for b in s3.list_buckets()["Buckets"]}:
-        s3.create_bucket(Bucket=BUCKET + "-empty")
-    empty_s, _ = timed(lambda: Repository(empty).listing_catalog())
-    if args.reuse:
-        counts, seeded = counts[-1:], counts[-1]
-    else:
-        storage.delete_keys([o["Key"] for o in storage.list_objects("")])  # the bench's own bucket: a run starts empty
-        seeded = 0
-    put = backend_put or http_put(storage)
+
+    def bucket(name: str) -> Storage:
+        if name not in {b["Name"] for b in s3.list_buckets()["Buckets"]}:
+            s3.create_bucket(Bucket=name)
+        return Storage(repo.model_copy(update={"bucket": name}))
+    empty_s, _ = timed(lambda: Repository(bucket(f"{BUCKET}-empty")).listing_catalog())
     rows = []
-    for count in counts:
-        seed_s, _ = timed(lambda: seed(put, seeded, count))
-        seeded = count
+    for count in [int(c) for c in args.sets.split(",")]:
+        storage = bucket(f"{BUCKET}-{count}")
+        seed_s = 0.0
+        if storage.get_bytes(SEEDED, missing_ok=True) != str(count).encode():
+            seed_s, _ = timed(lambda: seed(backend_put(storage.bucket) if backend_put else http_put(storage), 0, count))
+            storage.put_bytes(SEEDED, str(count).encode())
         if count <= args.old_up_to:
             old_s, catalog = timed(lambda: Repository(storage).listing_catalog(use_index=False))
         else:
@@ -144,11 +139,12 @@ def main() -> None:
         warm_s, warm = sorted(warm_runs, key=lambda run: run[0])[1]  # the median of three
         assert warm == first and (catalog is None or catalog == warm), "the index lists other sets than the manifests"
         sets = sum(len(g.sets) for g in warm.all_groups())
+        assert sets == count
         cost = lambda s: f"{s:.2f} ({s / sets * 1000:.3f})"  # noqa: E731
         rows.append([str(sets), str(len(warm.fulls) + len(warm.increments)), str(len(warm.fulls)),
                      cost(old_s) if old_s is not None else "skipped", cost(first_s), cost(warm_s),
                      cost(max(warm_s - empty_s, 0))])
-        print(f"{count} sets seeded in {seed_s:.0f}s", file=sys.stderr)
+        print(f"{count} sets: seeded in {seed_s:.0f}s (0: an earlier run's)", file=sys.stderr)
     print(table(rows, ["sets", "backups", "snapshots", "every manifest s (ms/set)", "index rebuild s (ms/set)",
                        "index warm s, median of 3 (ms/set)", "warm beyond empty s (ms/set)"]))
     print(f"empty bucket: {empty_s:.3f}s; every manifest read only up to {args.old_up_to} sets")

@@ -8,6 +8,7 @@ the manifests the index lacks.
 """
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 import re
@@ -183,10 +184,21 @@ class Repository:
                 refs = self._sets_under([f"{format_ts(ts)}/" for ts in snapshots], None, None, ALL_KINDS, None)
                 return Catalog.build(pool.map(self._summarise, refs))
             tops = list(pool.map(self._list_top, snapshots))
-            closed = [None] * len(snapshots) if rescan else list(pool.map(self._read_closed, snapshots, tops))
+            summaries = [None] * len(snapshots) if rescan else list(pool.map(self._closed_summary, snapshots, tops))
+
+            def list_open(ts: datetime, top: SnapshotTop) -> tuple[SnapshotListing, dict[str, IndexEntry]]:
+                stored = {} if rescan or CATALOG_NAME not in top.names else self._read_index(ts)
+                return self._list_snapshot(ts, top), stored
+            # Snapshots without a summary are open: listed while the summaries are parsed here (CPU
+            # work, which threads would only take turns at).
+            early = {ts: pool.submit(list_open, ts, top) for ts, top, data in zip(snapshots, tops, summaries)
+                     if data is None}
+            with _collector_paused():
+                closed = [None if data is None else self._closed_sets(ts, top, data)
+                          for ts, top, data in zip(snapshots, tops, summaries)]
             open_ = [(ts, top) for ts, top, infos in zip(snapshots, tops, closed) if infos is None]
-            listings = list(pool.map(lambda item: self._list_snapshot(*item), open_))
-            stored = [{} if rescan or CATALOG_NAME not in top.names else self._read_index(ts) for ts, top in open_]
+            found = [(early.get(ts) or pool.submit(list_open, ts, top)).result() for ts, top in open_]
+            listings, stored = [listing for listing, _ in found], [entries for _, entries in found]
             fresh: list[dict[str, IndexEntry]] = []
             unread: list[tuple[int, str]] = []  # (open snapshot's position, set prefix)
             for position, (entries, listing) in enumerate(zip(stored, listings)):
@@ -199,9 +211,10 @@ class Repository:
                     fresh[position][prefix] = entry
             changed = [(ts, entries, None) for (ts, _), entries, old, listing in zip(open_, fresh, stored, listings)
                        if listing.sets and entries != old]
-            infos = [info for found in closed if found is not None for info in found]
-            infos += [info for listing, entries in zip(listings, fresh) for info in set_infos(listing, entries)]
-            catalog = Catalog.build(infos)
+            with _collector_paused():
+                infos = [info for sets in closed if sets is not None for info in sets]
+                infos += [info for listing, entries in zip(listings, fresh) for info in set_infos(listing, entries)]
+                catalog = Catalog.build(infos)
             now_closable = closable(catalog, now or datetime.now(timezone.utc))
             changed += [(ts, entries, top.nodes) for (ts, top), entries in zip(open_, fresh) if ts in now_closable]
             list(pool.map(self._write_index, changed))
@@ -226,14 +239,12 @@ class Repository:
             raise self.storage._fail("list", prefix, exc) from None
         return SnapshotTop(frozenset(nodes), frozenset(names))
 
-    def _read_closed(self, snapshot_ts: datetime, top: SnapshotTop) -> list[SetInfo] | None:
+    def _closed_summary(self, snapshot_ts: datetime, top: SnapshotTop) -> bytes | None:
+        return self.storage.get_bytes(closed_key(snapshot_ts), missing_ok=True) if CLOSED_NAME in top.names else None
+
+    def _closed_sets(self, snapshot_ts: datetime, top: SnapshotTop, data: bytes) -> list[SetInfo] | None:
         """A closed snapshot's sets from its closed.json, trusted while it names the node prefixes
-        listed; None (list the snapshot) when there is none, or it is malformed or stale."""
-        if CLOSED_NAME not in top.names:
-            return None
-        data = self.storage.get_bytes(closed_key(snapshot_ts), missing_ok=True)
-        if data is None:
-            return None
+        listed; None (list the snapshot) when it is malformed or stale."""
         try:
             nodes, infos = parse_closed(data, snapshot_ts)
         except LayoutError as exc:
@@ -349,6 +360,20 @@ class Repository:
 
 def _stamp(listed: dict) -> ManifestStamp:
     return ManifestStamp(listed["ETag"].strip('"'), listed["Size"])
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Reading a year of closed summaries makes ~10 objects per set, none in a reference cycle: the
+    cyclic collector would scan the growing heap again and again for nothing (measured: it doubled
+    the parse of 35,000 sets). Paused for that loop only."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _drop_last_modified(response_dict: dict, **_) -> None:

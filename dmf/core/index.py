@@ -165,12 +165,22 @@ def _entry(body: dict) -> IndexEntry:
     stamp = ManifestStamp(_text(body, "etag"), _count(body, "size"))
     if "problem" in body:
         return IndexEntry(stamp, None, _text(body, "problem"))
+    return IndexEntry(stamp, _summary(body))
+
+
+def _summary(body: dict) -> SetSummary:
     hosts = body["hosts"]
     if not isinstance(hosts, list) or not all(isinstance(h, str) for h in hosts):
         raise TypeError("hosts is not a list of text")
-    return IndexEntry(stamp, SetSummary(
+    return SetSummary(
         _text(body, "host"), _text(body, "host_id"), parse_ts(_text(body, "created_at"), name="created_at"),
-        _checked_target(_text(body, "db_target")), tuple(hosts), _count(body, "files"), _count(body, "bytes")))
+        _checked_target(_text(body, "db_target")), _shared(tuple(hosts)), _count(body, "files"), _count(body, "bytes"))
+
+
+@lru_cache(maxsize=1024)
+def _shared(hosts: tuple[str, ...]) -> tuple[str, ...]:
+    """One tuple per distinct host set: a year of sets repeats a handful of them."""
+    return hosts
 
 
 @lru_cache(maxsize=1024)
@@ -183,33 +193,33 @@ def _checked_target(text: str) -> str:
 def parse_index(data: bytes, snapshot_ts: datetime) -> dict[str, IndexEntry]:
     """The entries of a snapshot's index object, by set prefix; LayoutError when it is not one (the
     caller then rebuilds it: the index is never the only copy of anything)."""
-    return _parse(data, snapshot_ts, closed=False)[1]
+    snapshot_prefix = f"{format_ts(snapshot_ts)}/"
+    try:
+        return {snapshot_prefix + relative: _entry(entry) for relative, entry in _body(data, snapshot_ts)["sets"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError, InputError) as exc:
+        raise LayoutError(f"malformed catalog index of snapshot {format_ts(snapshot_ts)}: {exc}") from None
+
+
+def _body(data: bytes, snapshot_ts: datetime) -> dict:
+    body = json.loads(data)
+    if body.get("format") != INDEX_FORMAT or body.get("snapshot_ts") != format_ts(snapshot_ts):
+        raise ValueError(f"format {body.get('format')!r} of snapshot {body.get('snapshot_ts')!r}")
+    return body
 
 
 def parse_closed(data: bytes, snapshot_ts: datetime) -> tuple[frozenset[str], list[SetInfo]]:
     """A closed snapshot's node prefixes and sets; LayoutError as parse_index, also for a set prefix
     outside the layout (its sets are used without a listing, so each is checked here)."""
-    nodes, entries = _parse(data, snapshot_ts, closed=True)
-    try:
-        return nodes, [SetInfo(parse_set_prefix(prefix), summary=entry.summary, problem=entry.problem)
-                       for prefix, entry in entries.items()]
-    except LayoutError as exc:
-        raise LayoutError(f"malformed closed chain summary of snapshot {format_ts(snapshot_ts)}: {exc}") from None
-
-
-def _parse(data: bytes, snapshot_ts: datetime, closed: bool) -> tuple[frozenset[str], dict[str, IndexEntry]]:
     snapshot_prefix = f"{format_ts(snapshot_ts)}/"
-    what = "closed chain summary" if closed else "catalog index"
     try:
-        body = json.loads(data)
-        if body.get("format") != INDEX_FORMAT or body.get("snapshot_ts") != format_ts(snapshot_ts):
-            raise ValueError(f"format {body.get('format')!r} of snapshot {body.get('snapshot_ts')!r}")
-        nodes = frozenset()
-        if closed:
-            listed = body["nodes"]
-            if not isinstance(listed, list) or not all(isinstance(n, str) and n.endswith("/") for n in listed):
-                raise TypeError("nodes is not a list of prefixes")
-            nodes = frozenset(snapshot_prefix + node for node in listed)
-        return nodes, {snapshot_prefix + relative: _entry(entry) for relative, entry in body["sets"].items()}
-    except (ValueError, KeyError, TypeError, AttributeError, InputError) as exc:
-        raise LayoutError(f"malformed {what} of snapshot {format_ts(snapshot_ts)}: {exc}") from None
+        body = _body(data, snapshot_ts)
+        listed = body["nodes"]
+        if not isinstance(listed, list) or not all(isinstance(n, str) and n.endswith("/") for n in listed):
+            raise TypeError("nodes is not a list of prefixes")
+        # Every set of a closed chain is complete: its entry is a summary (no problem), and its
+        # manifest's stamp is not needed (the summary is trusted whole, never merged).
+        return (frozenset(snapshot_prefix + node for node in listed),
+                [SetInfo(parse_set_prefix(snapshot_prefix + relative), summary=_summary(entry))
+                 for relative, entry in body["sets"].items()])
+    except (ValueError, KeyError, TypeError, AttributeError, InputError, LayoutError) as exc:
+        raise LayoutError(f"malformed closed chain summary of snapshot {format_ts(snapshot_ts)}: {exc}") from None

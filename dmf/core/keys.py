@@ -18,8 +18,9 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from enum import Enum
+from functools import lru_cache
 
 from dmf.core.errors import InputError, LayoutError, quote
 from dmf.core.targets import is_host, is_identifier
@@ -36,6 +37,10 @@ REGISTRY = "registry"
 _FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,254}")
 _TABLE_ID = re.compile(r"[0-9a-f]{32}")
 _TABLE_FILE = "<keyspace>/<table>-<table_id>/[.<index>/]<file>"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# A well-formed set prefix, read in one match (a listing parses one per set); anything else goes
+# through the component-by-component parse, which says what is wrong with it.
+_SET_PREFIX = re.compile(r"([0-9]{14})/([^/]+)/(?:snapshots|(backups|commitlogs)/([0-9]{14}))/?")
 
 
 class SetKind(str, Enum):
@@ -101,6 +106,8 @@ def _key_time(value: datetime, name: str) -> datetime:
     """Aware UTC, whole seconds: what a key can hold, so equal keys give equal (and comparable) SetRefs."""
     if not isinstance(value, datetime):
         raise LayoutError(f"{name} must be a datetime, not {type(value).__name__} {quote(value)}")
+    if value.tzinfo is timezone.utc and not value.microsecond:
+        return value  # already normalised (what parse_ts gives): the common case, per listed set
     utc = parse_ts(value)
     if utc.microsecond:
         raise LayoutError(f"{name} {utc.isoformat()} has a fraction of a second; keys hold whole seconds")
@@ -108,9 +115,17 @@ def _key_time(value: datetime, name: str) -> datetime:
 
 
 def _check_node(kind: SetKind, node: str) -> None:
+    if not isinstance(node, str):
+        raise LayoutError(f"{quote(node)} is not a host name, IP address or host ID")
+    _check_node_text(kind, node)
+
+
+@lru_cache(maxsize=4096)
+def _check_node_text(kind: SetKind, node: str) -> None:
+    """Cached: a listing checks the same few nodes for every set (a failed check raises, and is not cached)."""
     if kind == SetKind.COMMITLOG:
         try:
-            if isinstance(node, str) and str(uuid.UUID(node)) == node:
+            if str(uuid.UUID(node)) == node:
                 return
         except ValueError:
             pass
@@ -203,7 +218,7 @@ def _components(text: str) -> list[str]:
         raise LayoutError("it is absolute (starts with '/')")
     if "\\" in text:
         raise LayoutError("it contains a backslash")
-    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+    if _CONTROL.search(text):
         raise LayoutError("it contains a control character")
     parts = text.split("/")
     if "" in parts:
@@ -218,6 +233,12 @@ def _layout_ts(text: str, name: str) -> datetime:
         return parse_ts(text, name=name)
     except InputError as exc:
         raise LayoutError(str(exc)) from None
+
+
+@lru_cache(maxsize=256)
+def _snapshot_ts(text: str) -> datetime:
+    """Cached: every set of a snapshot repeats its time."""
+    return _layout_ts(text, "snapshot_ts")
 
 
 def _leading_set(parts: list[str]) -> tuple[SetRef, list[str]]:
@@ -259,6 +280,15 @@ def set_prefix_of(key: str) -> str | None:
 
 def parse_set_prefix(prefix: str) -> SetRef:
     """A set's prefix, with or without the trailing '/'."""
+    if isinstance(prefix, str) and (match := _SET_PREFIX.fullmatch(prefix)):
+        snapshot_ts, node, kind, set_ts = match.groups()
+        try:
+            if kind is None:
+                return SetRef(_snapshot_ts(snapshot_ts), node, SetKind.SNAPSHOT)
+            kind = SetKind(kind)
+            return SetRef(_snapshot_ts(snapshot_ts), node, kind, _layout_ts(set_ts, _SET_TS_NAME[kind]))
+        except LayoutError:
+            pass  # the parse below says what is wrong
     try:
         ref, rest = _leading_set(_components(prefix.removesuffix("/") if isinstance(prefix, str) else prefix))
         if rest:
