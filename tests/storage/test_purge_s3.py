@@ -30,30 +30,32 @@ class Killed(BaseException):
     """The process dies: nothing catches it."""
 
 
-def put_set(s3, ref: SetRef, host: str, *, sealed: bool = True) -> None:
+def put_set(s3, ref: SetRef, host: str, *, sealed: bool = True, bucket: str = "dmf-purge") -> None:
     is_log = ref.time != ref.snapshot_ts and ref.kind.value == "commitlogs"
     paths = ["CommitLog-7-1.log"] if is_log else [f"{TABLE_DIR}/nb-{n}-big-Data.db" for n in (1, 2)]
     for path in paths:
-        s3.put_object(Bucket="dmf-purge", Key=ref.file_key(path), Body=b"x" * 10)
+        s3.put_object(Bucket=bucket, Key=ref.file_key(path), Body=b"x" * 10)
     if sealed:
         m = Manifest(set=ref, files=tuple(FileEntry(p, 10, "ab" * 32) for p in paths), host=host,
                      host_id=IDS[host], created_at=ref.time, db_target="" if is_log else "ks",
                      hosts=(host,) if is_log else HOSTS)
-        s3.put_object(Bucket="dmf-purge", Key=ref.manifest_key, Body=m.to_json())
+        s3.put_object(Bucket=bucket, Key=ref.manifest_key, Body=m.to_json())
 
 
-def seed(s3) -> None:
+def seed(s3, bucket: str = "dmf-purge") -> None:
     """Three weekly chains of two hosts, two increments each, a batch per host per day; a failed increment."""
     for full in FULLS:
-        s3.put_object(Bucket="dmf-purge", Key=schema_key(full), Body=b"CREATE KEYSPACE ks ...")
+        s3.put_object(Bucket=bucket, Key=schema_key(full), Body=b"CREATE KEYSPACE ks ...")
         for host in HOSTS:
-            put_set(s3, SetRef.snapshot(full, host), host)
+            put_set(s3, SetRef.snapshot(full, host), host, bucket=bucket)
             for day in (1, 2):
-                put_set(s3, SetRef.incremental(full, host, full + timedelta(days=day)), host)
-                put_set(s3, SetRef.commitlog(full, IDS[host], full + timedelta(days=day, minutes=5)), host)
+                put_set(s3, SetRef.incremental(full, host, full + timedelta(days=day)), host, bucket=bucket)
+                put_set(s3, SetRef.commitlog(full, IDS[host], full + timedelta(days=day, minutes=5)), host,
+                        bucket=bucket)
     # Shipped under the middle snapshot a minute after the last full: a restore from that full needs it.
-    put_set(s3, SetRef.commitlog(FULLS[1], IDS[HOSTS[0]], FULLS[2] + timedelta(minutes=1)), HOSTS[0])
-    put_set(s3, SetRef.incremental(FULLS[1], HOSTS[1], FULLS[1] + timedelta(days=3)), HOSTS[1], sealed=False)
+    put_set(s3, SetRef.commitlog(FULLS[1], IDS[HOSTS[0]], FULLS[2] + timedelta(minutes=1)), HOSTS[0], bucket=bucket)
+    put_set(s3, SetRef.incremental(FULLS[1], HOSTS[1], FULLS[1] + timedelta(days=3)), HOSTS[1], sealed=False,
+            bucket=bucket)
 
 
 @pytest.fixture
@@ -102,11 +104,17 @@ def test_purge_removes_old_chains_whole_and_keeps_what_the_last_chain_needs(repo
     assert purge_plan(repo.catalog(), POLICY, NOW, GRACE, repo.snapshot_times()).sets == []  # nothing left to do
 
 
-@pytest.mark.parametrize("point_of_death", ["before the indexes", "before the increments' manifests",
-                                            "before the fulls' manifests", "before the first set's data",
-                                            "halfway through the data", "before the last set's data",
-                                            "before the emptied snapshots' objects"])
+POINTS_OF_DEATH = ["before the indexes", "before the increments' manifests", "before the fulls' manifests",
+                  "before the first set's data", "halfway through the data", "before the last set's data",
+                  "before the emptied snapshots' objects"]
+
+
+@pytest.mark.parametrize("point_of_death", POINTS_OF_DEATH)
 def test_a_purge_killed_leaves_nothing_listed_complete_that_is_not_and_a_rerun_finishes(repo, point_of_death):
+    purge_killed_and_rerun(repo, point_of_death)
+
+
+def purge_killed_and_rerun(repo: Repository, point_of_death: str) -> None:
     """One DeleteObjects per step: the indexes, the increments' manifests, the fulls', each set's data,
     the leftovers. Planned from the indexed listing, as the flow does, so the indexes and closed chain
     summaries exist when it dies: listing through them must show what reading every manifest shows."""
