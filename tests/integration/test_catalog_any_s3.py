@@ -5,7 +5,6 @@ level, and rebuild what is deleted."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import uuid
@@ -95,13 +94,20 @@ def test_listing_equals_every_manifest_closes_chains_and_rebuilds_what_is_delete
     assert repo.listing_catalog(rescan=True) == relisted
 
 
-def test_backup_list_cli_with_rescan_lists_what_the_indexes_list_on_the_bed(testbed):
+def test_backup_list_rescan_through_the_cli_and_its_deployment_on_the_bed(testbed):
     """The bed's own bucket: `dmf backup list --rescan --json` (every manifest read, indexes written
-    again) gives the rows the flow gives through the indexes."""
+    again) gives the rows the flow gives through the indexes; `-a --rescan` runs the deployment."""
     from dmf.flows.backup_list import backup_list
-    from dmf.testbed import prefect_server
+
+    from .test_deployments import cli_env, wait_for_run
     result = subprocess.run([sys.executable, "-m", "dmf.cli", "backup", "list", "--rescan", "--json"],
-                            capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "PREFECT_API_URL": prefect_server.api_url(testbed)})
+                            capture_output=True, text=True, timeout=300, env=cli_env(testbed))
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == backup_list()
+
+    queued = subprocess.run([sys.executable, "-m", "dmf.cli", "backup", "list", "-a", "--rescan"],
+                            capture_output=True, text=True, timeout=120, env=cli_env(testbed))
+    assert queued.returncode == 0 and "queued backup-list/on-demand" in queued.stdout, queued.stderr
+    run = wait_for_run(queued.stdout.split("(", 1)[1].split(")", 1)[0])
+    assert run.state.is_completed(), run.state
+    assert run.parameters.get("rescan") is True
