@@ -228,16 +228,9 @@ class Repository:
     def _list_top(self, snapshot_ts: datetime) -> SnapshotTop:
         """One '/' listing of a snapshot's top level: its node prefixes and its own objects' names."""
         prefix = f"{format_ts(snapshot_ts)}/"
-        nodes, names = [], set()
-        try:
-            with _last_modified_unparsed(self.storage.s3):
-                for page in self.storage.s3.get_paginator("list_objects_v2").paginate(
-                        Bucket=self.storage.bucket, Prefix=prefix, Delimiter="/"):
-                    nodes.extend(p["Prefix"] for p in page.get("CommonPrefixes", []))
-                    names.update(o["Key"].removeprefix(prefix) for o in page.get("Contents", []))
-        except (ClientError, BotoCoreError) as exc:
-            raise self.storage._fail("list", prefix, exc) from None
-        return SnapshotTop(frozenset(nodes), frozenset(names))
+        with _last_modified_unparsed(self.storage.s3):
+            nodes, keys = self.storage.list_level(prefix)
+        return SnapshotTop(frozenset(nodes), frozenset(key.removeprefix(prefix) for key in keys))
 
     def _closed_summary(self, snapshot_ts: datetime, top: SnapshotTop) -> bytes | None:
         return self.storage.get_bytes(closed_key(snapshot_ts), missing_ok=True) if CLOSED_NAME in top.names else None

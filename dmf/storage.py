@@ -157,15 +157,22 @@ class Storage:
     def list_prefixes(self, prefix: str = "", start_after: str = "") -> list[str]:
         """Common prefixes one level below `prefix` (delimiter listing: cost follows folders, not files),
         those sorting after `start_after` only when it is given."""
-        found: list[str] = []
+        return self.list_level(prefix, start_after)[0]
+
+    def list_level(self, prefix: str = "", start_after: str = "") -> tuple[list[str], list[str]]:
+        """One level below `prefix`, as a '/' delimiter listing shows it: the common prefixes, and the
+        keys of the objects right at that level."""
+        prefixes: list[str] = []
+        keys: list[str] = []
         after = {"StartAfter": start_after} if start_after else {}
         try:
             for page in self.s3.get_paginator("list_objects_v2").paginate(
                     Bucket=self.bucket, Prefix=prefix, Delimiter="/", **after):
-                found.extend(p["Prefix"] for p in page.get("CommonPrefixes", []))
+                prefixes.extend(p["Prefix"] for p in page.get("CommonPrefixes", []))
+                keys.extend(o["Key"] for o in page.get("Contents", []))
         except (ClientError, BotoCoreError) as exc:
             raise self._fail("list", prefix, exc) from None
-        return found
+        return prefixes, keys
 
     def list_objects(self, prefix: str) -> Iterator[dict]:
         try:
