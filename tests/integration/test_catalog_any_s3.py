@@ -8,33 +8,19 @@ import json
 import subprocess
 import sys
 import uuid
-from collections import Counter
 from datetime import timedelta
 
 import pytest
 
 from dmf.core.keys import SetRef, catalog_key, closed_key
-from dmf.core.manifest import FileEntry, Manifest
-from dmf.core.timestamps import format_ts, parse_ts
+from dmf.core.timestamps import parse_ts
 from dmf.repository import Repository
 from dmf.storage import Storage
+from tests.storage.test_catalog_index_s3 import HOSTS, IDS, counting_requests, manifest, node_listings, put_set
 
 pytestmark = pytest.mark.integration
 
-HOSTS = ("10.0.0.1", "10.0.0.2", "10.0.0.3")
-IDS = {h: f"4a1a7505-0842-4a5c-a7fc-0baf0bb43b1{i}" for i, h in enumerate(HOSTS)}
 WEEKS = [parse_ts(t) for t in ("20250106000000", "20250113000000", "20250120000000")]
-TABLE_FILE = "ks/t-" + "0" * 32 + "/nb-1-big-Data.db"
-
-
-def put_set(storage: Storage, ref: SetRef, host: str, sealed: bool = True) -> None:
-    commitlog = ref.kind.value == "commitlogs"
-    path = "CommitLog-7-1.log" if commitlog else TABLE_FILE
-    storage.put_bytes(ref.file_key(path), b"x")
-    if sealed:
-        storage.put_bytes(ref.manifest_key, Manifest(
-            set=ref, files=(FileEntry(path, 1, "ab" * 32),), host=host, host_id=IDS[host], created_at=ref.time,
-            db_target="" if commitlog else "ks.t", hosts=(host,) if commitlog else HOSTS).to_json())
 
 
 @pytest.fixture
@@ -42,29 +28,19 @@ def history(any_s3):
     """Three weekly chains of 3 hosts (a full, 4 increments, 2 commit-log batches each), in a bucket of
     this test's own; the newest chain has a failed increment."""
     block = any_s3.model_copy(update={"bucket": f"dmf-catalog-{uuid.uuid4().hex[:12]}"})
-    block.client().create_bucket(Bucket=block.bucket)
-    storage = Storage(block)
+    s3 = block.client()
+    s3.create_bucket(Bucket=block.bucket)
     for week in WEEKS:
         for host in HOSTS:
-            put_set(storage, SetRef.snapshot(week, host), host)
+            put_set(s3, SetRef.snapshot(week, host), host, bucket=block.bucket)
             for n in range(1, 5):
-                put_set(storage, SetRef.incremental(week, host, week + timedelta(minutes=15 * n)), host)
+                put_set(s3, SetRef.incremental(week, host, week + timedelta(minutes=15 * n)), host, bucket=block.bucket)
             for n in range(1, 3):
-                put_set(storage, SetRef.commitlog(week, IDS[host], week + timedelta(minutes=7 * n)), host)
-    put_set(storage, SetRef.incremental(WEEKS[2], "10.0.0.1", WEEKS[2] + timedelta(hours=5)), "10.0.0.1",
-            sealed=False)
+                put_set(s3, SetRef.commitlog(week, IDS[host], week + timedelta(minutes=7 * n)), host,
+                        bucket=block.bucket)
+    put_set(s3, SetRef.incremental(WEEKS[2], "10.0.0.1", WEEKS[2] + timedelta(hours=5)), "10.0.0.1",
+            sealed=False, bucket=block.bucket)
     return block
-
-
-def node_listings(repo: Repository) -> Counter:
-    """Listings below a snapshot's top level, per snapshot, from now on."""
-    counts: Counter = Counter()
-
-    def listed(params, **_):
-        if params.get("Prefix", "").count("/") >= 2:
-            counts.update([params["Prefix"].split("/")[0]])
-    repo.storage.s3.meta.events.register("provide-client-params.s3.ListObjectsV2", listed)
-    return counts
 
 
 def test_listing_equals_every_manifest_closes_chains_and_rebuilds_what_is_deleted(history, any_s3):
@@ -76,18 +52,18 @@ def test_listing_equals_every_manifest_closes_chains_and_rebuilds_what_is_delete
     assert repo._fold_refused is (any_s3.bucket != "dmf-moto")  # s3proxy refuses '-': the '/' walk
     assert [repo.storage.head(closed_key(w)) is not None for w in WEEKS] == [True, True, False]
 
-    counts = node_listings(repo)
+    counts = counting_requests(repo)
     assert repo.listing_catalog() == reference
-    assert counts[format_ts(WEEKS[0])] == counts[format_ts(WEEKS[1])] == 0 and counts[format_ts(WEEKS[2])] > 0
+    assert node_listings(counts, WEEKS[0]) == node_listings(counts, WEEKS[1]) == 0
+    assert node_listings(counts, WEEKS[2]) > 0
 
     repo.storage.delete_keys([catalog_key(WEEKS[2]), closed_key(WEEKS[0])])
     assert Repository(Storage(history)).listing_catalog() == reference
     assert repo.storage.head(catalog_key(WEEKS[2])) and repo.storage.head(closed_key(WEEKS[0]))
 
     late = SetRef.commitlog(WEEKS[0], IDS["10.0.0.2"], WEEKS[0] + timedelta(days=6))  # a run sealing under it
-    put_set(repo.storage, late, "10.0.0.2", sealed=False)
-    repo.write_manifest(Manifest(set=late, files=(FileEntry("CommitLog-7-1.log", 1, "ab" * 32),), host="10.0.0.2",
-                                 host_id=IDS["10.0.0.2"], created_at=late.time, db_target="", hosts=("10.0.0.2",)))
+    put_set(repo.storage.s3, late, "10.0.0.2", sealed=False, bucket=history.bucket)
+    repo.write_manifest(manifest(late, "10.0.0.2"))
     assert repo.storage.head(closed_key(WEEKS[0])) is None
     relisted = repo.listing_catalog()
     assert relisted == repo.listing_catalog(use_index=False) and relisted != reference
