@@ -20,7 +20,15 @@ _REFERENCE_WORDS = frozenset({"id", "path", "file", "dir", "name", "type"})
 _SECRET_FILE_SUFFIXES = (".password", ".passwd", ".keystore", ".truststore", ".jks", ".p12", ".pfx", ".pem",
                          ".key", "cqlshrc", "credentials")
 
-_TEXT_KEY = r"[\w.-]*(?:password|passwd|passphrase|secret)"
+# Settings in node files: any name, judged by is_secret_setting (a regex alone cannot tell
+# aws_secret_access_key from credentials_validity).
+_TEXT_KEY = r"[A-Za-z_][\w.-]*"
+# Words that make a setting secret in node files, and the words that may follow one in its name
+# (aws_secret_access_key, token_value): any other (credentials_validity, password_file) names a
+# setting about the secret, not the secret. "pwd" is left out: $PWD is a shell's working directory.
+_SETTING_WORDS = frozenset({"password", "passwd", "passphrase", "secret", "token", "credential", "credentials",
+                            "apikey"})
+_SECRET_TAIL = frozenset({"access", "key", "keys", "value", "string", "data", "b64", "base64"})
 _QUOTED = r"\"(?:[^\"\\]|\\.)*\"|'(?:[^']|'')*'"
 # `key: value` at a line's start, perhaps in a list item or commented out (an old password may be real).
 _YAML_LINE = re.compile(rf"^(?P<lead>[ \t]*(?:#[ \t]*)?(?:-[ \t]+)?)(?P<key>{_TEXT_KEY})(?P<sep>[ \t]*:)"
@@ -28,7 +36,7 @@ _YAML_LINE = re.compile(rf"^(?P<lead>[ \t]*(?:#[ \t]*)?(?:-[ \t]+)?)(?P<key>{_TE
 _BLOCK_INDICATOR = re.compile(r"[|>][-+0-9]*")
 _PEM_KEY = re.compile(r"-----BEGIN ([A-Z ]*)PRIVATE KEY-----.*?-----END \1PRIVATE KEY-----", re.S)
 _URL_PASSWORD = re.compile(r"(?<=://)([^/\s:@]*):[^/\s@]+@")
-_ASSIGNMENT = re.compile(rf"(?P<key>{_TEXT_KEY}[\"']?)(?P<sep>[ \t]*=[ \t]*)(?P<value>{_QUOTED}|[^\s\"'<]+)",
+_ASSIGNMENT = re.compile(rf"(?P<key>(?<![\w.-])-*{_TEXT_KEY}[\"']?)(?P<sep>[ \t]*=[ \t]*)(?P<value>{_QUOTED}|[^\s\"'<]+)",
                          re.I)
 _OPTION = re.compile(rf"(?<![\w-])(?P<key>-pw|-{{1,2}}{_TEXT_KEY})(?P<sep>[ \t]+)(?P<value>{_QUOTED}|[^\s\"']+)",
                      re.I)
@@ -46,6 +54,23 @@ def is_secret_name(name: str) -> bool:
     if not words or words[-1] in _REFERENCE_WORDS:
         return False
     return words[-1] in ("key", "keys") or any(word in _SECRET_WORDS for word in words)
+
+
+def is_secret_setting(name: str) -> bool:
+    """Whether a setting in a node's file (YAML, shell, properties, command line) holds a secret:
+    its name has a password, secret, token, credential, private or API key word, followed only by
+    words such as access/key/value (aws_secret_access_key); initial_token is topology, and a name
+    that ends in an identifier or path word (aws_access_key_id, credentials_file) only points to one."""
+    words = _words(name)
+    if not words or words[-1] in _REFERENCE_WORDS:
+        return False
+    for i, word in enumerate(words):
+        before = words[i - 1] if i else ""
+        secret = (word in _SETTING_WORDS and not (word == "token" and before == "initial")) or \
+            (word in ("key", "keys") and before in ("private", "api"))
+        if secret and all(later in _SECRET_TAIL for later in words[i + 1:]):
+            return True
+    return False
 
 
 def is_secret_file(name: str) -> bool:
@@ -104,7 +129,7 @@ def _mask_yaml_lines(text: str) -> str:
         eol = _eol(line)
         body = line[:len(line) - len(eol)]
         match = _YAML_LINE.match(body)
-        if match is None:
+        if match is None or not is_secret_setting(match["key"]):
             out.append(line)
             continue
         space, value, tail = _split_value(match["rest"])
@@ -139,5 +164,20 @@ def mask_text(text: str) -> str:
     text = _mask_yaml_lines(text)
     text = _URL_PASSWORD.sub(lambda m: f"{m[1]}:{MASK}@", text)
     for pattern in (_ASSIGNMENT, _OPTION):
-        text = pattern.sub(lambda m: f"{m['key']}{m['sep']}{_quoted_mask(m['value'])}", text)
-    return _XML_ELEMENT.sub(lambda m: f"{m[1]}{MASK}{m[3]}", text)
+        text = _mask_settings(pattern, text)
+    return _XML_ELEMENT.sub(lambda m: f"{m[1]}{MASK}{m[3]}" if is_secret_setting(m["tag"]) else m[0], text)
+
+
+def _mask_settings(pattern: re.Pattern, text: str) -> str:
+    """Masks the value of each secret `key`-`value` match; after any other key the search goes on
+    inside its value, which may hold settings of its own (JVM_OPTS="... -D...Password=x")."""
+    out, pos = [], 0
+    while (match := pattern.search(text, pos)) is not None:
+        key = match["key"].rstrip("\"'")
+        if key == "-pw" or is_secret_setting(key.lstrip("-")):
+            out.append(f"{text[pos:match.start('value')]}{_quoted_mask(match['value'])}")
+            pos = match.end()
+        else:
+            out.append(text[pos:match.end("key")])
+            pos = match.end("key")
+    return "".join(out) + text[pos:]

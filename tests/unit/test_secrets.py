@@ -123,3 +123,67 @@ def test_credential_files_are_never_copied():
     for name in ("cassandra.yaml", "jmxremote.access", "cassandra-env.sh", "jvm-server.options",
                  "cassandra-rackdc.properties", "logback.xml"):
         assert not is_secret_file(name), name
+
+
+# Real-looking node files that carry cloud and API credentials (issue 22.7): every such value is
+# masked whatever the key's case, separator (`=`, `:`) or an `export` before it.
+CASSANDRA_ENV_SH = """\
+#!/bin/sh
+export AWS_ACCESS_KEY_ID=AKIAEXAMPLEID
+export AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY
+export AWS_SESSION_TOKEN="FwoGZXIvYXdzEXAMPLETOKEN"
+AZURE_CLIENT_SECRET='az-secret-value'
+DATADOG_API_KEY=dd-api-key-value
+JVM_OPTS="$JVM_OPTS -Dcom.sun.management.jmxremote.password.file=/etc/cassandra/jmxremote.password"
+JVM_OPTS="$JVM_OPTS -Dcassandra.ring_delay_ms=1000"
+"""
+
+BACKUP_AGENT_YAML = """\
+storage:
+  aws_access_key_id: AKIAEXAMPLEID
+  aws_secret_access_key: yaml-secret-key
+  AWS_SESSION_TOKEN: yaml-session-token
+  Api_Token: yaml-api-token
+  gcp_credentials: '{"type": "service_account"}'
+  private_key: yaml-private-key
+  api_key: "yaml-api-key"
+  credentials_file: /etc/backup/creds.json
+initial_token: -9223372036854775808
+num_tokens: 16
+credentials_validity: 2000ms
+credentials_update_interval: 1000ms
+"""
+
+AGENT_PROPERTIES = """\
+s3.endpoint=http://127.0.0.1:9000
+s3.secretKey=props-secret-key
+s3.credential = props-credential
+jclouds.credential=props-jclouds
+auth.token: props-token
+metrics.apiKey=props-api-key
+"""
+
+
+def test_cloud_and_api_credentials_are_masked_in_node_files():
+    secrets = ("wJalrXUtnFEMI", "FwoGZXIvYXdz", "az-secret-value", "dd-api-key-value", "yaml-secret-key",
+               "yaml-session-token", "yaml-api-token", "service_account", "yaml-private-key", "yaml-api-key",
+               "props-secret-key", "props-credential", "props-jclouds", "props-token", "props-api-key")
+    masked = {text: mask_text(text) for text in (CASSANDRA_ENV_SH, BACKUP_AGENT_YAML, AGENT_PROPERTIES)}
+    for original, text in masked.items():
+        for secret in secrets:
+            assert secret not in text, (secret, text)
+        assert mask_text(text) == text  # idempotent
+        assert len(text.splitlines()) == len(original.splitlines())  # layout kept
+    env = masked[CASSANDRA_ENV_SH].splitlines()
+    assert f"export AWS_SECRET_ACCESS_KEY={MASK}" in env
+    assert f'export AWS_SESSION_TOKEN="{MASK}"' in env
+    # Identifiers, paths naming a secret, topology and settings that only mention a word are kept.
+    assert "export AWS_ACCESS_KEY_ID=AKIAEXAMPLEID" in env
+    assert CASSANDRA_ENV_SH.splitlines()[6] in env
+    agent = yaml.safe_load(masked[BACKUP_AGENT_YAML])
+    assert agent["storage"]["aws_secret_access_key"] == MASK and agent["storage"]["Api_Token"] == MASK
+    assert agent["storage"]["aws_access_key_id"] == "AKIAEXAMPLEID"
+    assert agent["storage"]["credentials_file"] == "/etc/backup/creds.json"
+    assert agent["initial_token"] == -9223372036854775808 and agent["num_tokens"] == 16
+    assert agent["credentials_validity"] == "2000ms" and agent["credentials_update_interval"] == "1000ms"
+    assert "s3.endpoint=http://127.0.0.1:9000" in masked[AGENT_PROPERTIES].splitlines()
