@@ -84,22 +84,39 @@ def _make_path(root: Path) -> None:
 
 def check_destination(root: Path, needed: int) -> None:
     """PATH must be a writable directory no other user can rearrange, with room for what is still to fetch."""
+    # Whoever can rename entries of PATH, or PATH itself in a folder above it, could swap verified
+    # files for others before they are loaded. Checked before anything is made.
+    for directory in (root, *Path(os.path.abspath(root)).parents):
+        if os.path.isdir(directory):
+            _refuse_shared(directory, root)
     try:
         _make_path(root)
     except OSError as exc:
         raise InputError(f"PATH {root} cannot be created: {exc.strerror}") from None
     if not root.is_dir() or not os.access(root, os.W_OK | os.X_OK):
         raise InputError(f"PATH {root} is not a writable directory")
-    # Whoever can rename entries of PATH could swap verified files for others before they are loaded.
-    info = os.stat(root)
-    if info.st_uid not in (os.geteuid(), 0):
-        raise InputError(f"PATH {root} belongs to another user (uid {info.st_uid}): use a directory of your own")
-    if info.st_mode & stat.S_IWOTH and not info.st_mode & stat.S_ISVTX:
-        raise InputError(f"PATH {root} is writable by every user and not sticky (as /tmp is): "
-                         "use a directory of your own")
     free = shutil.disk_usage(root).free
     if free < needed:
         raise InputError(f"PATH {root} has {free / 2**30:.2f} GiB free; the restore needs {needed / 2**30:.2f} GiB")
+
+
+def _writable_by_others(mode: int) -> str | None:
+    """Who besides the owner may rename a directory's entries: nobody where it is sticky (as /tmp)."""
+    if mode & stat.S_ISVTX:
+        return None
+    return "every user" if mode & stat.S_IWOTH else "its group" if mode & stat.S_IWGRP else None
+
+
+def _refuse_shared(directory: Path, root: Path) -> None:
+    info = os.stat(directory)
+    where = f"PATH {root}" if directory == root else f"PATH {root} is inside {directory}, which"
+    if info.st_uid not in (os.geteuid(), 0):
+        raise InputError(f"{where} belongs to another user (uid {info.st_uid}): use a directory of your own")
+    who = _writable_by_others(info.st_mode)
+    if who:
+        raise InputError(f"{where} is writable by {who} (mode {stat.S_IMODE(info.st_mode):04o}), who could swap "
+                         f"verified files before they are loaded: chmod go-w {directory}, or use a directory of "
+                         "your own")
 
 
 def bytes_missing(fetches: list[Fetch]) -> int:
@@ -141,9 +158,13 @@ def _directory(root: Path, names: Sequence[str], create: bool) -> Iterator[int]:
                 raise _unsafe(root, names[:depth + 1], "a symbolic link" if link else "not a directory") from None
             os.close(fd)
             fd = child
-            owner = os.fstat(fd).st_uid
-            if owner != os.geteuid():
-                raise _unsafe(root, names[:depth + 1], f"owned by another user (uid {owner})")
+            info = os.fstat(fd)
+            if info.st_uid != os.geteuid():
+                raise _unsafe(root, names[:depth + 1], f"owned by another user (uid {info.st_uid})")
+            who = _writable_by_others(info.st_mode)
+            if who:
+                raise _unsafe(root, names[:depth + 1],
+                              f"writable by {who} (mode {stat.S_IMODE(info.st_mode):04o})")
         yield fd
     finally:
         os.close(fd)

@@ -146,14 +146,40 @@ def test_path_and_missing_parents_are_made_owner_only(tmp_path):
     assert mode(existing) == 0o755  # an existing PATH is left as it is
 
 
-def test_a_path_any_user_can_rearrange_is_refused(tmp_path):
-    world = tmp_path / "world"
-    world.mkdir()
-    os.chmod(world, 0o777)
-    with pytest.raises(InputError, match="writable by every user and not sticky"):
-        check_destination(world, needed=0)
-    os.chmod(world, 0o1777)  # as /tmp: only an entry's owner may rename or remove it
-    check_destination(world, needed=0)
+@pytest.mark.parametrize("shared_mode, who", [(0o777, "every user"), (0o775, "its group"), (0o770, "its group")])
+def test_a_path_others_can_rearrange_is_refused(tmp_path, shared_mode, who):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, shared_mode)
+    with pytest.raises(InputError, match=f"PATH {shared} is writable by {who} .*chmod go-w"):
+        check_destination(shared, needed=0)
+    os.chmod(shared, 0o1000 | shared_mode)  # as /tmp: only an entry's owner may rename or remove it
+    check_destination(shared, needed=0)
+
+
+def test_a_path_inside_a_folder_others_can_rearrange_is_refused(tmp_path):
+    """Whoever can rename PATH itself can put another folder, with other files, in its place."""
+    team = tmp_path / "team"
+    (team / "restore").mkdir(parents=True)
+    os.chmod(team, 0o2770)  # setgid is not sticky: group members may rename each other's entries
+    with pytest.raises(InputError, match=f"is inside {team}, which is writable by its group"):
+        check_destination(team / "restore", needed=0)
+    with pytest.raises(InputError, match=f"is inside {team}, which is writable by its group"):
+        check_destination(team / "restore" / "missing", needed=0)
+    assert not (team / "restore" / "missing").exists()  # refused before anything is made
+    os.chmod(team, 0o750)
+    check_destination(team / "restore", needed=0)
+
+
+def test_a_group_writable_directory_below_path_is_refused(storage, root):
+    """A folder left group-writable below PATH (by hand, or by an older dmf) would let a group
+    member swap a verified SSTable for another before it is loaded."""
+    f = put(storage, root, f"{REL}/nb-1-big-Data.db", b"x" * 100)
+    (root / SNAPSHOT).mkdir(mode=0o700)
+    os.chmod(root / SNAPSHOT, 0o770)
+    with pytest.raises(InputError, match=rf"{root / SNAPSHOT}: it is writable by its group \(mode 0770\)"):
+        fetch_all(storage, root, [f], parallel=2)
+    assert not f.dest.exists()
 
 
 @as_root
