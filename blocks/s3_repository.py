@@ -77,6 +77,11 @@ class S3Repository(Block):
                     "(SSE-KMS, with kms_key_id or the account's S3 key), SSE-C (sse_customer_key; S3 keeps no "
                     "copy of the key, so losing it loses the backups).")
     kms_key_id: str | None = Field(default=None, description="KMS key (id, ARN or alias) for sse: aws:kms.")
+    sse_c_key_on_nodes: bool = Field(
+        default=False,
+        description="With sse: SSE-C, let nodes upload their own files: each node is then sent the bucket-wide "
+                    "customer key, so root or the SSH user on any one node could read every backup. Off: "
+                    "SSE-C uploads stream through the manager and the key never reaches a node.")
     sse_customer_key: SecretStr | None = Field(
         default=None, description="For sse: SSE-C, the 256-bit key, base64-encoded. Sent with every request; "
                                   "never logged.")
@@ -138,6 +143,18 @@ class S3Repository(Block):
         if self.encryption != "client" or self.encryption_key is None:
             return None
         return parse_key(self.encryption_key.get_secret_value())
+
+    def node_upload_refusal(self) -> str | None:
+        """Why nodes must not upload their own files even where they could, if they must not: a
+        node would need a key that opens every backup (client-side encryption's, or SSE-C's unless
+        the operator accepted that with sse_c_key_on_nodes)."""
+        if not self.upload_from_nodes:
+            return "upload_from_nodes is off"
+        if self.encryption == "client":
+            return "encryption: client keeps the key on the manager"
+        if self.sse == "SSE-C" and not self.sse_c_key_on_nodes:
+            return "sse: SSE-C keeps the customer key on the manager (sse_c_key_on_nodes is off)"
+        return None
 
     def _customer_key(self) -> bytes:
         return base64.b64decode(self.sse_customer_key.get_secret_value())  # type: ignore[union-attr]

@@ -11,7 +11,8 @@ the agent on the node has its own for what it sends.
 
 With client-side encryption (the repository's `encryption: client`) files always stream through
 this process, which encrypts them on the way (dmf.encryption): the key never reaches a node, and
-the agent needs no crypto library there.
+the agent needs no crypto library there. So do SSE-C uploads, unless the block lets nodes hold the
+customer key (sse_c_key_on_nodes).
 """
 from __future__ import annotations
 
@@ -86,7 +87,10 @@ def upload_files(cluster: CassandraCluster, host: CassandraHost, storage: Storag
 
     by_size = sorted(files, key=lambda f: -f.size)  # the largest first: the last to finish is a small one
     try:
-        if storage.repository.upload_from_nodes and files and encryption_key is None:
+        refusal = storage.repository.node_upload_refusal()
+        if refusal is not None and storage.repository.upload_from_nodes:
+            logger.info("%s: %s; files stream through the manager", host.address, refusal)
+        if refusal is None and files:
             node_upload = NodeUpload(pool.get(), storage, set_ref, progress)
             reason = node_upload.start()
             if reason is None:

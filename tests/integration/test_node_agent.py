@@ -114,3 +114,36 @@ def test_encrypted_uploads_send_the_headers_signed_into_their_urls(moto_reposito
     for key, path in (("agent-sse/big", big), ("agent-sse/small", small)):
         assert storage.head(key)["ServerSideEncryption"] == "AES256"
         assert storage.get_bytes(key) == path.read_bytes()
+
+
+def test_sse_c_uploads_stream_through_the_manager_so_no_node_sees_the_key(moto_repository, cluster_block,
+                                                                           tmp_path, caplog):
+    """With sse: SSE-C a node that could upload itself does not: its presigned requests would carry
+    the bucket-wide customer key (issue 22.8). The file still arrives, encrypted under that key."""
+    import base64
+    import logging
+    from datetime import datetime, timezone
+
+    from pydantic import SecretStr
+
+    from dmf.core.keys import SetKind, SetRef
+    from dmf.node import SourceFile
+    from dmf.transfer import upload_files
+
+    key = os.urandom(32)
+    repository = moto_repository.model_copy(update={"sse": "SSE-C",
+                                                    "sse_customer_key": SecretStr(base64.b64encode(key).decode())})
+    assert repository.upload_from_nodes
+    data = tmp_path / "nb-1-big-Data.db"
+    data.write_bytes(os.urandom(100_000))
+    set_ref = SetRef(datetime(2025, 1, 1, 12, tzinfo=timezone.utc), "127.0.0.1", SetKind.SNAPSHOT)
+    source = SourceFile(str(data), "ks/t-0123456789abcdef0123456789abcdef/nb-1-big-Data.db", 100_000)
+    storage, sent = Storage(repository), []
+    storage.s3.meta.events.register("before-sign.s3.PutObject", lambda request, **_: sent.append(
+        request.headers.get("x-amz-server-side-encryption-customer-key")))
+    with caplog.at_level(logging.INFO, logger="dmf.transfer"):
+        [entry] = upload_files(cluster_block, cluster_block.hosts[0], storage, set_ref, [source], resume=False)
+    assert entry.sha256 == hashlib.sha256(data.read_bytes()).hexdigest()
+    assert "sse: SSE-C keeps the customer key on the manager" in caplog.text
+    assert sent == [base64.b64encode(key).decode()]  # the manager's own PutObject, under the customer key
+    assert storage.get_bytes(set_ref.file_key(source.relpath)) == data.read_bytes()

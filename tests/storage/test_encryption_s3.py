@@ -132,3 +132,17 @@ def test_presigned_node_uploads_carry_the_encryption_headers_signed_into_them():
 def test_encryption_settings_are_checked_when_the_block_is_made(settings, error):
     with pytest.raises(ValueError, match=error):
         S3Repository(bucket="b", **settings)
+
+
+def test_no_bucket_wide_key_reaches_a_node_unless_the_operator_allows_it():
+    """SSE-C's customer key opens every backup: nodes upload themselves only with sse_c_key_on_nodes."""
+    key = base64.b64encode(os.urandom(32)).decode()
+    sse_c = S3Repository(bucket="b", sse="SSE-C", sse_customer_key=key)
+    assert "SSE-C" in sse_c.node_upload_refusal()
+    assert sse_c.model_copy(update={"sse_c_key_on_nodes": True}).node_upload_refusal() is None
+    client = S3Repository(bucket="b", encryption="client", encryption_key=base64.b64encode(os.urandom(32)).decode())
+    assert "encryption: client" in client.node_upload_refusal()
+    assert "encryption: client" in client.model_copy(update={"sse_c_key_on_nodes": True}).node_upload_refusal()
+    for sse in ("none", "AES256", "aws:kms"):
+        assert S3Repository(bucket="b", sse=sse).node_upload_refusal() is None
+    assert S3Repository(bucket="b", upload_from_nodes=False).node_upload_refusal() == "upload_from_nodes is off"
