@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -12,19 +14,45 @@ os.environ.setdefault("DMF_TASK_RETRY_DELAYS", "0.5,1,1")
 os.environ.setdefault("DMF_LEASE_TTL_SECONDS", "60")
 
 
+def _bed_is_up(tb) -> bool:
+    from dmf.testbed import prefect_server, s3, sshd
+    from dmf.testbed.__main__ import running_nodes
+    return (len(running_nodes(tb)) == 3 and sshd.is_running(tb) and s3.is_running(tb)
+            and prefect_server.is_running(tb))
+
+
+def pytest_collection_finish(session):
+    """Starts the bed in the background while the unit and storage tests run (they come first and
+    need no service): its minutes of JVM and apt start-up then overlap them."""
+    if not any("testbed" in getattr(item, "fixturenames", ()) for item in session.items):
+        return
+    from dmf.testbed.layout import Testbed
+    tb = Testbed.from_env()
+    session.config.dmf_bed_was_up = _bed_is_up(tb)
+    if not session.config.dmf_bed_was_up:
+        tb.root.mkdir(parents=True, exist_ok=True)
+        with open(tb.root / "background-up.log", "wb") as log:
+            session.config.dmf_bed_starting = subprocess.Popen(
+                [sys.executable, "-m", "dmf.testbed", "up", "--nodes", "3"], stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL)
+
+
 @pytest.fixture(scope="session")
-def testbed():
+def testbed(pytestconfig):
     """Brings the bed up (idempotent) and stops it at the end only if this session started it."""
-    from dmf.testbed.__main__ import running_nodes, up, down
-    from dmf.testbed import s3, sshd
+    from dmf.testbed.__main__ import up, down
     from dmf.testbed.layout import Testbed
 
     from prefect.settings import PREFECT_API_URL, temporary_settings
     from dmf.testbed import prefect_server
 
     tb = Testbed.from_env()
-    was_up = (len(running_nodes(tb)) == 3 and sshd.is_running(tb) and s3.is_running(tb)
-              and prefect_server.is_running(tb))
+    starting = getattr(pytestconfig, "dmf_bed_starting", None)
+    if starting is not None:
+        starting.wait()  # whatever it left undone or failed at, up() below does again, or says why
+    was_up = getattr(pytestconfig, "dmf_bed_was_up", None)
+    if was_up is None:
+        was_up = _bed_is_up(tb)
     try:
         up(tb, 3)
     except BaseException:
