@@ -11,6 +11,7 @@ from dmf.core.catalog import CLOCK_SKEW_ALLOWANCE, SEGMENTS_CLOSED_AT
 from dmf.core.keys import SetKind, SetRef
 from dmf.core.segments import (GZIP_SUFFIX, SEGMENT_NAME, SEGMENTS_COMPRESSED, compressed_name, compressed_record,
                                shipped_segments)
+from dmf.core.sweep import seal_deadline
 from dmf.core.timestamps import format_ts, utcnow
 from dmf.cql import NodeFacts
 from dmf.node import Node, SourceFile
@@ -76,7 +77,11 @@ def ship_host_commitlogs(cluster: CassandraCluster, repository: S3Repository, fa
         else:
             sources = [SourceFile(path, f.path, f.size) for path, f in zip(segments, pending)]
         entries = upload_files(cluster, host, storage, ref, sources, resume=True, logger=logger)
-        seal_set.fn(repository, ref, Uploaded(entries, 0.0, 0.0), facts, "", (facts.address,), extra=extra)
+        # Shipping takes no lease: the seal re-checks every object (a sweep may have removed them) and
+        # refuses past seal_deadline (after which one may). Refused, the task fails and the segments stay
+        # for the next run to ship in a new batch; this one is left manifest-less, swept past the grace.
+        seal_set.fn(repository, ref, Uploaded(entries, 0.0, 0.0), facts, "", (facts.address,), extra=extra,
+                    seal_by=seal_deadline(ref.time))
         # Dies just before: the next run finds the batch complete and deletes the segments then;
         # just after some: the rest go on the next run (their .gz copies with them).
         node.delete_files(sorted(set(segments) | {s.path for s in sources}))
