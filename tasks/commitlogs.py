@@ -1,6 +1,7 @@
 """Ship one host's archived commit-log segments: compress, upload, seal, then delete the local copies."""
 from __future__ import annotations
 
+import posixpath
 from datetime import datetime, timezone
 
 from prefect import get_run_logger, task
@@ -8,13 +9,15 @@ from prefect import get_run_logger, task
 from dmf.blocks.cassandra_cluster import CassandraCluster
 from dmf.blocks.s3_repository import S3Repository
 from dmf.core.catalog import CLOCK_SKEW_ALLOWANCE, SEGMENTS_CLOSED_AT
+from dmf.core.errors import PermanentError
 from dmf.core.keys import SetKind, SetRef
-from dmf.core.segments import (GZIP_SUFFIX, SEGMENT_NAME, SEGMENTS_COMPRESSED, compressed_name, compressed_record,
-                               shipped_segments)
+from dmf.core.segments import (GZIP_SUFFIX, SEGMENT_NAME, SEGMENTS_COMPRESSED, archiving_problem, compressed_name,
+                               compressed_record, shipped_segments)
 from dmf.core.sweep import seal_deadline
 from dmf.core.timestamps import format_ts, utcnow
 from dmf.cql import NodeFacts
 from dmf.node import Node, SourceFile
+from dmf.replay import PROPERTIES
 from dmf.repository import Repository
 from dmf.ssh import RemoteFile, RemoteHost
 from dmf.storage import Storage
@@ -47,6 +50,10 @@ def ship_host_commitlogs(cluster: CassandraCluster, repository: S3Repository, fa
     logger = get_run_logger()
     storage = Storage(repository)
     with RemoteHost(cluster, host) as remote:
+        properties = posixpath.join(host.config_dir, PROPERTIES)
+        if problem := archiving_problem(b"".join(remote.iter_file(properties)).decode()):
+            raise PermanentError(f"{properties}: {problem}: Cassandra archives no commit-log "
+                                 "segment, so none can be shipped (restore it from the registry backup)")
         listed = [f for f in remote.list_files(archive_dir) if "/" not in f.path]
         archived = [f for f in listed if SEGMENT_NAME.fullmatch(f.path)]
         shipped = already_shipped(storage, facts.host_id, archived)

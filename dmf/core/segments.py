@@ -61,3 +61,17 @@ def shipped_segments(batch: Manifest) -> list[ShippedSegment]:
             raise LayoutError(f"{batch.set.manifest_key}: malformed compression record for {quote(entry.path)}")
         found.append(ShippedSegment(entry, segment, size, sha256, True))
     return found
+
+
+def archiving_problem(properties: str) -> str | None:
+    """Why a node with this commitlog_archiving.properties archives no segment (None: it does): with no
+    archive_command, Cassandra keeps its segments to itself and shipping would find nothing, silently,
+    for ever (a replay killed while the file was rewritten in place could leave it so)."""
+    for line in properties.splitlines():
+        line = line.strip()
+        if not line or line[0] in "#!":
+            continue
+        key, _, value = line.partition("=") if "=" in line else line.partition(":")
+        if key.strip() == "archive_command":
+            return None if value.strip() else "its archive_command is empty"
+    return "it has no archive_command"
