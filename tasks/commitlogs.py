@@ -11,8 +11,8 @@ from dmf.blocks.s3_repository import S3Repository
 from dmf.core.catalog import CLOCK_SKEW_ALLOWANCE, SEGMENTS_CLOSED_AT
 from dmf.core.errors import PermanentError
 from dmf.core.keys import SetKind, SetRef
-from dmf.core.segments import (GZIP_SUFFIX, SEGMENT_NAME, SEGMENTS_COMPRESSED, archiving_problem, compressed_name,
-                               compressed_record, shipped_segments)
+from dmf.core.segments import (GZIP_SUFFIX, SEGMENT_NAME, SEGMENTS_COMPRESSED, SHIP_WITHIN, archiving_problem,
+                               compressed_name, compressed_record, fitting, shipped_segments)
 from dmf.core.sweep import seal_deadline
 from dmf.core.timestamps import format_ts, utcnow
 from dmf.cql import NodeFacts
@@ -58,7 +58,7 @@ def ship_host_commitlogs(cluster: CassandraCluster, repository: S3Repository, fa
         archived = [f for f in listed if SEGMENT_NAME.fullmatch(f.path)]
         shipped = already_shipped(storage, facts.host_id, archived)
         done_before = [f for f in archived if shipped.get(f.path) == f.size]
-        pending = [f for f in archived if f not in done_before]
+        pending = sorted((f for f in archived if f not in done_before), key=lambda f: (f.mtime, f.path))
         # A compressed copy is derived and made again when needed: those of shipped segments, and of
         # segments already gone (a run died between its deletes), are removed with them.
         keep = {compressed_name(f.path) for f in pending}
@@ -70,6 +70,11 @@ def ship_host_commitlogs(cluster: CassandraCluster, repository: S3Repository, fa
         if not pending:
             logger.info("%s: no new archived segment", facts.address)
             return {"host": facts.address, "host_id": facts.host_id, "segments": 0, "bytes": 0}
+        taken = fitting([f.size for f in pending], repository.max_upload_mib_s)
+        pending, later = pending[:taken], pending[taken:]
+        if later:
+            logger.info("%s: %d newer segment(s) left for the next run (more than max_upload_mib_s sends in %s)",
+                        facts.address, len(later), SHIP_WITHIN)
         ref = SetRef.commitlog(snapshot_ts, facts.host_id, utcnow())
         # Close times let a restore skip segments whose writes the snapshot already holds.
         extra: dict = {SEGMENTS_CLOSED_AT: {f.path: format_ts(closed_at(f)) for f in pending}}

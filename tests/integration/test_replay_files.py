@@ -10,11 +10,13 @@ from datetime import datetime, timezone
 import paramiko
 import pytest
 
+from dmf.flows.backup_snapshot import backup_snapshot
+from dmf.flows.ship_commitlogs import ShippingFailed, ship_commitlogs
 from dmf.replay import (ORIGINAL_SUFFIX, _drop_originals, _keep_original, _put_back, replay_properties,
                         without_restore_keys)
 from dmf.ssh import TMP_SUFFIX, RemoteHost
 
-from .helpers import HOSTS
+from .helpers import HOSTS, new_table
 
 ORIGINAL = "archive_command=/bin/ln %path /var/lib/cassandra/archive/%name\n"
 
@@ -85,3 +87,18 @@ def test_recovery_puts_back_the_saved_original_not_the_live_file(remote):
     # ...and drops it once the node is back: an operator's later edit is never overwritten by it.
     _drop_originals(remote, properties, jvm)
     assert not remote.is_file(properties + ORIGINAL_SUFFIX) and not remote.is_file(jvm + ORIGINAL_SUFFIX)
+
+
+def test_shipping_fails_a_node_whose_properties_lost_their_archive_command(remote, cluster_block):
+    """What a truncated file used to cause, silently: no segment archived, none shipped. Now the shipping
+    run fails for that host, naming the file, and `backup status` carries the line."""
+    remote, scratch = remote
+    address = remote.host.address
+    remote.replace_file(f"{scratch}/commitlog_archiving.properties", b"# archive_command lost\n")
+    hosts = [h.model_copy(update={"config_dir": scratch}) if h.address == address else h for h in cluster_block.hosts]
+    cluster_block.model_copy(update={"hosts": hosts}).save("no-archiving", overwrite=True)
+    keyspace, table = new_table(cluster_block)
+    backup_snapshot(hosts=address, db_target=f"{keyspace}.{table}")  # shipping needs a full of the host
+    with pytest.raises(ShippingFailed, match=f"{address}: {scratch}/commitlog_archiving.properties: it has no "
+                                             "archive_command: Cassandra archives no commit-log segment"):
+        ship_commitlogs(hosts=address, cluster_block="no-archiving")

@@ -61,12 +61,3 @@ def test_the_plain_config_comes_from_the_saved_original_never_a_live_file_a_kill
     assert plain_config(None, replaying, without_restore_keys) == original  # no saved copy: the live file, stripped
     assert plain_config(None, None, without_restore_keys) is None
 
-
-def test_a_properties_file_without_an_archive_command_is_named():
-    from dmf.core.segments import archiving_problem
-    assert archiving_problem("archive_command=/bin/ln %path /a/%name\n") is None
-    assert archiving_problem("# comment\narchive_command : /bin/ln %path /a/%name\n") is None
-    assert archiving_problem("") == "it has no archive_command"
-    assert archiving_problem("#archive_command=/bin/ln %path /a/%name\nrestore_command=\n") == \
-        "it has no archive_command"
-    assert archiving_problem("archive_command=\n") == "its archive_command is empty"
