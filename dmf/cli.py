@@ -58,6 +58,14 @@ def fail(message: str, code: int) -> None:
     raise typer.Exit(code)
 
 
+def check_grace_option(minutes: int) -> None:
+    from dmf.core.sweep import check_grace
+    try:
+        check_grace(minutes)
+    except InputError as exc:
+        fail(str(exc), 2)
+
+
 def quiet_console_tracebacks() -> None:
     """The terminal gets Prefect's log lines without tracebacks (one readable line per failure).
     Only the console's formatter class changes: the flow run's logs in the Prefect API are
@@ -174,14 +182,16 @@ def backup_registry_cmd(
 
 @backup_app.command("cleanup")
 def backup_cleanup_cmd(
-    grace_minutes: Annotated[int, typer.Option("--grace-minutes", min=0, help="Only open multipart uploads and "
-                                               "sets without a manifest older than this are removed.")] = 1440,
+    grace_minutes: Annotated[int, typer.Option("--grace-minutes", help="Only open multipart uploads and "
+                                               "sets without a manifest older than this are removed "
+                                               "(at least 120).")] = 1440,
     cluster_block: ClusterBlock = DEFAULT_BLOCK,
     repository_block: RepositoryBlock = DEFAULT_BLOCK,
 ) -> None:
     """Remove what crashed runs left: dmf snapshots on every node (while this run holds the
     cluster, none is live), and, past the grace period, open multipart uploads and sets without a
     manifest. Never touches a complete set. Backups do the first two on their own."""
+    check_grace_option(grace_minutes)
     from dmf.flows.backup_cleanup import backup_cleanup
     summary = run_guarded(lambda: backup_cleanup(cluster_block=cluster_block, repository_block=repository_block,
                                                  grace_minutes=grace_minutes))
@@ -201,8 +211,8 @@ def backup_purge_cmd(
                                                        "block's keep_days).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would go and the bytes freed; delete "
                                           "nothing.")] = False,
-    grace_minutes: Annotated[int, typer.Option("--grace-minutes", min=0, help="Sets of failed runs and open "
-                                               "multipart uploads go once older than this.")] = 1440,
+    grace_minutes: Annotated[int, typer.Option("--grace-minutes", help="Sets of failed runs and open "
+                                               "multipart uploads go once older than this (at least 120).")] = 1440,
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report (every set removed).")] = False,
     cluster_block: ClusterBlock = DEFAULT_BLOCK,
     repository_block: RepositoryBlock = DEFAULT_BLOCK,
@@ -217,6 +227,7 @@ def backup_purge_cmd(
             RetentionPolicy(keep_fulls, keep_days)
     except InputError as exc:
         fail(str(exc), 2)
+    check_grace_option(grace_minutes)
     from dmf.flows.backup_purge import backup_purge
     report = run_guarded(lambda: backup_purge(keep_fulls=keep_fulls, keep_days=keep_days, dry_run=dry_run,
                                               grace_minutes=grace_minutes, cluster_block=cluster_block,

@@ -4,10 +4,15 @@ On each node: place its archived segments in a restore directory, drain and stop
 commitlog_archiving.properties at them (restore_point_in_time = --time, to the second), start it
 with -Dcassandra.replayList=<the target's tables>, wait until it serves, read how many mutations
 it replayed, and put the properties file back as it was, whatever happened.
+
+Both files are replaced whole (RemoteHost.replace_file: a temporary file renamed over them), never
+rewritten in place, and their plain contents are saved beside them (`<file>.dmf-orig`) before the
+node is drained, until it serves again with them put back. A run killed at any step leaves each
+file whole, and the next run (or finish_interrupted) puts back the saved originals, never a live
+file that may hold the replay's settings.
 """
 from __future__ import annotations
 
-import io
 import posixpath
 import re
 import time
@@ -21,6 +26,7 @@ from dmf.node import Node
 from dmf.ssh import RemoteHost, command_argv
 
 PROPERTIES = "commitlog_archiving.properties"
+ORIGINAL_SUFFIX = ".dmf-orig"
 _REPLAYED = re.compile(r"Log replay complete, (\d+) replayed mutations")
 _RESTORE_KEYS = ("restore_command", "restore_directories", "restore_point_in_time", "precision")
 REPLAY_LIST = "-Dcassandra.replayList"
@@ -97,6 +103,31 @@ def _read(remote: RemoteHost, path: str) -> str:
     return b"".join(remote.iter_file(path)).decode()
 
 
+def plain_config(saved: str | None, live: str | None, strip: Callable[[str], str]) -> str | None:
+    """A config file as it is outside a replay: its saved original when a killed run left one (the live
+    file may be the replay's), else the live file; either stripped of what an older dmf left in it.
+    None: the node has no such file."""
+    found = saved if saved is not None else live
+    return None if found is None else strip(found)
+
+
+def _keep_original(remote: RemoteHost, path: str, strip: Callable[[str], str]) -> str | None:
+    """The plain contents of `path`, saved beside it (whole, with its owner and mode) unless a killed
+    run saved them already. Dies before the save: nothing changed yet; after: the save is whole."""
+    saved = path + ORIGINAL_SUFFIX
+    plain = plain_config(_read(remote, saved) if remote.is_file(saved) else None,
+                         _read(remote, path) if remote.is_file(path) else None, strip)
+    if plain is not None and not remote.is_file(saved):
+        remote.replace_file(saved, plain.encode(), like=path)
+    return plain
+
+
+def _drop_originals(remote: RemoteHost, *paths: str) -> None:
+    """Once the node serves with its plain files back. Dies before: the next run finds the saved
+    originals, equal to the live files, and uses them."""
+    remote.run(["rm", "-f", "--", *(p + ORIGINAL_SUFFIX for p in paths)])
+
+
 def _wait_serving(node: Node, address: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -136,8 +167,10 @@ def replay_on_host(remote: RemoteHost, segments: list[Path], tables: list[str], 
     for segment in segments:
         with open(segment, "rb") as source:
             remote.write_file(posixpath.join(restore_dir, segment.name), source)
-    plain_properties = without_restore_keys(_read(remote, properties))
-    plain_jvm = _plain_jvm_options(remote, jvm_options)
+    plain_properties = _keep_original(remote, properties, without_restore_keys)
+    if plain_properties is None:
+        raise ReplayError(f"{host.address}: no {properties}: is the cluster block's config_dir right?")
+    plain_jvm = _keep_original(remote, jvm_options, without_replay_option)
     log_offset = log_size(remote)
 
     # Dies before the drain: nothing changed. Dies after: the node is drained, stopped or replaying,
@@ -146,15 +179,16 @@ def replay_on_host(remote: RemoteHost, segments: list[Path], tables: list[str], 
     try:
         node.nodetool("drain")
         remote.run(command_argv(host.stop_command), timeout=timeout)
-        remote.write_file(properties, io.BytesIO(replay_properties(plain_properties, restore_dir, at).encode()))
-        remote.write_file(jvm_options, io.BytesIO(with_replay_option(plain_jvm or "", tables).encode()))
+        remote.replace_file(properties, replay_properties(plain_properties, restore_dir, at).encode())
+        remote.replace_file(jvm_options, with_replay_option(plain_jvm or "", tables).encode())
         remote.run(command_argv(host.start_command), timeout=timeout)
         _wait_serving(node, host.address, timeout)
     except BaseException:
         _put_back(remote, properties, plain_properties, jvm_options, plain_jvm, restore_dir)
         _start_if_down(remote, node, timeout)
-        raise
+        raise  # the saved originals stay: the node may not be back
     _put_back(remote, properties, plain_properties, jvm_options, plain_jvm, restore_dir)
+    _drop_originals(remote, properties, jvm_options)
     log_tail = _log_since(remote, log_offset)
     check_filter_reached(log_tail, tables, host.address)
     counts = [int(n) for n in _REPLAYED.findall(log_tail)]
@@ -162,11 +196,6 @@ def replay_on_host(remote: RemoteHost, segments: list[Path], tables: list[str], 
         raise ReplayError(f"{host.address}: no 'Log replay complete' line in the {len(log_tail)} bytes "
                           f"{host.system_log} gained after byte {log_offset} during the restart")
     return sum(counts)
-
-
-def _plain_jvm_options(remote: RemoteHost, path: str) -> str | None:
-    """The options file without dmf's replay lines; None when the node has no such file."""
-    return without_replay_option(_read(remote, path)) if remote.is_file(path) else None
 
 
 def _log_since(remote: RemoteHost, offset: int) -> str:
@@ -181,10 +210,14 @@ def finish_interrupted(remote: RemoteHost, tables: list[str], at: datetime, log_
     host = remote.host
     node = Node(remote)
     properties, jvm_options = posixpath.join(host.config_dir, PROPERTIES), host.jvm_options_path
-    _put_back(remote, properties, without_restore_keys(_read(remote, properties)), jvm_options,
-              _plain_jvm_options(remote, jvm_options), restore_dir_of(host, at))
+    plain_properties = _keep_original(remote, properties, without_restore_keys)
+    if plain_properties is None:
+        raise ReplayError(f"{host.address}: no {properties} nor its saved original {ORIGINAL_SUFFIX}")
+    _put_back(remote, properties, plain_properties, jvm_options,
+              _keep_original(remote, jvm_options, without_replay_option), restore_dir_of(host, at))
     _start_if_down(remote, node, timeout)
     _wait_serving(node, host.address, timeout)
+    _drop_originals(remote, properties, jvm_options)
     log_tail = _log_since(remote, log_offset)
     counts = [int(n) for n in _REPLAYED.findall(log_tail)]
     if not counts or _FILTERED not in log_tail:
@@ -196,10 +229,11 @@ def finish_interrupted(remote: RemoteHost, tables: list[str], at: datetime, log_
 def _put_back(remote: RemoteHost, properties: str, plain_properties: str, jvm_options: str,
               plain_jvm: str | None, restore_dir: str) -> None:
     """Left in place, the restore keys and the replay list would apply again at every restart.
-    `plain_jvm` None: the node had no options file, and has none again."""
-    remote.write_file(properties, io.BytesIO(plain_properties.encode()))
+    `plain_jvm` None: the node had no options file, and has none again. Each file is replaced whole:
+    dies between the two, the saved originals put back the other next time."""
+    remote.replace_file(properties, plain_properties.encode())
     if plain_jvm is not None:
-        remote.write_file(jvm_options, io.BytesIO(plain_jvm.encode()))
+        remote.replace_file(jvm_options, plain_jvm.encode())
     else:
         remote.run(["rm", "-f", "--", jvm_options])
     remote.run(["rm", "-rf", "--", restore_dir], check=False)

@@ -344,6 +344,11 @@ class Repository:
             log.warning("%s is sealed, but the closed chain summary of its snapshot could not be removed (%s): "
                         "`dmf backup list --rescan` shows it", manifest.set.prefix, exc)
 
+    def stored_sizes(self, ref: SetRef) -> dict[str, int]:
+        """relpath → size of every data object under the set, as listed now (one listing)."""
+        return {o["Key"][len(ref.prefix):]: o["Size"] for o in self.storage.list_objects(ref.prefix)
+                if o["Key"] != ref.manifest_key}
+
     def delete_set(self, ref: SetRef) -> int:
         """Removes an incomplete set's objects (never call on a set with a manifest)."""
         keys = [o["Key"] for o in self.storage.list_objects(ref.prefix)]

@@ -25,6 +25,7 @@ from dmf.core.secrets import MASK, mask_text
 log = logging.getLogger(__name__)
 
 CHUNK = 1024 * 1024
+TMP_SUFFIX = ".dmf-tmp"  # beside a file replace_file puts whole
 # Larger SSH windows keep the pipe full on fast links (paramiko's default is 2 MiB); larger packets
 # (OpenSSH sends up to 256 KiB) mean fewer trips through paramiko's per-packet Python code.
 WINDOW = 4 * 1024 * 1024
@@ -283,6 +284,34 @@ class RemoteHost:
                     yield data
         except OSError as exc:
             raise remote_error(f"{self.host.address}: cannot read {path}: {exc.strerror or exc}") from None
+
+    def replace_file(self, path: str, data: bytes, like: str | None = None) -> None:
+        """Puts `data` at `path` all at once: written to `<path>.dmf-tmp`, given the mode and owner of
+        `like` (default: the file it replaces, if any), then renamed over `path` (SFTP posix-rename,
+        atomic on the node's filesystem). Killed before the rename, `path` is as it was (a stale
+        `.dmf-tmp` is overwritten next time); after, it is whole: never truncated, as an in-place
+        write leaves it. Refused with nothing replaced when the owner cannot be kept."""
+        tmp = f"{path}{TMP_SUFFIX}"
+        try:
+            with self.sftp.open(tmp, "wb") as remote:
+                remote.write(data)
+            try:
+                model = self.sftp.stat(like or path)
+            except FileNotFoundError:
+                model = None
+            if model is not None:
+                self.sftp.chmod(tmp, stat_mode.S_IMODE(model.st_mode))
+                written = self.sftp.stat(tmp)
+                if (written.st_uid, written.st_gid) != (model.st_uid, model.st_gid):
+                    self.sftp.chown(tmp, model.st_uid, model.st_gid)
+            self.sftp.posix_rename(tmp, path)
+        except OSError as exc:
+            try:
+                self.sftp.remove(tmp)
+            except OSError:
+                pass
+            raise remote_error(f"{self.host.address}: cannot replace {path} (through {tmp}, left as it was): "
+                               f"{exc.strerror or exc}") from None
 
     def write_file(self, path: str, source: BinaryIO, chunk: int = CHUNK) -> int:
         """Streams `source` into a remote file via SFTP; returns the bytes written."""

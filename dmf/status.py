@@ -59,7 +59,8 @@ def last_runs() -> list[LastRun]:
             completed = next((r for r in runs if r.state_type.value == "COMPLETED"), None)
             newest = runs[0]
             found.append(LastRun(name, newest.state_type.value, newest.start_time or newest.expected_start_time,
-                                 completed.end_time if completed else None, newest.name))
+                                 completed.end_time if completed else None, newest.name,
+                                 (newest.state.message or "") if newest.state else ""))
     return found
 
 

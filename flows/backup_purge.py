@@ -9,6 +9,7 @@ from prefect import flow, get_run_logger
 
 from dmf.blocks import DEFAULT_BLOCK, CassandraCluster, S3Repository
 from dmf.core.lifecycle import PurgePlan, RetentionPolicy
+from dmf.core.sweep import check_grace
 from dmf.core.timestamps import format_ts, utcnow
 from dmf.cql import cluster_name_of
 from dmf.lease import cluster_lease, run_holder
@@ -35,6 +36,7 @@ def backup_purge(keep_fulls: int | None = None, keep_days: float | None = None, 
     each target and host set and/or every restore point of the last `keep_days` days (default: the
     repository block's), each lineage's newest full always, and the commit logs shipped since the oldest
     full kept. Sets of failed runs and open multipart uploads go once older than `grace_minutes`."""
+    check_grace(grace_minutes)
     repository = S3Repository.load(repository_block)
     policy = RetentionPolicy(keep_fulls if keep_fulls is not None else repository.keep_fulls,
                              keep_days if keep_days is not None else repository.keep_days)
@@ -46,7 +48,7 @@ def backup_purge(keep_fulls: int | None = None, keep_days: float | None = None, 
     else:
         cluster_name = cluster_name_of(CassandraCluster.load(cluster_block))
         # Under the lease no backup run of the cluster is writing; shipping runs only add batches newer
-        # than any the plan removes (and their unfinished sets are younger than the grace).
+        # than any the plan removes, and never seal one older than the grace floor (dmf.core.sweep).
         with cluster_lease(Storage(repository), cluster_name, run_holder(), lease_wait_seconds):
             plan = plan_purge(repository, policy, now, grace_minutes)
             removed = delete_expired_sets.submit(repository, plan)

@@ -12,7 +12,7 @@ reached the repository's `full_every` (age, increments, bytes) or idled CHAIN_ID
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from prefect import allow_failure, flow, get_run_logger
 
@@ -29,7 +29,7 @@ from dmf.lease import cluster_lease, run_holder
 from dmf.repository import Repository
 from dmf.reporting import publish_summary
 from dmf.storage import Storage
-from dmf.core.sweep import snapshot_tag
+from dmf.core.sweep import check_grace, snapshot_tag
 from dmf.tasks.snapshot import (clear_leftover_snapshots, clear_snapshot, delete_files, flush_and_list_backups,
                                 list_backups, list_superseded_backups, read_open_chains, select_deletable,
                                 take_snapshot)
@@ -105,6 +105,7 @@ def backup_snapshot(hosts: str | list[str] | None = None, db_target: str | None 
     for this run (default: the repository block's)."""
     logger = get_run_logger()
     started = time.monotonic()
+    grace = check_grace(incomplete_grace_minutes, "incomplete_grace_minutes")
     target = DbTarget.parse(db_target)
     cluster = CassandraCluster.load(cluster_block)
     host_list = parse_hosts(hosts) if hosts else tuple(h.address for h in cluster.hosts)
@@ -128,7 +129,7 @@ def backup_snapshot(hosts: str | list[str] | None = None, db_target: str | None 
         repo = Repository(storage)
         now = utcnow()
         seed, why_full, seen = recent_history(repo, target, host_list, now, chain_limit)
-        clean_incomplete(repo, seen, host_list, now - timedelta(minutes=incomplete_grace_minutes))
+        clean_incomplete(repo, seen, host_list, now - grace)
         previous = None if new else seed
         incremental = previous is not None
         snapshot_ts = previous.snapshot_ts if incremental else now

@@ -1,6 +1,7 @@
 """Ship one host's archived commit-log segments: compress, upload, seal, then delete the local copies."""
 from __future__ import annotations
 
+import posixpath
 from datetime import datetime, timezone
 
 from prefect import get_run_logger, task
@@ -8,12 +9,15 @@ from prefect import get_run_logger, task
 from dmf.blocks.cassandra_cluster import CassandraCluster
 from dmf.blocks.s3_repository import S3Repository
 from dmf.core.catalog import CLOCK_SKEW_ALLOWANCE, SEGMENTS_CLOSED_AT
+from dmf.core.errors import PermanentError
 from dmf.core.keys import SetKind, SetRef
-from dmf.core.segments import (GZIP_SUFFIX, SEGMENT_NAME, SEGMENTS_COMPRESSED, compressed_name, compressed_record,
-                               shipped_segments)
+from dmf.core.segments import (GZIP_SUFFIX, SEGMENT_NAME, SEGMENTS_COMPRESSED, SHIP_WITHIN, archiving_problem,
+                               compressed_name, compressed_record, fitting, shipped_segments)
+from dmf.core.sweep import seal_deadline
 from dmf.core.timestamps import format_ts, utcnow
 from dmf.cql import NodeFacts
 from dmf.node import Node, SourceFile
+from dmf.replay import PROPERTIES
 from dmf.repository import Repository
 from dmf.ssh import RemoteFile, RemoteHost
 from dmf.storage import Storage
@@ -46,11 +50,15 @@ def ship_host_commitlogs(cluster: CassandraCluster, repository: S3Repository, fa
     logger = get_run_logger()
     storage = Storage(repository)
     with RemoteHost(cluster, host) as remote:
+        properties = posixpath.join(host.config_dir, PROPERTIES)
+        if problem := archiving_problem(b"".join(remote.iter_file(properties)).decode()):
+            raise PermanentError(f"{properties}: {problem}: Cassandra archives no commit-log "
+                                 "segment, so none can be shipped (restore it from the registry backup)")
         listed = [f for f in remote.list_files(archive_dir) if "/" not in f.path]
         archived = [f for f in listed if SEGMENT_NAME.fullmatch(f.path)]
         shipped = already_shipped(storage, facts.host_id, archived)
         done_before = [f for f in archived if shipped.get(f.path) == f.size]
-        pending = [f for f in archived if f not in done_before]
+        pending = sorted((f for f in archived if f not in done_before), key=lambda f: (f.mtime, f.path))
         # A compressed copy is derived and made again when needed: those of shipped segments, and of
         # segments already gone (a run died between its deletes), are removed with them.
         keep = {compressed_name(f.path) for f in pending}
@@ -62,6 +70,11 @@ def ship_host_commitlogs(cluster: CassandraCluster, repository: S3Repository, fa
         if not pending:
             logger.info("%s: no new archived segment", facts.address)
             return {"host": facts.address, "host_id": facts.host_id, "segments": 0, "bytes": 0}
+        taken = fitting([f.size for f in pending], repository.max_upload_mib_s)
+        pending, later = pending[:taken], pending[taken:]
+        if later:
+            logger.info("%s: %d newer segment(s) left for the next run (more than max_upload_mib_s sends in %s)",
+                        facts.address, len(later), SHIP_WITHIN)
         ref = SetRef.commitlog(snapshot_ts, facts.host_id, utcnow())
         # Close times let a restore skip segments whose writes the snapshot already holds.
         extra: dict = {SEGMENTS_CLOSED_AT: {f.path: format_ts(closed_at(f)) for f in pending}}
@@ -76,7 +89,11 @@ def ship_host_commitlogs(cluster: CassandraCluster, repository: S3Repository, fa
         else:
             sources = [SourceFile(path, f.path, f.size) for path, f in zip(segments, pending)]
         entries = upload_files(cluster, host, storage, ref, sources, resume=True, logger=logger)
-        seal_set.fn(repository, ref, Uploaded(entries, 0.0, 0.0), facts, "", (facts.address,), extra=extra)
+        # Shipping takes no lease: the seal re-checks every object (a sweep may have removed them) and
+        # refuses past seal_deadline (after which one may). Refused, the task fails and the segments stay
+        # for the next run to ship in a new batch; this one is left manifest-less, swept past the grace.
+        seal_set.fn(repository, ref, Uploaded(entries, 0.0, 0.0), facts, "", (facts.address,), extra=extra,
+                    seal_by=seal_deadline(ref.time))
         # Dies just before: the next run finds the batch complete and deletes the segments then;
         # just after some: the rest go on the next run (their .gz copies with them).
         node.delete_files(sorted(set(segments) | {s.path for s in sources}))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
 from prefect import get_run_logger, task
 from prefect.runtime import task_run
@@ -12,8 +13,8 @@ from dmf.blocks.s3_repository import S3Repository
 from dmf.core.client_encryption import ENCRYPTION, Encrypted, encryption_record
 from dmf.core.errors import PermanentError
 from dmf.core.keys import SetRef
-from dmf.core.manifest import FileEntry, Manifest
-from dmf.core.timestamps import utcnow
+from dmf.core.manifest import FileEntry, Manifest, unconfirmed
+from dmf.core.timestamps import format_ts, utcnow
 from dmf.cql import NodeFacts
 from dmf.encryption import DEFAULT_CHUNK, SCHEME, key_id
 from dmf.node import SourceFile
@@ -48,9 +49,20 @@ def upload_set(cluster: CassandraCluster, repository: S3Repository, set_ref: Set
 
 @task(name="seal-set", task_run_name="seal-{set_ref.node}", **TASK_DEFAULTS, **RETRY)
 def seal_set(repository: S3Repository, set_ref: SetRef, uploaded: Uploaded, facts: NodeFacts,
-             db_target: str, hosts: tuple[str, ...], extra: dict | None = None) -> Manifest:
-    """Writes the manifest last: its presence is what makes the set complete."""
+             db_target: str, hosts: tuple[str, ...], extra: dict | None = None,
+             seal_by: datetime | None = None) -> Manifest:
+    """Writes the manifest last: its presence is what makes the set complete. Only once every object
+    is listed with its uploaded size, and (`seal_by`, for a run without the lease) not past the time
+    after which a sweep may remove the set. Dies just before the PUT: the set stays manifest-less
+    (never listed, swept past the grace); just after: the set is complete."""
     extra = dict(extra or {})
+    repo = Repository(Storage(repository))
+    if problems := unconfirmed(uploaded.entries, repo.stored_sizes(set_ref)):
+        raise PermanentError(f"{set_ref.prefix}: not sealed, {len(problems)} of {len(uploaded.entries)} object(s) "
+                             f"not as uploaded (removed by a sweep?): {'; '.join(problems[:3])}")
+    if seal_by is not None and utcnow() > seal_by:
+        raise PermanentError(f"{set_ref.prefix}: not sealed, past {format_ts(seal_by)}, after which a sweep may "
+                             "remove it (the upload took too long)")
     if (key := repository.client_key()) is not None:
         if any(entry.plain is None for entry in uploaded.entries):
             raise PermanentError(f"{set_ref.prefix}: files uploaded unencrypted while the repository says "
@@ -60,5 +72,5 @@ def seal_set(repository: S3Repository, set_ref: SetRef, uploaded: Uploaded, fact
                         created_at=utcnow(), db_target=db_target, hosts=hosts, tokens=facts.tokens,
                         cassandra_version=facts.cassandra_version, schema_version=facts.schema_version,
                         extra=extra)
-    Repository(Storage(repository)).write_manifest(manifest)
+    repo.write_manifest(manifest)
     return manifest

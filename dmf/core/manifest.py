@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -113,3 +114,18 @@ class Manifest:
         if expected is not None and manifest.set != expected:
             raise LayoutError(f"manifest at {expected.manifest_key} describes another set ({manifest.set.prefix})")
         return manifest
+
+
+def unconfirmed(files: Iterable[FileEntry], stored: Mapping[str, int]) -> list[str]:
+    """What keeps a manifest from being written: each file whose object is not stored (`stored`:
+    relpath → size, as listed just before sealing) with the size uploaded. A sweep may have removed
+    it, and a manifest over a missing object would list the set complete without its data. The
+    checksum was verified against the store's answer when each object was uploaded."""
+    problems = []
+    for entry in files:
+        size = stored.get(entry.path)
+        if size is None:
+            problems.append(f"{entry.path}: gone")
+        elif size != entry.size:
+            problems.append(f"{entry.path}: {size} bytes stored, {entry.size} uploaded")
+    return problems

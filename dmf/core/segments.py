@@ -8,7 +8,9 @@ SSTables are compressed by Cassandra already, so only segments are.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 from dmf.core.errors import LayoutError, quote
 from dmf.core.manifest import FileEntry, Manifest
@@ -61,3 +63,35 @@ def shipped_segments(batch: Manifest) -> list[ShippedSegment]:
             raise LayoutError(f"{batch.set.manifest_key}: malformed compression record for {quote(entry.path)}")
         found.append(ShippedSegment(entry, segment, size, sha256, True))
     return found
+
+
+def archiving_problem(properties: str) -> str | None:
+    """Why a node with this commitlog_archiving.properties archives no segment (None: it does): with no
+    archive_command, Cassandra keeps its segments to itself and shipping would find nothing, silently,
+    for ever (a replay killed while the file was rewritten in place could leave it so)."""
+    for line in properties.splitlines():
+        line = line.strip()
+        if not line or line[0] in "#!":
+            continue
+        key, _, value = line.partition("=") if "=" in line else line.partition(":")
+        if key.strip() == "archive_command":
+            return None if value.strip() else "its archive_command is empty"
+    return "it has no archive_command"
+
+
+# A throttled batch is cut to what its upload limit sends in this time, so that it is sealed well
+# before dmf.core.sweep.seal_deadline (100 min); the rest go in the next run's batch.
+SHIP_WITHIN = timedelta(hours=1)
+
+
+def fitting(sizes: Sequence[int], max_mib_s: float | None, within: timedelta = SHIP_WITHIN) -> int:
+    """How many of the leading segments (oldest first) one batch takes: all when uploads are not
+    limited, else those whose bytes the limit sends within `within`, and at least one."""
+    if max_mib_s is None:
+        return len(sizes)
+    budget, total = max_mib_s * 2**20 * within.total_seconds(), 0
+    for count, size in enumerate(sizes):
+        total += size
+        if total > budget:
+            return max(count, 1)
+    return len(sizes)

@@ -42,6 +42,7 @@ class LastRun:
     at: datetime | None             # when the newest run started (or was expected to)
     completed_at: datetime | None   # end of the newest completed run
     name: str = ""
+    message: str = ""               # its state's message: a failed run's names what failed (a host, a file)
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,12 @@ def _age(now: datetime, then: datetime | None) -> timedelta | None:
 
 def _late(age: timedelta | None, interval: timedelta | None) -> bool:
     return age is not None and interval is not None and age > interval * LATE_FACTOR
+
+
+def brief(message: str, limit: int = 300) -> str:
+    """A failed run's state message on one line (Prefect prefixes the exception's text)."""
+    line = " ".join(message.split()).removeprefix("Flow run encountered an exception: ")
+    return line if len(line) <= limit else line[:limit - 1] + "…"
 
 
 def human(span: timedelta | None) -> str:
@@ -120,7 +127,7 @@ def status(catalog: Catalog, runs: list[LastRun], checks: list[LastCheck], now: 
         interval = schedule.flows.get(run.flow)
         flags = []
         if run.state in FAILED_STATES:
-            flags.append(f"last run {run.name} {run.state.lower()}")
+            flags.append(f"last run {run.name} {run.state.lower()}" + (f": {brief(run.message)}" if run.message else ""))
         if interval is not None and (run.completed_at is None or _late(now - run.completed_at, interval)):
             flags.append(f"no completed run for {human(_age(now, run.completed_at))} (scheduled every "
                          f"{human(interval)})" if run.completed_at else "never completed")

@@ -2,7 +2,11 @@
 
 Sweeps run only while the sweeping run holds the cluster's lease, so no other dmf run of the
 cluster is writing: every `dmf-<ts>` snapshot on its nodes is a leftover. Objects in the bucket
-are shared with other clusters, so they go only past a grace period.
+are shared with other clusters, and commit-log shipping takes no lease, so they go only past a
+grace period, never shorter than MIN_GRACE. A shipping run seals its batch only before
+`seal_deadline`, which is MIN_GRACE less a margin after the batch began: a sweep that picked the
+batch (older than its grace by the sweep's clock) can then never race its manifest, and a batch
+swept anyway fails its seal (the objects are re-checked first) and keeps its segments on the node.
 """
 from __future__ import annotations
 
@@ -11,11 +15,31 @@ import re
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
+from dmf.core.catalog import CLOCK_SKEW_ALLOWANCE
 from dmf.core.errors import InputError, LayoutError
 from dmf.core.keys import REGISTRY, parse_key
 from dmf.core.timestamps import format_ts, parse_ts
 
 SNAPSHOT_TAG = re.compile(r"dmf-[0-9]{14}")
+MIN_GRACE = timedelta(hours=2)
+# The sweeping and the shipping clocks may differ by CLOCK_SKEW_ALLOWANCE, and the manifest's PUT
+# (with its retries) lands a while after the check: the other half of the margin.
+SEAL_MARGIN = 2 * CLOCK_SKEW_ALLOWANCE
+
+
+def check_grace(minutes: int, option: str = "--grace-minutes") -> timedelta:
+    """The grace a sweep waits before removing what looks abandoned; below MIN_GRACE it could remove
+    the objects of a run still uploading (a shipping run, or another cluster's backup)."""
+    floor = int(MIN_GRACE.total_seconds() // 60)
+    if minutes < floor:
+        raise InputError(f"{option} {minutes} is below the floor of {floor}: a sweep that soon could remove "
+                         "the objects of a run still uploading")
+    return timedelta(minutes=minutes)
+
+
+def seal_deadline(began: datetime) -> datetime:
+    """The latest a run that began at `began` may write its manifest without taking a lease."""
+    return began + MIN_GRACE - SEAL_MARGIN
 
 
 def snapshot_tag(now: datetime) -> str:

@@ -10,15 +10,20 @@ import time
 
 import pytest
 
+from dmf.core.keys import SetKind, parse_key
+from dmf.core.segments import SEGMENT_NAME, shipped_segments
 from dmf.core.sweep import leftover_snapshot_tags
 from dmf.cql import connect
 from dmf.flows.backup_cleanup import backup_cleanup
 from dmf.flows.backup_snapshot import backup_snapshot
 from dmf.flows.restore_snapshot import restore_snapshot
+from dmf.flows.ship_commitlogs import ShippingFailed, ship_commitlogs
 from dmf.node import Node
+from dmf.repository import Repository
 from dmf.ssh import RemoteHost
+from dmf.storage import Storage
 
-from .helpers import HOSTS
+from .helpers import HOSTS, insert_rows, new_table
 from .test_backup import write_large_rows
 
 pytestmark = pytest.mark.integration
@@ -76,12 +81,16 @@ def test_sigkill_mid_upload_then_rerun_sweeps_and_completes(testbed, cluster_blo
     assert any(dmf_snapshots(cluster_block).values()), "the killed run's snapshot should still pin the nodes"
     assert open_uploads(repository_block, keyspace), "the killed run's multipart upload should still be open"
 
-    # The next run waits for the dead run's leases to expire, then sweeps and backs up (grace 0: the
-    # crashed run's objects count as stale at once).
-    summary = backup_snapshot(hosts=HOSTS, db_target=target, incomplete_grace_minutes=0, lease_wait_seconds=300)
+    # The next run waits for the dead run's leases to expire, then sweeps and backs up: the dead run's
+    # snapshots go at once (under the lease none is live), its open upload only past the grace (no
+    # shorter than two hours: the bucket cannot tell it from a live run's).
+    summary = backup_snapshot(hosts=HOSTS, db_target=target, lease_wait_seconds=300)
     assert summary["kind"] == "full"
     assert dmf_snapshots(cluster_block) == {h.address: [] for h in cluster_block.hosts}
-    assert open_uploads(repository_block, keyspace) == []
+    left = open_uploads(repository_block, keyspace)
+    assert left, "the dead run's upload is younger than the grace floor: no sweep may abort it yet"
+    for upload in left:
+        Storage(repository_block).abort_multipart(upload["Key"], upload["UploadId"])
 
     with connect(cluster_block) as session:
         expected = {r.id for r in session.execute(f"SELECT id FROM {target}")}
@@ -95,13 +104,39 @@ def test_cleanup_removes_sets_without_manifest(testbed, cluster_block, repositor
     """`dmf backup cleanup` removes a manifest-less set past the grace period, and no complete set."""
     from dmf.core.keys import SetRef
     from dmf.core.timestamps import parse_ts
-    from dmf.repository import Repository
-    from dmf.storage import Storage
     storage = Storage(repository_block)
     orphan = SetRef.incremental(parse_ts("20200101000000"), "127.0.0.1", parse_ts("20200101010000"))
     storage.put_bytes(orphan.file_key(f"ks/t-{'0' * 32}/nb-1-big-Data.db"), b"half a backup")
     complete_before = [g for g in Repository(storage).catalog().all_groups() if g.complete]
-    summary = backup_cleanup(grace_minutes=0)
+    summary = backup_cleanup()
     assert summary["removed_objects"] >= 1
     assert list(storage.list_objects(orphan.prefix)) == []
     assert [g for g in Repository(storage).catalog().all_groups() if g.complete] == complete_before
+
+
+def test_a_batch_swept_before_its_seal_is_not_sealed_and_its_segments_stay(testbed, cluster_block, repository_block,
+                                                                          monkeypatch):
+    """A sweep removes a live shipping batch's objects between its upload and its seal (shipping takes no
+    lease): the batch is not sealed, the node keeps its segments, and the next run ships them."""
+    keyspace, table = new_table(cluster_block)
+    backup_snapshot(hosts="127.0.0.1", db_target=f"{keyspace}.{table}")
+    insert_rows(cluster_block, keyspace, table, range(3000), payload="c" * 1000)  # closes segments
+    swept, original = [], Repository.stored_sizes
+
+    def swept_just_before(self, ref):
+        if ref.kind is SetKind.COMMITLOG and not swept:
+            swept.append((ref, self.delete_set(ref)))
+        return original(self, ref)
+    monkeypatch.setattr(Repository, "stored_sizes", swept_just_before)
+    with pytest.raises(ShippingFailed, match="not sealed"):
+        ship_commitlogs(hosts="127.0.0.1")
+    monkeypatch.undo()
+    (ref, removed), = swept
+    assert removed >= 1 and Repository(Storage(repository_block)).read_manifest(ref) is None
+    host = cluster_block.host("127.0.0.1")
+    with RemoteHost(cluster_block, host) as remote:
+        kept = {f.path for f in remote.list_files(host.commitlog_archive_dir) if SEGMENT_NAME.fullmatch(f.path)}
+    assert kept, "the segments of the batch that was not sealed stay on the node"
+    result, = ship_commitlogs(hosts="127.0.0.1")
+    batch = Repository(Storage(repository_block)).read_manifest(parse_key(result["prefix"] + "manifest.json").set)
+    assert kept <= {s.segment for s in shipped_segments(batch)}

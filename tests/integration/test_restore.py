@@ -223,4 +223,9 @@ def test_replay_recovers_to_the_second_and_resumes_after_a_failed_start_and_a_ki
             properties = b"".join(remote.iter_file(f"{host.config_dir}/commitlog_archiving.properties")).decode()
             jvm_options = (b"".join(remote.iter_file(host.jvm_options_path)).decode()
                            if remote.is_file(host.jvm_options_path) else "")
+            # Replaced whole and put back from the saved originals, which go once the node is back.
+            leftovers = [p + suffix for p in (f"{host.config_dir}/commitlog_archiving.properties",
+                                              host.jvm_options_path) for suffix in (".dmf-orig", ".dmf-tmp")
+                         if remote.is_file(p + suffix)]
         assert "restore_point_in_time" not in properties and "replayList" not in jvm_options
+        assert "archive_command=" in properties and leftovers == []

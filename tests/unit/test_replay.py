@@ -49,3 +49,15 @@ def test_filter_must_reach_cassandra():
         check_filter_reached("nothing about replay\n", ["ks.t"], "10.0.0.1")
     with pytest.raises(ReplayError, match="lacks ks.u"):
         check_filter_reached("Tables to be replayed: {ks=[t], other=[u]}\n", ["ks.t", "ks.u"], "10.0.0.1")
+
+
+def test_the_plain_config_comes_from_the_saved_original_never_a_live_file_a_killed_run_left():
+    from dmf.replay import plain_config, without_restore_keys
+    original = "archive_command=/bin/ln %path /a/%name\n"
+    replaying = replay_properties(original, "/r", datetime(2025, 1, 2, tzinfo=timezone.utc))
+    truncated = ""  # what an in-place rewrite killed after its truncation left
+    assert plain_config(original, truncated, without_restore_keys) == original
+    assert plain_config(original, replaying, without_restore_keys) == original
+    assert plain_config(None, replaying, without_restore_keys) == original  # no saved copy: the live file, stripped
+    assert plain_config(None, None, without_restore_keys) is None
+

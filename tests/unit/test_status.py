@@ -79,3 +79,18 @@ def test_the_declared_alerts_are_valid_prefect_automations():
     assert [a.trigger.posture.value for a in automations] == ["Reactive", "Proactive", "Proactive"]
     assert all(a.actions[0].type == "send-notification" for a in automations)
     assert automations[1].trigger.within.total_seconds() == 300
+
+
+def test_a_node_that_archives_nothing_is_named_by_status():
+    """Shipping fails a host whose commitlog_archiving.properties lost its archive_command (it would
+    otherwise ship nothing, silently, for ever); status names the host and why."""
+    now = T0 + timedelta(hours=1, minutes=30)
+    message = ("Flow run encountered an exception: ShippingFailed: commit-log shipping failed on 1 host(s): "
+               "10.0.0.2: /etc/cassandra/commitlog_archiving.properties: it has no archive_command: Cassandra "
+               "archives no commit-log segment, so none can be shipped (restore it from the registry backup)")
+    runs = [LastRun("ship-commitlogs", "FAILED", now, now - timedelta(seconds=30), "d", message)]
+    problems = status(catalog(), runs, FRESH_CHECKS, now, SCHEDULE)["problems"]
+    assert problems == ["ship-commitlogs: last run d failed: ShippingFailed: commit-log shipping failed on 1 "
+                        "host(s): 10.0.0.2: /etc/cassandra/commitlog_archiving.properties: it has no "
+                        "archive_command: Cassandra archives no commit-log segment, so none can be shipped "
+                        "(restore it from the registry backup)"]

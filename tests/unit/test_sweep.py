@@ -3,6 +3,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
+from dmf.core.catalog import CLOCK_SKEW_ALLOWANCE
 from dmf.core.sweep import key_time, leftover_snapshot_tags, snapshot_tag, stale_uploads
 from dmf.core.timestamps import parse_ts
 
@@ -49,3 +52,41 @@ def test_a_store_that_cannot_list_open_uploads_costs_one_attempt_and_a_warning(m
     with disable_run_logger():
         assert abort_stale_uploads.fn(S3Repository(bucket="b"), datetime.now(timezone.utc), 60) is None
     assert len(calls) == 1
+
+
+def test_a_grace_below_the_floor_is_refused_in_one_line():
+    from dmf.core.errors import InputError
+    from dmf.core.sweep import MIN_GRACE, check_grace
+
+    floor = int(MIN_GRACE.total_seconds() // 60)
+    assert check_grace(floor) == MIN_GRACE
+    with pytest.raises(InputError, match=f"^--grace-minutes 0 is below the floor of {floor}: "):
+        check_grace(0)
+    with pytest.raises(InputError, match=f"^incomplete_grace_minutes {floor - 1} is below"):
+        check_grace(floor - 1, "incomplete_grace_minutes")
+
+
+@pytest.mark.parametrize("argv", [["backup", "cleanup", "--grace-minutes", "0"],
+                                  ["backup", "purge", "--keep-fulls", "2", "--grace-minutes", "119"]])
+def test_the_cli_refuses_a_grace_below_the_floor_before_any_flow(argv, monkeypatch):
+    from typer.testing import CliRunner
+
+    import dmf.cli
+
+    monkeypatch.setattr(dmf.cli, "run_guarded", lambda fn: pytest.fail("a flow started"))
+    result = CliRunner().invoke(dmf.cli.app, argv)
+    assert result.exit_code == 2
+    assert len(result.stderr.splitlines()) == 1 and "is below the floor of 120" in result.stderr
+
+
+@pytest.mark.parametrize("skew", [-CLOCK_SKEW_ALLOWANCE, timedelta(0), CLOCK_SKEW_ALLOWANCE])
+def test_a_batch_a_sweep_may_pick_is_past_its_seal_deadline_by_a_margin(skew):
+    """A sweep removes sets that began before its `now - grace` (grace >= MIN_GRACE); a shipping run
+    seals only before `seal_deadline` by its own clock, which may be `skew` off the sweep's. The
+    latest batch such a sweep can pick must be past its deadline, with time left for the manifest PUT."""
+    from dmf.core.sweep import MIN_GRACE, seal_deadline
+
+    sweep_now = NOW
+    latest_picked = sweep_now - MIN_GRACE          # began just before the sweep's cut-off
+    deadline_on_sweep_clock = seal_deadline(latest_picked) - skew
+    assert sweep_now - deadline_on_sweep_clock >= timedelta(minutes=10)
