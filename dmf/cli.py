@@ -309,6 +309,12 @@ def human_bytes(n: int) -> str:
     return f"{n} B"
 
 
+def loaded_summary(loaded: list[str], shown: int = 3) -> str:
+    """What a restore loaded (tables with sstableloader, table sets with import), the first few named."""
+    more = f"; and {len(loaded) - shown} more" if len(loaded) > shown else ""
+    return "; ".join(loaded[:shown]) + more if loaded else "nothing loaded"
+
+
 @backup_app.command("status")
 def backup_status_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report.")] = False,
@@ -493,8 +499,8 @@ def restore_snapshot_cmd(
     typer.echo(f"restored {summary['db_target']}" + (f" into {summary['into']}" if summary["into"] else "")
                + f" as of {summary['time']} (snapshot {summary['snapshot_ts']}, "
                f"{len(summary['increments'])} increment(s)) on {','.join(summary['hosts'])}: "
-               f"{summary['files']} files, {human_bytes(summary['bytes'])}, {len(summary['loaded'])} table sets "
-               f"loaded in {summary['seconds']:.1f}s")
+               f"{summary['files']} files, {human_bytes(summary['bytes'])}, loaded in {summary['seconds']:.1f}s "
+               f"({loaded_summary(summary['loaded'])})")
     typer.echo(f"PATH {summary['path']} needed {human_bytes(summary['path_peak_bytes'])} at peak; downloaded files "
                + ("kept" if summary["kept_files"] else f"removed ({summary['removed_files']})"))
     if summary["commitlog_dir"]:

@@ -31,6 +31,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor, wait
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dmf.core.errors import DmfError, InputError
 from dmf.core.manifest import PlainFile
@@ -38,6 +39,9 @@ from dmf.core.paths import is_within
 from dmf.encryption import decrypt_chunks
 from dmf.storage import MIB, Storage, VerificationError
 from dmf.throttle import TokenBucket, bucket_for, throttled
+
+if TYPE_CHECKING:  # dmf.restore_plan builds on this module's Fetch
+    from dmf.restore_plan import TableLoad
 
 Progress = Callable[[int], None]
 
@@ -364,6 +368,19 @@ def _gunzipped(fd: int, stored: Path) -> Iterator[bytes]:
                 yield chunk
     except (gzip.BadGzipFile, EOFError, zlib.error) as exc:  # only the stream's own faults
         raise VerificationError(f"{stored}: not a whole gzip stream ({exc})") from None
+
+
+def link_for_load(root: Path, load: TableLoad) -> None:
+    """Fills `load.directory` with hard links to its verified files under their load names, after
+    emptying it: an entry left by an earlier attempt would be streamed too. Not destructive: the
+    links are removed, never the files they share, and a rerun rebuilds the folder the same way."""
+    with _directory(root, _below(root, load.directory), create=True) as folder:
+        for name in os.listdir(folder):
+            os.unlink(name, dir_fd=folder)  # a directory here fails the load: dmf makes none
+        for source, name in load.links:
+            *folders, source_name = _below(root, source)
+            with _directory(root, folders, create=False) as source_folder:
+                os.link(source_name, name, src_dir_fd=source_folder, dst_dir_fd=folder, follow_symlinks=False)
 
 
 def remove_downloads(root: Path, files: list[Path], dirs: list[Path]) -> int:

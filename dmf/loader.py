@@ -8,7 +8,7 @@ import subprocess
 from dmf.blocks.cassandra_cluster import CassandraCluster
 from dmf.core.errors import DmfError
 from dmf.node import Node
-from dmf.restore_plan import LoadUnit
+from dmf.restore_plan import LoadUnit, TableLoad
 from dmf.ssh import RemoteHost
 
 SSTABLE_COMPONENT = ("-Data.db", "-Index.db", "-Summary.db", "-Filter.db", "-Statistics.db", "-CompressionInfo.db",
@@ -19,7 +19,8 @@ class LoadError(DmfError):
     pass
 
 
-def run_sstableloader(cluster: CassandraCluster, hosts: tuple[str, ...], unit: LoadUnit, timeout: float = 3600) -> str:
+def run_sstableloader(cluster: CassandraCluster, hosts: tuple[str, ...], unit: LoadUnit | TableLoad,
+                      timeout: float = 3600) -> str:
     """Streams one <keyspace>/<table> directory into the cluster; returns sstableloader's summary."""
     argv = [*shlex.split(cluster.sstableloader), "-d", ",".join(hosts), "-p", str(cluster.cql_port), "--no-progress"]
     secret = None

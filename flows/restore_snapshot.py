@@ -34,7 +34,7 @@ from dmf.restore_plan import COMMITLOG_DIR, download_dirs, plan_restore
 from dmf.storage import Storage
 from dmf.core.replay_state import (DONE, RESTARTING, STATE_FILE, ReplayState, continue_message,
                                    restarting_hosts)
-from dmf.tasks.restore import (apply_schema, create_copy, download, finish_interrupted_replay, load_unit_sstableloader,
+from dmf.tasks.restore import (apply_schema, create_copy, download, finish_interrupted_replay, load_table_sstableloader,
                                load_units_import, remove_downloaded, replay_commitlogs_on_host, ring_view,
                                truncate_tables, unpack_commitlogs)
 
@@ -239,12 +239,12 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
             logger.info("resuming the replay recorded in %s; the data was loaded by the run that began it",
                         state_file)
         elif mode == "sstableloader":
-            # A few loaders at once (each is a JVM streaming to every replica); the next starts as soon
-            # as any ends, so one large table set does not hold back the small ones queued after it.
-            waiting, running = list(plan.units), []
+            # One loader per table, a few at once (each is a JVM streaming to every replica); the next
+            # starts as soon as any ends, so one large table does not hold back the small ones after it.
+            waiting, running = list(plan.tables), []
             while waiting or running:
                 while waiting and len(running) < LOADERS_AT_ONCE:
-                    running.append(load_unit_sstableloader.submit(cluster, host_list, waiting.pop(0)))
+                    running.append(load_table_sstableloader.submit(cluster, host_list, root, waiting.pop(0)))
                 finished = next(as_completed(running))
                 running.remove(finished)
                 loaded.append(finished.result())
@@ -255,7 +255,8 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
                 loaded.extend(future.result())
     except Exception as exc:
         raise RestoreFailed(
-            f"load stopped after {len(loaded)} of {len(plan.units)} table sets ({'; '.join(loaded) or 'none'}): "
+            f"load stopped after {len(loaded)} of {len(plan.tables if mode == 'sstableloader' else plan.units)} "
+            f"loads ({'; '.join(loaded) or 'none'}): "
             f"{exc}. Files in {root} are verified; rerun the same command to resume (downloads are skipped, "
             "reloading the same SSTables is harmless)") from None
 
@@ -270,7 +271,9 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
     # Only here, once everything succeeded: after a failed load or replay the files stay and the rerun
     # resumes from them. Dies just before: the files stay as with keep_files (a rerun reloads them,
     # harmless). Dies just after, or midway: the data is loaded; a rerun downloads what is gone again.
-    removed = 0 if keep_files else remove_downloaded(root, [f.dest for f in plan.fetches], download_dirs(plan, root))
+    # The load folders' links go either way: --keep-files keeps the downloads, and a rerun relinks them.
+    removed = remove_downloaded(root, [] if keep_files else [f.dest for f in plan.fetches], plan.load_links,
+                                download_dirs(plan, root))
 
     seconds = clock.monotonic() - started
     summary = {
@@ -286,8 +289,8 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
         "replayed_mutations": replayed,
         "path": str(root), "path_peak_bytes": plan.bytes, "kept_files": keep_files, "removed_files": removed,
     }
-    logger.info("restore of %s complete: %d table sets loaded in %.1fs; PATH needed %.1f MiB at peak, "
-                "downloaded files %s", target, len(loaded), seconds, plan.bytes / 2**20,
+    logger.info("restore of %s complete: %s loaded in %.1fs; PATH needed %.1f MiB at peak, "
+                "downloaded files %s", target, "; ".join(loaded) or "nothing", seconds, plan.bytes / 2**20,
                 "kept" if keep_files else "removed")
     publish_summary("restore-snapshot", summary, f"restore of {target} as of {format_ts(at)}: every file "
                     "verified against its manifest (size and SHA-256) before loading")

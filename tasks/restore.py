@@ -15,11 +15,11 @@ from dmf.core.errors import InputError
 from dmf.core.schema import copy_statements, object_name, restore_statements
 from dmf.core.targets import DbTarget
 from dmf.cql import NodeFacts, connect, node_facts, qualified
-from dmf.download import Fetch, Unpack, fetch_all, remove_downloads, unpack_all
+from dmf.download import Fetch, Unpack, fetch_all, link_for_load, remove_downloads, unpack_all
 from dmf.loader import import_unit, run_sstableloader
 from dmf.reporting import TransferProgress
 from dmf.replay import finish_interrupted, replay_on_host, restore_point
-from dmf.restore_plan import LoadUnit
+from dmf.restore_plan import LoadUnit, TableLoad
 from dmf.ssh import RemoteHost
 from dmf.storage import Storage
 from dmf.tasks.common import RETRY, TASK_DEFAULTS
@@ -80,7 +80,9 @@ def unpack_commitlogs(root: Path, unpacks: list[Unpack]) -> int:
 
 
 @task(name="remove-downloads", **TASK_DEFAULTS)
-def remove_downloaded(root: Path, files: list[Path], dirs: list[Path]) -> int:
+def remove_downloaded(root: Path, files: list[Path], links: list[Path], dirs: list[Path]) -> int:
+    """The downloaded files, the load folders' links to them, then the folders left empty."""
+    remove_downloads(root, links, [])
     removed = remove_downloads(root, files, dirs)
     get_run_logger().info("%d downloaded file(s) removed from %s", removed, root)
     return removed
@@ -120,10 +122,12 @@ def truncate_tables(cluster: CassandraCluster, tables: list[str]) -> None:
     get_run_logger().warning("truncated %s before loading (--truncate-first)", ", ".join(tables))
 
 
-@task(name="sstableloader", task_run_name="sstableloader-{unit.host}-{unit.set_name}", **TASK_DEFAULTS, **RETRY)
-def load_unit_sstableloader(cluster: CassandraCluster, hosts: tuple[str, ...], unit: LoadUnit) -> str:
-    run_sstableloader(cluster, hosts, unit)
-    return unit.describe()
+@task(name="sstableloader", task_run_name="sstableloader-{load.keyspace}.{load.table}", **TASK_DEFAULTS, **RETRY)
+def load_table_sstableloader(cluster: CassandraCluster, hosts: tuple[str, ...], root: Path, load: TableLoad) -> str:
+    """Links every set's verified SSTables of the table into its load folder, then streams them in one JVM."""
+    link_for_load(root, load)
+    run_sstableloader(cluster, hosts, load)
+    return load.describe()
 
 
 @task(name="nodetool-import", task_run_name="import-{address}", **TASK_DEFAULTS, **RETRY)

@@ -13,7 +13,8 @@ import pytest
 from moto import mock_aws
 
 from dmf.core.errors import InputError
-from dmf.download import Fetch, bytes_missing, check_destination, fetch_all, remove_downloads
+from dmf.download import Fetch, bytes_missing, check_destination, fetch_all, link_for_load, remove_downloads
+from dmf.restore_plan import TableLoad
 from dmf.storage import MIB, Storage, VerificationError
 
 SNAPSHOT = "20250101120000"
@@ -244,3 +245,30 @@ def test_an_encrypted_file_is_placed_only_decrypted_and_authenticated(storage, r
     assert f.dest.read_bytes() == plain and mode(f.dest) == 0o600
     assert sorted(p.name for p in f.dest.parent.iterdir() if p.name.startswith("nb-2")) == ["nb-2-big-Data.db"]
     assert fetch_all(Storage(right), root, [f], parallel=2) == 0  # kept: it matches the plaintext record
+
+
+def test_a_table_load_folder_holds_exactly_this_plan_s_links_to_the_verified_files(storage, root):
+    """The load folder is refilled from scratch: a file left there by an earlier attempt (another
+    --time) would otherwise be streamed too. The links are the verified files themselves, not copies."""
+    a = put(storage, root, f"{REL}/nb-1-big-Data.db", b"a" * 100)
+    b = put(storage, root, f"{SNAPSHOT}/10.0.0.2/full/ks/t/nb-1-big-Data.db", b"b" * 100)
+    fetch_all(storage, root, [a, b], parallel=2)
+    load = TableLoad("ks", "t", root / SNAPSHOT / ".load" / "ks" / "t",
+                     ((a.dest, "nb-1-big-Data.db"), (b.dest, "nb-2-big-Data.db")), 2)
+    link_for_load(root, load)
+    load.directory.joinpath("nb-9-big-Data.db").write_bytes(b"stale")
+    link_for_load(root, load)
+    assert sorted(p.name for p in load.directory.iterdir()) == ["nb-1-big-Data.db", "nb-2-big-Data.db"]
+    assert os.path.samefile(load.directory / "nb-2-big-Data.db", b.dest)
+    assert mode(load.directory) == 0o700
+
+
+def test_a_table_load_folder_follows_no_planted_link(storage, root, victim):
+    a = put(storage, root, f"{REL}/nb-1-big-Data.db", b"a" * 100)
+    fetch_all(storage, root, [a], parallel=2)
+    (root / SNAPSHOT / ".load").mkdir(mode=0o700)
+    (root / SNAPSHOT / ".load" / "ks").symlink_to(victim.parent)
+    load = TableLoad("ks", "t", root / SNAPSHOT / ".load" / "ks" / "t", ((a.dest, "nb-1-big-Data.db"),), 1)
+    with pytest.raises(InputError, match="it is a symbolic link"):
+        link_for_load(root, load)
+    assert victim.read_bytes() == b"precious"

@@ -11,7 +11,7 @@ from dmf.core.restore_checks import (NodeDir, RingNode, absolute_path, check_ful
                                      check_into, check_outside_node_dirs)
 from dmf.core.targets import DbTarget
 from dmf.download import Fetch, safe_join
-from dmf.restore_plan import COMMITLOG_DIR, Plan, download_dirs
+from dmf.restore_plan import COMMITLOG_DIR, Plan, TableLoad, download_dirs
 
 from .test_catalog import SHA
 
@@ -143,6 +143,8 @@ def test_download_dirs_are_below_root_deepest_first_and_never_the_commit_logs():
     plan = Plan([fetch("20250101120000/10.0.0.1/full/ks/t/nb-1-big-Data.db"),
                  fetch("20250101120000/10.0.0.1/full/ks/t/.idx/nb-1-big-Data.db"),
                  fetch("20250101120000/10.0.0.2/incr-20250101130000/ks/t/nb-2-big-Data.db")], [],
+                [TableLoad("ks", "t", ROOT / "20250101120000/.load/ks/t", (
+                    (ROOT / "20250101120000/10.0.0.1/full/ks/t/nb-1-big-Data.db", "nb-1-big-Data.db"),), 1)],
                 [fetch(f"{COMMITLOG_DIR}/4a1a7505-0842-4a5c-a7fc-0baf0bb43b1b/CommitLog-7-1.log")], [], [])
     dirs = download_dirs(plan, ROOT)
     assert dirs[0] == ROOT / "20250101120000/10.0.0.1/full/ks/t/.idx"
@@ -153,7 +155,8 @@ def test_download_dirs_are_below_root_deepest_first_and_never_the_commit_logs():
         "20250101120000/10.0.0.1/full/ks", "20250101120000/10.0.0.1/full/ks/t",
         "20250101120000/10.0.0.1/full/ks/t/.idx", "20250101120000/10.0.0.2",
         "20250101120000/10.0.0.2/incr-20250101130000", "20250101120000/10.0.0.2/incr-20250101130000/ks",
-        "20250101120000/10.0.0.2/incr-20250101130000/ks/t")}
+        "20250101120000/10.0.0.2/incr-20250101130000/ks/t", "20250101120000/.load", "20250101120000/.load/ks",
+        "20250101120000/.load/ks/t")}
     assert ROOT not in dirs and not any(COMMITLOG_DIR in d.parts for d in dirs)
 
 

@@ -127,3 +127,55 @@ def test_unpack_gives_back_the_exact_segment_and_refuses_a_damaged_one(tmp_path)
     with pytest.raises(VerificationError, match="CommitLog-7-2.log.gz"):
         unpack_all(tmp_path, [bad])
     assert sorted(p.name for p in folder.iterdir()) == ["CommitLog-7-1.log", "CommitLog-7-2.log.gz"]
+
+
+def sstables_of(at: str, host: str, files: list[str], increment: str | None = None) -> SetInfo:
+    ref = SetRef.incremental(ts(at), host, ts(increment)) if increment else SetRef.snapshot(ts(at), host)
+    table = "ks/t-" + "0" * 32
+    return SetInfo(ref, Manifest(set=ref, files=tuple(FileEntry(f"{table}/{name}", 10, SHA) for name in files),
+                                 host=host, host_id=IDS[host], created_at=ref.time, db_target="ks.t",
+                                 hosts=("10.0.0.1", "10.0.0.2")))
+
+
+def test_one_loader_folder_per_table_with_every_set_under_fresh_generations():
+    """Every host's and set's SSTables of a table are linked into one <keyspace>/<table> folder, so one
+    sstableloader streams them all; generations are renumbered so equal ones never collide, and each
+    SSTable's components keep one generation."""
+    uuid_id = "3gxb_0vpo_2z2pc2h8c5ljywr9d8"
+    catalog = Catalog.build([
+        sstables_of("20250101120000", "10.0.0.1", ["nb-1-big-Data.db", "nb-1-big-TOC.txt", "nb-2-big-Data.db",
+                                                   "nb-1-big-SAI+aa+RowToToken.db", "manifest.json",
+                                                   "schema.cql", ".idx/nb-1-big-Data.db"]),
+        sstables_of("20250101120000", "10.0.0.2", ["nb-1-big-Data.db", f"da-{uuid_id}-bti-Data.db",
+                                                   f"da-{uuid_id}-bti-Partitions.db"]),
+        sstables_of("20250101120000", "10.0.0.1", ["nb-3-big-Data.db"], increment="20250101123000"),
+        sstables_of("20250101120000", "10.0.0.2", ["nb-1-big-Data.db"], increment="20250101123000")])
+    chain = resolve_chain(catalog, DbTarget.parse("ks.t"), ts("20250101130000"))
+    plan = plan_restore(chain, DbTarget.parse("ks.t"), ROOT, with_commitlogs=False)
+    [load] = plan.tables
+    assert (load.keyspace, load.table, load.sets) == ("ks", "t", 4)
+    assert load.directory == ROOT / "20250101120000" / ".load" / "ks" / "t"
+    links = {str(source.relative_to(ROOT / "20250101120000")): name for source, name in load.links}
+    full1, full2 = "10.0.0.1/full/ks/t", "10.0.0.2/full/ks/t"
+    incr1, incr2 = "10.0.0.1/incr-20250101123000/ks/t", "10.0.0.2/incr-20250101123000/ks/t"
+    assert links == {
+        f"{full1}/nb-1-big-Data.db": "nb-1-big-Data.db", f"{full1}/nb-1-big-TOC.txt": "nb-1-big-TOC.txt",
+        f"{full1}/nb-1-big-SAI+aa+RowToToken.db": "nb-1-big-SAI+aa+RowToToken.db",
+        f"{full1}/nb-2-big-Data.db": "nb-2-big-Data.db",
+        f"{full2}/da-{uuid_id}-bti-Data.db": "da-3-bti-Data.db",
+        f"{full2}/da-{uuid_id}-bti-Partitions.db": "da-3-bti-Partitions.db",
+        f"{full2}/nb-1-big-Data.db": "nb-4-big-Data.db",
+        f"{incr1}/nb-3-big-Data.db": "nb-5-big-Data.db",
+        f"{incr2}/nb-1-big-Data.db": "nb-6-big-Data.db"}
+    # The links are below PATH too: removed with the downloads after a successful restore.
+    assert {load.directory / name for _, name in load.links} <= set(plan.load_links)
+    assert load.describe() == "ks.t (4 table sets)"
+
+
+def test_into_loads_every_set_into_the_copy_from_one_folder():
+    catalog = Catalog.build(full("20250101120000"))
+    chain = resolve_chain(catalog, DbTarget.parse("ks.t"), ts("20250101130000"))
+    plan = plan_restore(chain, DbTarget.parse("ks.t"), ROOT, with_commitlogs=False, into=DbTarget.parse("ks.copy"))
+    [load] = plan.tables
+    assert load.directory.parts[-2:] == ("ks", "copy")
+    assert sorted(name for _, name in load.links) == ["nb-1-big-Data.db", "nb-2-big-Data.db"]
