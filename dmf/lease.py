@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from dmf.core.errors import DmfError, LayoutError, PermanentError
-from dmf.core.lease import (DEFAULT_TTL_S, Lease, blocking, cluster_slug, holder_deadline, leases_prefix,
+from dmf.core.lease import (DEFAULT_TTL_S, Lease, blocking, cluster_slug, holder_deadline, lapsed, leases_prefix,
                             renewal_delay)
 from dmf.core.timestamps import utcnow
 from dmf.storage import Storage
@@ -121,8 +121,10 @@ def bucket_lease(storage: Storage, cluster_name: str, holder: str, wait_s: float
         started = clocks.monotonic()
         mine = Lease.new(cluster_name, holder, token, clocks.utcnow(), ttl_s)  # a fresh expiry every attempt
         storage.put_bytes(mine.key, mine.to_json(), "application/json")
-        others = blocking(_read_leases(storage, cluster_name), mine.key)
+        leases = _read_leases(storage, cluster_name)
+        others = blocking(leases, mine.key)
         if others == []:
+            storage.delete_keys([lease.key for lease in lapsed(leases, mine.key)])
             break
         # Dies here: our lease stays until it lapses, and only delays the next run by its TTL.
         storage.delete_keys([mine.key])

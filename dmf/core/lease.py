@@ -106,6 +106,13 @@ def blocking(leases: list[Lease], mine: str) -> list[Lease] | None:
     return [lease for lease in leases if lease.key != mine and lease.in_force(own.stored_at)]
 
 
+def lapsed(leases: list[Lease], mine: str) -> list[Lease]:
+    """The other leases of that listing past their TTL and margin: left by killed runs, whose holders
+    (past their own deadline) never write them again; the next holder removes them."""
+    live = blocking(leases, mine)
+    return [] if live is None else [lease for lease in leases if lease.key != mine and lease not in live]
+
+
 def holder_deadline(write_started: float, ttl_s: int) -> float:
     """Until when (the holder's monotonic clock) a write begun at `write_started` keeps the lease its own."""
     return write_started + ttl_s - SKEW_S

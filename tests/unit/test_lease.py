@@ -6,7 +6,8 @@ from datetime import timedelta
 import pytest
 
 from dmf.core.errors import LayoutError
-from dmf.core.lease import SKEW_S, Lease, blocking, cluster_slug, holder_deadline, leases_prefix, renewal_delay
+from dmf.core.lease import (SKEW_S, Lease, blocking, cluster_slug, holder_deadline, lapsed, leases_prefix,
+                            renewal_delay)
 from dmf.core.timestamps import parse_ts
 
 NOW = parse_ts("20260101120000")
@@ -45,6 +46,7 @@ def test_others_are_judged_on_the_store_clock_with_a_skew_margin():
     edge = stored(Lease.new("prod", "slow", "c", NOW, 60), NOW - timedelta(seconds=60 + SKEW_S - 1))
     gone = stored(Lease.new("prod", "crashed", "d", NOW, 60), NOW - timedelta(seconds=60 + SKEW_S))
     assert blocking([mine, live, edge, gone], mine.key) == [live, edge]
+    assert lapsed([mine, live, edge, gone], mine.key) == [gone]
     # What a writer put in expires_at (its own clock, maybe hours off) decides nothing.
     skewed = stored(Lease.new("prod", "skewed", "e", NOW - timedelta(hours=5), 60), NOW)
     assert blocking([mine, skewed], mine.key) == [skewed]
@@ -53,6 +55,7 @@ def test_others_are_judged_on_the_store_clock_with_a_skew_margin():
 def test_nothing_is_judged_when_our_own_lease_is_not_listed():
     other = stored(Lease.new("prod", "other", "b", NOW, 60), NOW - timedelta(hours=1))
     assert blocking([other], "leases/prod/mine.json") is None
+    assert lapsed([other], "leases/prod/mine.json") == []
 
 
 def test_a_lease_without_ttl_reads_its_span_as_the_ttl():
