@@ -1,4 +1,5 @@
-"""Carrying out a purge plan (dmf.core.lifecycle) in the bucket. Call only while holding the lease.
+"""Carrying out a purge plan (dmf.core.lifecycle) in the bucket, only while holding the cluster's lease:
+each step checks it first, so a purge that lost its lease stops where a kill would (below).
 
 Order, and what a purge killed at any point leaves:
   0. the catalog index and closed chain summary of every snapshot whose manifests it deletes (a
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 from dmf.core.keys import SetKind, catalog_key, closed_key, schema_key
 from dmf.core.lifecycle import PurgePlan
+from dmf.lease import check_lease
 from dmf.repository import Repository
 
 
@@ -35,10 +37,16 @@ def indexes_to_drop(plan: PurgePlan) -> list[str]:
 
 def carry_out(repo: Repository, plan: PurgePlan) -> int:
     """Deletes what the plan names, in the order above; returns the number of data objects removed."""
+    check_lease("purge's deletes")
     repo.storage.delete_keys(indexes_to_drop(plan))
     for phase in manifest_phases(plan):
+        check_lease("purge's deletes of manifests")
         repo.storage.delete_keys(phase)  # S3 deletes a key that is not there (a set without manifest) quietly
-    removed = sum(repo.delete_set(ref) for ref in plan.sets)
+    removed = 0
+    for ref in plan.sets:
+        check_lease(f"purge's delete of {ref.prefix}")
+        removed += repo.delete_set(ref)
+    check_lease("purge's deletes of emptied snapshots")
     repo.storage.delete_keys([key for ts in plan.emptied_snapshots
                               for key in (catalog_key(ts), closed_key(ts), schema_key(ts))])
     return removed

@@ -1,5 +1,6 @@
 """Sweeping what crashed runs left: dmf snapshots pinning disk on the nodes, multipart uploads
-billed in the bucket, sets without a manifest. Call only while holding the cluster's lease."""
+billed in the bucket, sets without a manifest. Only while holding the cluster's lease (no other dmf
+run is live on the cluster then): each delete checks it first."""
 from __future__ import annotations
 
 import logging
@@ -8,6 +9,7 @@ from datetime import datetime, timedelta
 
 from dmf.core.catalog import Catalog
 from dmf.core.sweep import leftover_snapshot_tags, stale_uploads
+from dmf.lease import check_lease
 from dmf.node import Node
 from dmf.repository import Repository
 from dmf.storage import Storage
@@ -20,6 +22,7 @@ def clear_leftover_snapshots(node: Node, keep: str | None = None) -> list[str]:
     a snapshot only links live SSTables, so clearing one loses nothing."""
     tags = leftover_snapshot_tags(node.snapshot_dirs(), keep)
     for tag in tags:
+        check_lease(f"clearsnapshot of leftover {tag}")
         node.clear_snapshot(tag)
     return tags
 
@@ -27,6 +30,7 @@ def clear_leftover_snapshots(node: Node, keep: str | None = None) -> list[str]:
 def abort_stale_uploads(storage: Storage, now: datetime, grace: timedelta) -> int:
     stale = stale_uploads(storage.open_uploads(), now, grace)
     for key, upload_id in stale:
+        check_lease("abort of a stale multipart upload")
         storage.abort_multipart(key, upload_id)
     return len(stale)
 
@@ -38,5 +42,6 @@ def remove_manifestless_sets(repo: Repository, catalog: Catalog, nodes: Collecti
     for group in catalog.all_groups():
         for node, info in group.sets.items():
             if not info.complete and info.problem == "" and node in nodes and info.ref.time < before:
+                check_lease(f"removal of manifest-less set {info.ref.prefix}")
                 removed += repo.delete_set(info.ref)
     return removed

@@ -25,7 +25,7 @@ from dmf.core.plan import CHAIN_IDLE, is_open
 from dmf.core.targets import DbTarget, parse_hosts
 from dmf.core.timestamps import format_ts, utcnow
 from dmf.cql import connect, describe_schema, node_facts, user_keyspaces
-from dmf.lease import cluster_lease, run_holder
+from dmf.lease import check_lease, cluster_lease, run_holder
 from dmf.repository import Repository
 from dmf.reporting import publish_summary
 from dmf.storage import Storage
@@ -86,6 +86,7 @@ def clean_incomplete(repo: Repository, groups: list[Group], hosts: tuple[str, ..
             continue
         for node, info in group.sets.items():
             if not info.complete and not info.problem and node in hosts:  # never a set with a manifest
+                check_lease(f"removal of incomplete set {info.ref.prefix}")
                 removed = repo.delete_set(info.ref)
                 logger.info("removed %d object(s) of incomplete set %s", removed, info.ref.prefix)
 

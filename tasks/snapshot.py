@@ -11,6 +11,7 @@ from dmf import sweep
 from dmf.blocks.s3_repository import S3Repository
 from dmf.core import plan
 from dmf.core.targets import DbTarget
+from dmf.lease import check_lease
 from dmf.repository import Repository
 from dmf.storage import Storage
 from dmf.node import Node, SourceFile
@@ -70,14 +71,18 @@ def flush_and_list_backups(cluster: CassandraCluster, address: str, target: DbTa
 
 @task(name="clear-snapshot", task_run_name="clear-snapshot-{address}", **TASK_DEFAULTS, **RETRY)
 def clear_snapshot(cluster: CassandraCluster, address: str, tag: str) -> None:
+    """This run's own tag: cleared even by a run that lost the lease (no other run uses the tag, and a
+    snapshot only links live SSTables), so it never pins the node's disk."""
     with RemoteHost(cluster, cluster.host(address)) as remote:
         Node(remote).clear_snapshot(tag)
 
 
 @task(name="delete-uploaded-backups", task_run_name="delete-backups-{address}", **TASK_DEFAULTS, **RETRY)
 def delete_files(cluster: CassandraCluster, address: str, files: list[SourceFile]) -> int:
-    """Cassandra never removes backups/ files itself; remove exactly the verified ones."""
+    """Cassandra never removes backups/ files itself; remove exactly the verified ones, while the
+    run still holds the cluster (another run's full may be taking the same files)."""
     if files:
+        check_lease(f"deleting {len(files)} backups/ file(s) on {address}")
         with RemoteHost(cluster, cluster.host(address)) as remote:
             Node(remote).delete_files([f.path for f in files])
     return len(files)

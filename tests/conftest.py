@@ -10,8 +10,6 @@ import pytest
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("DMF_TASK_RETRY_DELAYS", "0.5,1,1")
-# A killed run's leases expire in a minute (Prefect's least), so crash tests need not wait 15.
-os.environ.setdefault("DMF_LEASE_TTL_SECONDS", "60")
 
 
 def _bed_is_up(tb) -> bool:

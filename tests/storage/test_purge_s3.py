@@ -13,6 +13,7 @@ from dmf.core.lifecycle import RetentionPolicy, purge_plan
 from dmf.core.manifest import FileEntry, Manifest
 from dmf.core.targets import DbTarget
 from dmf.core.timestamps import parse_ts
+from dmf.lease import LeaseLost, bucket_lease
 from dmf.repository import Repository
 
 from .helpers import moto_repository
@@ -59,10 +60,18 @@ def seed(s3, bucket: str = "dmf-purge") -> None:
 
 
 @pytest.fixture
-def repo():
+def held():
+    return {}
+
+
+@pytest.fixture
+def repo(held):
+    """The seeded bucket, and the cluster's lease held on it as the purge flow holds it."""
     with moto_repository("dmf-purge") as repository:
         seed(repository.storage.s3)
-        yield repository
+        with bucket_lease(repository.storage, "purge-test", "storage test", 0) as lease:
+            held["lease"] = lease
+            yield repository
 
 
 def keys(repo: Repository) -> set[str]:
@@ -102,6 +111,17 @@ def test_purge_removes_old_chains_whole_and_keeps_what_the_last_chain_needs(repo
     assert repo.listing_catalog() == repo.listing_catalog(use_index=False)
     assert repo.storage.head(catalog_key(FULLS[1])) is not None  # rebuilt by that listing
     assert purge_plan(repo.catalog(), POLICY, NOW, GRACE, repo.snapshot_times()).sets == []  # nothing left to do
+
+
+def test_a_purge_that_lost_the_lease_deletes_nothing(repo, held):
+    """Its lease removed (by a run that judged it lapsed): the renewal notices, and purge stops first."""
+    plan = purge_plan(repo.listing_catalog(), POLICY, NOW, GRACE, repo.snapshot_times())
+    before = keys(repo)
+    repo.storage.delete_keys([held["lease"].lease.key])
+    assert not held["lease"].renew()
+    with pytest.raises(LeaseLost, match="was removed from the bucket; stopped before purge's deletes"):
+        purge.carry_out(repo, plan)
+    assert keys(repo) == before - {held["lease"].lease.key}
 
 
 POINTS_OF_DEATH = ["before the indexes", "before the increments' manifests", "before the fulls' manifests",
