@@ -9,13 +9,13 @@ from prefect.runtime import task_run
 
 from dmf.blocks.cassandra_cluster import CassandraCluster
 from dmf.blocks.s3_repository import S3Repository
-from dmf.core.client_encryption import ENCRYPTION, Encrypted, encryption_record
+from dmf.core.client_encryption import Encrypted, sealed
 from dmf.core.errors import PermanentError
 from dmf.core.keys import SetRef
 from dmf.core.manifest import FileEntry, Manifest
 from dmf.core.timestamps import utcnow
 from dmf.cql import NodeFacts
-from dmf.encryption import DEFAULT_CHUNK, SCHEME, key_id
+from dmf.encryption import DEFAULT_CHUNK, SCHEME, key_id, mac_key
 from dmf.node import SourceFile
 from dmf.reporting import TransferProgress
 from dmf.repository import Repository
@@ -49,16 +49,16 @@ def upload_set(cluster: CassandraCluster, repository: S3Repository, set_ref: Set
 @task(name="seal-set", task_run_name="seal-{set_ref.node}", **TASK_DEFAULTS, **RETRY)
 def seal_set(repository: S3Repository, set_ref: SetRef, uploaded: Uploaded, facts: NodeFacts,
              db_target: str, hosts: tuple[str, ...], extra: dict | None = None) -> Manifest:
-    """Writes the manifest last: its presence is what makes the set complete."""
-    extra = dict(extra or {})
+    """Writes the manifest last: its presence is what makes the set complete. Under client-side
+    encryption it carries its encryption record and MAC (dmf.core.client_encryption)."""
+    manifest = Manifest(set=set_ref, files=tuple(uploaded.entries), host=facts.address, host_id=facts.host_id,
+                        created_at=utcnow(), db_target=db_target, hosts=hosts, tokens=facts.tokens,
+                        cassandra_version=facts.cassandra_version, schema_version=facts.schema_version,
+                        extra=dict(extra or {}))
     if (key := repository.client_key()) is not None:
         if any(entry.plain is None for entry in uploaded.entries):
             raise PermanentError(f"{set_ref.prefix}: files uploaded unencrypted while the repository says "
                                  "encryption: client (was the block changed during the run?)")
-        extra[ENCRYPTION] = encryption_record(Encrypted(SCHEME, key_id(key), DEFAULT_CHUNK))
-    manifest = Manifest(set=set_ref, files=tuple(uploaded.entries), host=facts.address, host_id=facts.host_id,
-                        created_at=utcnow(), db_target=db_target, hosts=hosts, tokens=facts.tokens,
-                        cassandra_version=facts.cassandra_version, schema_version=facts.schema_version,
-                        extra=extra)
+        manifest = sealed(manifest, Encrypted(SCHEME, key_id(key), DEFAULT_CHUNK), mac_key(key))
     Repository(Storage(repository)).write_manifest(manifest)
     return manifest
