@@ -1,8 +1,8 @@
 """Client-side encryption of backup files: AES-256-GCM over fixed-size chunks, streamed in flat
 memory so a file of any size passes through a bounded buffer on its way to or from S3.
 
-Stored form (format 2): a 40-byte header (magic `DMF\x02`, chunk size as 4-byte big-endian, 32-byte random salt), then
-one unit per plaintext chunk: AES-GCM ciphertext and its 16-byte tag. Every chunk but the last holds
+Stored form (format 2): a 40-byte header (magic `DMF\x02`, chunk size as 4-byte big-endian, 32-byte
+random salt), then one unit per plaintext chunk: AES-GCM ciphertext and its 16-byte tag. Every chunk but the last holds
 exactly the chunk size; the last holds 0..chunk size bytes, so an empty file is one empty unit.
 Each file gets its own data key, HKDF-SHA256 of the master key with the header's salt, so nonces
 can count chunks from 0 in every file. A chunk's nonce is its index (11 bytes) and a final flag

@@ -113,7 +113,8 @@ def authenticate(manifests: list[Manifest], expected: Expected) -> None:
             raise PermanentError(problem)
 
 
-def sort_authentic(manifests: list[Manifest], expected: Expected) -> tuple[list[Manifest], list[tuple[Manifest, str]]]:
+def sort_authentic(manifests: list[Manifest],
+                   expected: Expected) -> tuple[list[Manifest], list[tuple[Manifest, str]]]:
     """The manifests that can be trusted, and the others each with why not (one line)."""
     trusted, refused = [], []
     for manifest in manifests:

@@ -33,7 +33,8 @@ def manifest(entries, extra=None, node="10.0.0.1") -> Manifest:
 
 def encrypted_manifest(key: bytes = KEY, node="10.0.0.1") -> Manifest:
     entry = FileEntry(DATA, 1080, SHA, PlainFile(1024, OTHER_SHA))
-    return sealed(manifest([entry], {"other": [1, "x"]}, node), Encrypted(SCHEME, key_id(key), 1 << 20), mac_key(key))
+    return sealed(manifest([entry], {"other": [1, "x"]}, node), Encrypted(SCHEME, key_id(key), 1 << 20),
+                  mac_key(key))
 
 
 def read_back(body: dict) -> Manifest:
@@ -99,8 +100,8 @@ def test_the_key_is_checked_before_any_download():
 def test_a_plaintext_set_under_encryption_client_is_refused_in_one_line():
     # What anyone with write access to the bucket can write: plaintext objects and a matching manifest.
     sets = [encrypted_manifest(), manifest([FileEntry(DATA, 5, SHA)], node="10.0.0.2")]
-    with pytest.raises(PermanentError, match=r"^20250101120000/10\.0\.0\.2/snapshots/ is not client-side encrypted, and the "
-                                             "repository block says encryption: client: refused") as refused:
+    with pytest.raises(PermanentError, match=r"^20250101120000/10\.0\.0\.2/snapshots/ is not client-side encrypted, "
+                                             "and the repository block says encryption: client: refused") as refused:
         authenticate(sets, WITH_KEY)
     assert "\n" not in str(refused.value)
 

@@ -25,7 +25,8 @@ def encrypt(data: bytes, piece: int = 100, key: bytes = KEY, bound_to: str = STO
     return b"".join(encrypt_chunks(pieces(data, piece), key, CHUNK, bound_to=bound_to))
 
 
-def decrypted_until_error(stored: bytes, key: bytes = KEY, bound_to: str = STORED_AT) -> tuple[bytes, EncryptionError]:
+def decrypted_until_error(stored: bytes, key: bytes = KEY,
+                          bound_to: str = STORED_AT) -> tuple[bytes, EncryptionError]:
     """The plaintext handed out before decryption failed, and the failure."""
     out = []
     with pytest.raises(EncryptionError) as failure:
@@ -189,7 +190,8 @@ def test_generated_key_parses():
     text = generate_key()
     key = parse_key(f"  {text}\n")
     assert len(key) == KEY_BYTES and generate_key() != text
-    assert b"".join(decrypt_chunks(encrypt_chunks([b"abc"], key, bound_to=NAME), key, name=NAME, bound_to=NAME)) == b"abc"
+    stored = encrypt_chunks([b"abc"], key, bound_to=NAME)
+    assert b"".join(decrypt_chunks(stored, key, name=NAME, bound_to=NAME)) == b"abc"
 
 
 @pytest.mark.parametrize("text", [
