@@ -139,6 +139,8 @@ def test_sort_authentic_keeps_the_trusted_and_names_the_others():
     assert trusted == [good]
     assert [m.set.node for m, _ in refused] == ["10.0.0.2", "10.0.0.3"]
     assert "not client-side encrypted" in refused[0][1] and "malformed" in refused[1][1]
+    # Without a key nothing can be authenticated: verify and shipping read every manifest as before.
+    assert sort_authentic([good, plain], expected(None)) == ([good, plain], [])
 
 
 def test_a_schema_is_signed_for_its_key_and_a_rewritten_or_moved_one_is_refused():
