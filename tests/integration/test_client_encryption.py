@@ -100,8 +100,8 @@ def test_the_bucket_holds_ciphertext_only(encrypted, cluster_block):
     assert manifests and all(m["extra"]["encryption"]["scheme"] == "aes-256-gcm-chunked-v2" for m in manifests)
     assert all(re.fullmatch("[0-9a-f]{64}", m["extra"]["encryption"]["mac"]) for m in manifests)
     assert all("plain" in f for m in manifests for f in m["files"])
-    schema = next(body for k, body in stored.items() if k.endswith("/schema.cql"))
-    assert schema.splitlines()[-1].startswith(b"-- dmf-mac: ")
+    schema = stored[f"{encrypted['full']['snapshot_ts']}/schema.cql"]  # the snapshot's, not a table's (encrypted)
+    assert b"CREATE TABLE" in schema and schema.splitlines()[-1].startswith(b"-- dmf-mac: ")
 
 
 def test_the_restore_decrypts_and_authenticates(encrypted, cluster_block, tmp_path):
