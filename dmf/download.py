@@ -276,7 +276,7 @@ def _decrypt(folder: int, part: str, name: str, key: str, plain: PlainFile, encr
     # Dies just before the rename: the rerun downloads and decrypts again; just after: the file is in
     # place and verified (the ciphertext .part is removed by the caller, or by the rerun).
     _rewrite(folder, part, name, name + ".plain.part",
-             lambda source: decrypt_chunks(_read_chunks(source), encryption_key, name=key),
+             lambda source: decrypt_chunks(_read_chunks(source), encryption_key, name=key, bound_to=key),
              plain.size, plain.sha256, f"{key}: decrypted")
 
 

@@ -1,14 +1,19 @@
 """Client-side encryption of backup files: AES-256-GCM over fixed-size chunks, streamed in flat
 memory so a file of any size passes through a bounded buffer on its way to or from S3.
 
-Stored form: a 40-byte header (magic, chunk size as 4-byte big-endian, 32-byte random salt), then
-one unit per plaintext chunk: AES-GCM ciphertext and its 16-byte tag. Every chunk but the last holds
+Stored form (format 2): a 40-byte header (magic `DMF\x02`, chunk size as 4-byte big-endian, 32-byte
+random salt), then one unit per plaintext chunk: AES-GCM ciphertext and its 16-byte tag. Every chunk but the last holds
 exactly the chunk size; the last holds 0..chunk size bytes, so an empty file is one empty unit.
 Each file gets its own data key, HKDF-SHA256 of the master key with the header's salt, so nonces
 can count chunks from 0 in every file. A chunk's nonce is its index (11 bytes) and a final flag
-(1 byte), and the header is every unit's associated data: the STREAM construction (Hoang, Reyhanitabar,
-Rogaway, Vizar 2015), which makes reordered units, a stream cut at a unit boundary and data appended
-after the final unit fail authentication like any altered byte."""
+(1 byte), and the header followed by the object's key in the bucket is every unit's associated data:
+the STREAM construction (Hoang, Reyhanitabar, Rogaway, Vizar 2015), which makes reordered units, a
+stream cut at a unit boundary and data appended after the final unit fail authentication like any
+altered byte, and the key binding makes an object copied from another key (another set, table or
+snapshot) fail too. Format 1 (`DMF\x01`, the header alone as associated data) is refused by name.
+
+Manifests and schemas are authenticated with HMAC-SHA256 under mac_key, derived from the master key
+with its own HKDF label, so the key that encrypts is never the key that signs."""
 from __future__ import annotations
 
 import base64
@@ -25,9 +30,11 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from dmf.core.client_encryption import Expected
 from dmf.core.errors import PermanentError
 
-SCHEME = "aes-256-gcm-chunked-v1"
+SCHEME = "aes-256-gcm-chunked-v2"
+OLD_SCHEMES = ("aes-256-gcm-chunked-v1",)  # written by earlier dmf: refused by name, never read
 KEY_BYTES = 32
 HEADER_BYTES = 40
 DEFAULT_CHUNK = 1 << 20
@@ -36,11 +43,13 @@ DEFAULT_CHUNK = 1 << 20
 MIN_CHUNK = 1 << 10
 MAX_CHUNK = 64 << 20
 
-_MAGIC = b"DMF\x01"
+_MAGIC = b"DMF\x02"
+_OLD_MAGIC = b"DMF\x01"
 _SALT_BYTES = 32
 _TAG_BYTES = 16
 _FILE_KEY_INFO = b"dmf/file-key/v1"
 _KEY_ID_INFO = b"dmf/key-id/v1"
+_MAC_KEY_INFO = b"dmf/mac-key/v2"
 _KEY_FORMAT = "encryption_key must be 32 bytes in base64 (e.g. `openssl rand -base64 32`)"
 
 
@@ -71,6 +80,20 @@ def key_id(key: bytes) -> str:
     return hmac.new(key, _KEY_ID_INFO, hashlib.sha256).hexdigest()[:16]
 
 
+def mac_key(key: bytes) -> bytes:
+    """The key that authenticates manifests and schemas (dmf.core.client_encryption): HKDF-SHA256 of
+    the master key with its own label, independent of every file's data key."""
+    _check_key(key)
+    return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=_MAC_KEY_INFO).derive(key)
+
+
+def expected(key: bytes | None) -> Expected:
+    """What a repository block with client-side encryption `key` (None: off) expects of every set."""
+    if key is None:
+        return Expected(SCHEME, None, None, OLD_SCHEMES)
+    return Expected(SCHEME, key_id(key), mac_key(key), OLD_SCHEMES)
+
+
 def encrypted_size(plain_size: int, chunk_size: int = DEFAULT_CHUNK) -> int:
     """The stored size of a file of `plain_size` bytes."""
     _check_chunk_size(chunk_size)
@@ -90,51 +113,57 @@ def plain_size(stored_size: int, chunk_size: int = DEFAULT_CHUNK) -> int:
     return size
 
 
-def encrypt_chunks(chunks: Iterable[bytes], key: bytes, chunk_size: int = DEFAULT_CHUNK) -> Iterator[bytes]:
+def encrypt_chunks(chunks: Iterable[bytes], key: bytes, chunk_size: int = DEFAULT_CHUNK, *,
+                   bound_to: str) -> Iterator[bytes]:
     """The encrypted form of the byte stream `chunks` (pieces of any size): the header, then one unit
-    per `chunk_size` bytes of plaintext. Holds about two chunks and one input piece at a time."""
+    per `chunk_size` bytes of plaintext, authenticated with the object key `bound_to` it is stored
+    under. Holds about two chunks and one input piece at a time."""
     _check_key(key)
     _check_chunk_size(chunk_size)
     salt = os.urandom(_SALT_BYTES)
     header = _MAGIC + chunk_size.to_bytes(4, "big") + salt
-    aead = AESGCM(_data_key(key, salt))
+    aead, aad = AESGCM(_data_key(key, salt)), _associated(header, bound_to)
     yield header
     for index, (chunk, final) in enumerate(_cut(chunks, chunk_size)):
-        yield aead.encrypt(_nonce(index, final), chunk, header)
+        yield aead.encrypt(_nonce(index, final), chunk, aad)
 
 
-def decrypt_chunks(chunks: Iterable[bytes], key: bytes, *, name: str) -> Iterator[bytes]:
-    """The plaintext of the encrypted byte stream `chunks`, one chunk per unit, each yielded only
-    once it has authenticated. `name` (the file) heads every error message. Plaintext yielded
+def decrypt_chunks(chunks: Iterable[bytes], key: bytes, *, name: str, bound_to: str) -> Iterator[bytes]:
+    """The plaintext of the encrypted byte stream `chunks`, read from the object key `bound_to`, one
+    chunk per unit, each yielded only once it has authenticated (a stream encrypted for another key
+    fails at its first unit). `name` (the file) heads every error message. Plaintext yielded
     before an error is authentic but incomplete: callers write it aside (a .part file) and keep it
     only if the stream ends without error. Holds about two units and one input piece at a time."""
     _check_key(key)
     stream = iter(chunks)
     header, rest = _read_header(stream)
+    if len(header) == HEADER_BYTES and header.startswith(_OLD_MAGIC):
+        raise EncryptionError(f"{name}: encrypted in format 1 by an older dmf (not bound to its key), which "
+                              "this dmf refuses to read")
     if len(header) < HEADER_BYTES or not header.startswith(_MAGIC):
         raise EncryptionError(f"{name}: not a dmf-encrypted file")
     chunk_size = int.from_bytes(header[4:8], "big")
     if not MIN_CHUNK <= chunk_size <= MAX_CHUNK:
         raise EncryptionError(f"{name}: its header gives a chunk size of {chunk_size} bytes, "
                               f"outside {MIN_CHUNK}..{MAX_CHUNK} (damaged or not a dmf-encrypted file)")
-    aead = AESGCM(_data_key(key, header[8:]))
+    aead, aad = AESGCM(_data_key(key, header[8:])), _associated(header, bound_to)
     for index, (unit, final) in enumerate(_cut(chain((rest,), stream), chunk_size + _TAG_BYTES)):
         try:
-            chunk = aead.decrypt(_nonce(index, final), unit, header)
+            chunk = aead.decrypt(_nonce(index, final), unit, aad)
         except InvalidTag:
-            raise EncryptionError(f"{name}: {_failure(aead, index, unit, final, header)}") from None
+            raise EncryptionError(f"{name}: {_failure(aead, index, unit, final, aad)}") from None
         yield chunk
 
 
-def _failure(aead: AESGCM, index: int, unit: bytearray, final: bool, header: bytes) -> str:
+def _failure(aead: AESGCM, index: int, unit: bytearray, final: bool, aad: bytes) -> str:
     """Why a unit did not authenticate. A unit that authenticates with the other final flag was
     whole but in the wrong place: the stream was cut after it, or bytes follow the final one."""
     if final and not unit:
         return "ends without its final chunk (truncated)"
     try:
-        aead.decrypt(_nonce(index, not final), unit, header)
+        aead.decrypt(_nonce(index, not final), unit, aad)
     except InvalidTag:
-        return "authentication failed (corrupted, truncated or another key)"
+        return "authentication failed (corrupted, truncated, another encryption key, or copied from another object)"
     return "ends without its final chunk (truncated)" if final else "data follows its final chunk"
 
 
@@ -164,6 +193,11 @@ def _cut(pieces: Iterable[bytes], size: int) -> Iterator[tuple[bytearray, bool]]
             block += view[:taken]
             view = view[taken:]
     yield block, True
+
+
+def _associated(header: bytes, bound_to: str) -> bytes:
+    # The header has a fixed length, so header + key reads back one way only.
+    return header + bound_to.encode()
 
 
 def _nonce(index: int, final: bool) -> bytes:

@@ -22,14 +22,17 @@ from datetime import datetime, timezone
 from botocore.exceptions import BotoCoreError, ClientError
 
 from dmf.core.catalog import Catalog, Group, SetInfo
-from dmf.core.errors import InputError, LayoutError
+from dmf.core.client_encryption import opened_schema, signed_schema
+from dmf.core.errors import InputError, LayoutError, PermanentError
 from dmf.core.index import (
     IndexEntry, ManifestStamp, SnapshotListing, closable, format_index, parse_closed, parse_index, reconcile,
     set_infos, summarise,
 )
-from dmf.core.keys import CATALOG_NAME, CLOSED_NAME, SetKind, SetRef, catalog_key, closed_key, parse_set_prefix
+from dmf.core.keys import (CATALOG_NAME, CLOSED_NAME, SetKind, SetRef, catalog_key, closed_key, parse_set_prefix,
+                           schema_key)
 from dmf.core.manifest import Manifest
 from dmf.core.timestamps import format_ts, parse_ts
+from dmf.encryption import mac_key
 from dmf.storage import Storage, StorageError
 
 log = logging.getLogger(__name__)
@@ -333,6 +336,25 @@ class Repository:
             self.storage.delete_keys([closed_key(ts) for ts in snapshots])
         except StorageError as exc:
             log.warning("stale closed chain summaries not removed (%s): listings keep checking them", exc)
+
+    def write_schema(self, snapshot_ts: datetime, schema: str) -> None:
+        """The snapshot's schema.cql; under client-side encryption signed with its MAC."""
+        key, client_key = schema_key(snapshot_ts), self.storage.repository.client_key()
+        text = schema if client_key is None else signed_schema(schema, key, mac_key(client_key))
+        self.storage.put_bytes(key, text.encode(), "text/plain")
+
+    def read_schema(self, snapshot_ts: datetime) -> str | None:
+        """The snapshot's schema.cql, None if there is none; under client-side encryption only one whose
+        MAC authenticates, refused in one line otherwise."""
+        key, client_key = schema_key(snapshot_ts), self.storage.repository.client_key()
+        data = self.storage.get_bytes(key, missing_ok=True)
+        if data is None:
+            return None
+        try:
+            text = data.decode()
+        except UnicodeDecodeError:
+            raise PermanentError(f"{key}: not UTF-8 text (damaged, or not written by dmf)") from None
+        return text if client_key is None else opened_schema(text, key, mac_key(client_key))
 
     def write_manifest(self, manifest: Manifest) -> None:
         """Seals a set. A listing that closed its snapshot meanwhile (a run that resolved its chain

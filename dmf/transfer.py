@@ -116,7 +116,7 @@ def _stream_through_manager(pool: ConnectionPool, storage: Storage, set_ref: Set
             stored = storage.upload_stream(key, chunks, source.size, progress=progress, parts=parts)
             return FileEntry(source.relpath, stored.size, stored.sha256)
         plain = hashlib.sha256()
-        stored = storage.upload_stream(key, encrypt_chunks(_hashed(chunks, plain), encryption_key),
+        stored = storage.upload_stream(key, encrypt_chunks(_hashed(chunks, plain), encryption_key, bound_to=key),
                                        encrypted_size(source.size), progress=progress, parts=parts)
         return FileEntry(source.relpath, stored.size, stored.sha256, PlainFile(source.size, plain.hexdigest()))
 

@@ -8,19 +8,25 @@ import hashlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+from dmf.core.client_encryption import sort_authentic
 from dmf.core.keys import SetRef
 from dmf.core.manifest import Manifest
-from dmf.core.verify import MISSING, Expected, Finding, check_listing, check_read
+from dmf.core.verify import MANIFEST, MISSING, Expected, Finding, check_listing, check_read
+from dmf.encryption import expected
 from dmf.repository import Repository
 from dmf.storage import Storage
 
 
 def read_manifests(repo: Repository, refs: Sequence[SetRef]) -> tuple[list[Manifest], list[Finding]]:
-    """The sets' manifests; one deleted since the catalog listed it is a finding (its set was complete)."""
+    """The sets' manifests; one deleted since the catalog listed it is a finding (its set was complete),
+    and so, under client-side encryption, is one that does not authenticate under the repository's
+    key (plaintext, another key, rewritten): its entries are not checked, since they are not dmf's."""
     with ThreadPoolExecutor(repo.parallel) as pool:
         read = list(pool.map(repo.read_manifest, refs))
-    gone = [Finding(ref, ref.manifest_key, MISSING, "missing") for ref, m in zip(refs, read) if m is None]
-    return [m for m in read if m is not None], gone
+    found = [Finding(ref, ref.manifest_key, MISSING, "missing") for ref, m in zip(refs, read) if m is None]
+    trusted, refused = sort_authentic([m for m in read if m is not None],
+                                      expected(repo.storage.repository.client_key()))
+    return trusted, found + [Finding(m.set, m.set.manifest_key, MANIFEST, problem) for m, problem in refused]
 
 
 def check_listings(repo: Repository, manifests: Sequence[Manifest]) -> tuple[list[Finding], list[Expected]]:

@@ -19,7 +19,7 @@ from prefect import allow_failure, flow, get_run_logger
 from dmf.blocks import DEFAULT_BLOCK, CassandraCluster, S3Repository
 from dmf.core.catalog import Group
 from dmf.core.errors import DmfError, InputError
-from dmf.core.keys import SetKind, SetRef, schema_key
+from dmf.core.keys import SetKind, SetRef
 from dmf.core.lifecycle import FullEvery
 from dmf.core.plan import CHAIN_IDLE, is_open
 from dmf.core.targets import DbTarget, parse_hosts
@@ -139,7 +139,7 @@ def backup_snapshot(hosts: str | list[str] | None = None, db_target: str | None 
         logger.info("%s backup%s of %s on %s under %s", kind, f" ({why})" if why else "", target or "all keyspaces",
                     ", ".join(host_list), format_ts(snapshot_ts))
         if schema is not None:
-            repo.storage.put_bytes(schema_key(snapshot_ts), schema.encode(), "text/plain")
+            repo.write_schema(snapshot_ts, schema)
 
         tag = snapshot_tag(now)
         # What crashed runs left: multipart uploads past the grace, dmf snapshots on the nodes.

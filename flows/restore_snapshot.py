@@ -16,9 +16,9 @@ from prefect.futures import as_completed
 
 from dmf.blocks import DEFAULT_BLOCK, CassandraCluster, S3Repository
 from dmf.core.catalog import Catalog, covers, resolve_chain
-from dmf.core.client_encryption import check_key
+from dmf.core.client_encryption import authenticate
 from dmf.core.errors import DmfError, InputError
-from dmf.core.keys import SetKind, schema_key
+from dmf.core.keys import SetKind
 from dmf.core.restore_checks import (absolute_path, check_full_covers_ring, check_hosts_in_ring,
                                      check_into, check_outside_node_dirs, datacenters)
 from dmf.core.topology import check_replay_nodes, fit_replication, parse_dc_map, parse_replication
@@ -26,7 +26,7 @@ from dmf.core.targets import DbTarget, parse_hosts
 from dmf.core.timestamps import format_ts, parse_ts, utcnow
 from dmf.cql import NodeFacts
 from dmf.download import bytes_missing, check_destination, write_private
-from dmf.encryption import SCHEME, key_id
+from dmf.encryption import expected
 from dmf.local import addresses_of, local_node_dirs
 from dmf.repository import Repository
 from dmf.reporting import publish_summary
@@ -54,10 +54,10 @@ def explain_no_chain(catalog: Catalog, target: DbTarget, at) -> InputError:
                       f"({format_ts(covering[0].snapshot_ts)})")
 
 
-def schema_cql(stored: bytes | None, plan) -> str:
+def schema_cql(stored: str | None, plan) -> str:
     """The snapshot's schema.cql (--backup-schema), else the tables' own schema.cql from the snapshot."""
     if stored is not None:
-        return stored.decode()
+        return stored
     pieces = [(u.directory / "schema.cql").read_text() for u in plan.units
               if u.set_name == "full" and (u.directory / "schema.cql").exists()]
     return "\n".join(dict.fromkeys(pieces))
@@ -190,17 +190,16 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
     if not plan.fetches:
         raise InputError(f"the backup {format_ts(chain.full.snapshot_ts)} holds no file of {target}")
     encryption_key = repository.client_key()
-    check_key([*chain.manifests, *(m for group in chain.commitlogs for m in group.manifests)], SCHEME,
-              key_id(encryption_key) if encryption_key else None)
+    authenticate([*chain.manifests, *(m for group in chain.commitlogs for m in group.manifests)],
+                 expected(encryption_key))
     if replay_commitlogs:
         check_replay_nodes({s.parent.name for s in plan.segments},
                            {a: facts[ring_address[a]].host_id for a in host_list})
-    stored_schema = (storage.get_bytes(schema_key(chain.full.snapshot_ts), missing_ok=True)
-                     if restore_schema or copy_to else None)
+    stored_schema = repo.read_schema(chain.full.snapshot_ts) if restore_schema or copy_to else None
     if restore_schema and stored_schema is not None and target.keyspace not in keyspaces:
         # Checked before anything is downloaded: a keyspace this cluster cannot hold fails here, not mid-load.
-        fitted, used = fit_replication(stored_schema.decode(), target.keyspace, datacenters(ring), renamed, replaced)
-        stored_schema = fitted.encode()
+        fitted, used = fit_replication(stored_schema, target.keyspace, datacenters(ring), renamed, replaced)
+        stored_schema = fitted
         if used:
             logger.info("keyspace %s will be created with replication %s", target.keyspace, used)
     elif renamed or replaced:

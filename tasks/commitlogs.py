@@ -9,6 +9,7 @@ from prefect import get_run_logger, task
 from dmf.blocks.cassandra_cluster import CassandraCluster
 from dmf.blocks.s3_repository import S3Repository
 from dmf.core.catalog import CLOCK_SKEW_ALLOWANCE, SEGMENTS_CLOSED_AT
+from dmf.core.client_encryption import sort_authentic
 from dmf.core.errors import PermanentError
 from dmf.core.keys import SetKind, SetRef
 from dmf.core.segments import (GZIP_SUFFIX, SEGMENT_NAME, SEGMENTS_COMPRESSED, SHIP_WITHIN, archiving_problem,
@@ -16,6 +17,7 @@ from dmf.core.segments import (GZIP_SUFFIX, SEGMENT_NAME, SEGMENTS_COMPRESSED, S
 from dmf.core.sweep import seal_deadline
 from dmf.core.timestamps import format_ts, utcnow
 from dmf.cql import NodeFacts
+from dmf.encryption import expected
 from dmf.node import Node, SourceFile
 from dmf.replay import PROPERTIES
 from dmf.repository import Repository
@@ -30,16 +32,21 @@ def closed_at(segment: RemoteFile) -> datetime:
     return datetime.fromtimestamp(segment.mtime, timezone.utc)
 
 
-def already_shipped(storage: Storage, host_id: str, archived: list[RemoteFile]) -> dict[str, int]:
+def already_shipped(storage: Storage, host_id: str, archived: list[RemoteFile], logger) -> dict[str, int]:
     """Segment → size, of the archived ones already in a complete batch of this host (an earlier run
     sealed them, then stopped before deleting them). Such a batch was shipped after the oldest
-    archived segment closed, so only batches since then are read, not the whole history."""
+    archived segment closed, so only batches since then are read, not the whole history. Under
+    client-side encryption a batch counts only if it authenticates under the repository's key: a
+    forged manifest must not get a node's segments deleted (they are shipped again instead)."""
     if not archived:
         return {}
     since = min(closed_at(f) for f in archived) - CLOCK_SKEW_ALLOWANCE
     catalog = Repository(storage).catalog(start=since, kinds={SetKind.COMMITLOG}, node=host_id)
-    return {s.segment: s.size for group in catalog.commitlogs if group.complete for m in group.manifests
-            for s in shipped_segments(m)}
+    trusted, refused = sort_authentic([m for group in catalog.commitlogs if group.complete for m in group.manifests],
+                                      expected(storage.repository.client_key()))
+    for _, problem in refused:
+        logger.warning("%s; its segments are not counted as shipped", problem)
+    return {s.segment: s.size for m in trusted for s in shipped_segments(m)}
 
 
 @task(name="ship-host-commitlogs", task_run_name="ship-commitlogs-{facts.address}", **TASK_DEFAULTS, **RETRY)
@@ -56,7 +63,7 @@ def ship_host_commitlogs(cluster: CassandraCluster, repository: S3Repository, fa
                                  "segment, so none can be shipped (restore it from the registry backup)")
         listed = [f for f in remote.list_files(archive_dir) if "/" not in f.path]
         archived = [f for f in listed if SEGMENT_NAME.fullmatch(f.path)]
-        shipped = already_shipped(storage, facts.host_id, archived)
+        shipped = already_shipped(storage, facts.host_id, archived, logger)
         done_before = [f for f in archived if shipped.get(f.path) == f.size]
         pending = sorted((f for f in archived if f not in done_before), key=lambda f: (f.mtime, f.path))
         # A compressed copy is derived and made again when needed: those of shipped segments, and of

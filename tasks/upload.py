@@ -10,13 +10,13 @@ from prefect.runtime import task_run
 
 from dmf.blocks.cassandra_cluster import CassandraCluster
 from dmf.blocks.s3_repository import S3Repository
-from dmf.core.client_encryption import ENCRYPTION, Encrypted, encryption_record
+from dmf.core.client_encryption import Encrypted, sealed
 from dmf.core.errors import PermanentError
 from dmf.core.keys import SetRef
 from dmf.core.manifest import FileEntry, Manifest, unconfirmed
 from dmf.core.timestamps import format_ts, utcnow
 from dmf.cql import NodeFacts
-from dmf.encryption import DEFAULT_CHUNK, SCHEME, key_id
+from dmf.encryption import DEFAULT_CHUNK, SCHEME, key_id, mac_key
 from dmf.node import SourceFile
 from dmf.reporting import TransferProgress
 from dmf.repository import Repository
@@ -54,7 +54,8 @@ def seal_set(repository: S3Repository, set_ref: SetRef, uploaded: Uploaded, fact
     """Writes the manifest last: its presence is what makes the set complete. Only once every object
     is listed with its uploaded size, and (`seal_by`, for a run without the lease) not past the time
     after which a sweep may remove the set. Dies just before the PUT: the set stays manifest-less
-    (never listed, swept past the grace); just after: the set is complete."""
+    (never listed, swept past the grace); just after: the set is complete. Under client-side encryption
+    the manifest carries its encryption record and MAC (dmf.core.client_encryption)."""
     extra = dict(extra or {})
     repo = Repository(Storage(repository))
     if problems := unconfirmed(uploaded.entries, repo.stored_sizes(set_ref)):
@@ -63,14 +64,14 @@ def seal_set(repository: S3Repository, set_ref: SetRef, uploaded: Uploaded, fact
     if seal_by is not None and utcnow() > seal_by:
         raise PermanentError(f"{set_ref.prefix}: not sealed, past {format_ts(seal_by)}, after which a sweep may "
                              "remove it (the upload took too long)")
-    if (key := repository.client_key()) is not None:
-        if any(entry.plain is None for entry in uploaded.entries):
-            raise PermanentError(f"{set_ref.prefix}: files uploaded unencrypted while the repository says "
-                                 "encryption: client (was the block changed during the run?)")
-        extra[ENCRYPTION] = encryption_record(Encrypted(SCHEME, key_id(key), DEFAULT_CHUNK))
     manifest = Manifest(set=set_ref, files=tuple(uploaded.entries), host=facts.address, host_id=facts.host_id,
                         created_at=utcnow(), db_target=db_target, hosts=hosts, tokens=facts.tokens,
                         cassandra_version=facts.cassandra_version, schema_version=facts.schema_version,
                         extra=extra)
+    if (key := repository.client_key()) is not None:
+        if any(entry.plain is None for entry in uploaded.entries):
+            raise PermanentError(f"{set_ref.prefix}: files uploaded unencrypted while the repository says "
+                                 "encryption: client (was the block changed during the run?)")
+        manifest = sealed(manifest, Encrypted(SCHEME, key_id(key), DEFAULT_CHUNK), mac_key(key))
     repo.write_manifest(manifest)
     return manifest

@@ -52,8 +52,9 @@ def shipped_segments(batch: Manifest) -> list[ShippedSegment]:
     found = []
     for entry in batch.files:
         record = compressed.get(entry.path)
-        if record is None:
-            found.append(ShippedSegment(entry, entry.path, entry.size, entry.sha256, False))
+        if record is None:  # as Cassandra wrote it: what a client-side encrypted entry decrypts to
+            own = entry.plain or entry
+            found.append(ShippedSegment(entry, entry.path, own.size, own.sha256, False))
             continue
         segment, size, sha256 = (record.get(k) for k in ("segment", "size", "sha256")) \
             if isinstance(record, dict) else (None, None, None)

@@ -1,12 +1,16 @@
 """Client-side encryption on the bed: a backup and its commit logs reach the bucket as ciphertext
-only, a restore decrypts and authenticates them, and a tampered object or another key is refused.
-Its own bucket, so the other tests' chains never meet an encrypted set."""
+only, a restore decrypts and authenticates them, and another key or what an attacker with write
+access to the bucket can put there (a plaintext set, an object swapped in under a rewritten
+manifest) is refused before any download. Its own bucket, so the other tests' chains never meet an
+encrypted set; one backup run, every attack put back after its test."""
 from __future__ import annotations
 
 import hashlib
 import json
 import re
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -35,6 +39,27 @@ def objects(s3) -> dict[str, bytes]:
         for o in page.get("Contents", []):
             found[o["Key"]] = s3.get_object(Bucket=BUCKET, Key=o["Key"])["Body"].read()
     return found
+
+
+@contextmanager
+def planted(s3, objects_now: dict[str, bytes], replacements: dict[str, bytes]) -> Iterator[None]:
+    """The bucket with `replacements` written over it, as an attacker would, then put back as it was."""
+    try:
+        for key, body in replacements.items():
+            s3.put_object(Bucket=BUCKET, Key=key, Body=body)
+        yield
+    finally:
+        for key in replacements:
+            if key in objects_now:
+                s3.put_object(Bucket=BUCKET, Key=key, Body=objects_now[key])
+            else:
+                s3.delete_object(Bucket=BUCKET, Key=key)
+
+
+def host_full(encrypted, stored: dict[str, bytes], host: str) -> tuple[str, dict]:
+    """The prefix of `host`'s full set of the backup, and its manifest."""
+    prefix = f"{encrypted['full']['snapshot_ts']}/{host}/snapshots/"
+    return prefix, json.loads(stored[prefix + "manifest.json"])
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +97,11 @@ def test_the_bucket_holds_ciphertext_only(encrypted, cluster_block):
     assert not [k for k, body in stored.items() if MARKER.encode() in body]
     # Set manifests (a snapshot's own manifest.json, deeper down, is a data file: encrypted).
     manifests = [json.loads(body) for k, body in stored.items() if re.fullmatch(r"[^/]+/[^/]+/[^/]+/(\d+/)?manifest\.json", k)]
-    assert manifests and all(m["extra"]["encryption"]["scheme"] == "aes-256-gcm-chunked-v1" for m in manifests)
+    assert manifests and all(m["extra"]["encryption"]["scheme"] == "aes-256-gcm-chunked-v2" for m in manifests)
+    assert all(re.fullmatch("[0-9a-f]{64}", m["extra"]["encryption"]["mac"]) for m in manifests)
     assert all("plain" in f for m in manifests for f in m["files"])
+    schema = stored[f"{encrypted['full']['snapshot_ts']}/schema.cql"]  # the snapshot's, not a table's (encrypted)
+    assert b"CREATE TABLE" in schema and schema.splitlines()[-1].startswith(b"-- dmf-mac: ")
 
 
 def test_the_restore_decrypts_and_authenticates(encrypted, cluster_block, tmp_path):
@@ -97,30 +125,44 @@ def test_another_key_is_refused_before_any_download(encrypted, tmp_path):
     assert not any(tmp_path.iterdir())
 
 
-def test_a_tampered_object_fails_the_restore_naming_the_file(encrypted, tmp_path):
-    # Whoever can write the bucket can rewrite the manifest's checksum too: authentication still fails.
+def test_a_plaintext_set_in_place_of_an_encrypted_one_is_refused_before_any_download(encrypted, cluster_block,
+                                                                                       tmp_path):
+    # The attack: the node's own plaintext SSTables (any SSTables would do) written over one host's set,
+    # with a manifest that matches them and says nothing of encryption.
     s3, stored = encrypted["s3"], objects(encrypted["s3"])
-    prefix = f"{encrypted['full']['snapshot_ts']}/"
-    data_key = next(k for k in stored if k.startswith(prefix) and k.endswith("-Data.db") and "/127.0.0.1/" in k)
-    manifest_key = data_key.split(f"/{encrypted['keyspace']}/")[0] + "/manifest.json"
-    original, manifest = stored[data_key], stored[manifest_key]
-    tampered = bytearray(original)
-    tampered[len(tampered) // 2] ^= 0x01
-    rewritten = json.loads(manifest)
-    relpath = data_key[len(manifest_key) - len("manifest.json"):]
-    for entry in rewritten["files"]:
-        if entry["path"] == relpath:
-            entry["sha256"] = hashlib.sha256(tampered).hexdigest()
-    s3.put_object(Bucket=BUCKET, Key=data_key, Body=bytes(tampered))
-    s3.put_object(Bucket=BUCKET, Key=manifest_key, Body=json.dumps(rewritten).encode())
-    try:
-        with pytest.raises(DmfError) as failed:
+    prefix, manifest = host_full(encrypted, stored, "127.0.0.1")
+    host = cluster_block.host("127.0.0.1")
+    table_dir = next(p.parent for d in host.data_dirs
+                     for p in Path(d, encrypted["keyspace"]).glob(f"{encrypted['table']}-*/*-Data.db"))
+    relpath = f"{encrypted['keyspace']}/{table_dir.name}"
+    plain = {f"{relpath}/{p.name}": p.read_bytes() for p in table_dir.iterdir() if p.is_file()}
+    forged = {**manifest, "files": [{"path": path, "size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+                                    for path, body in plain.items()]}
+    del forged["extra"]["encryption"]
+    with planted(s3, stored, {**{prefix + path: body for path, body in plain.items()},
+                              prefix + "manifest.json": json.dumps(forged).encode()}):
+        with pytest.raises(DmfError) as refused:
             restore_snapshot(hosts="127.0.0.1", path=str(tmp_path), db_target=encrypted["target"],
                              repository_block=BLOCK)
-    finally:
-        s3.put_object(Bucket=BUCKET, Key=data_key, Body=original)
-        s3.put_object(Bucket=BUCKET, Key=manifest_key, Body=manifest)
-    message = str(failed.value)
-    assert data_key in message and "authentication failed" in message and "\n" not in message
-    placed = tmp_path / encrypted["full"]["snapshot_ts"] / "127.0.0.1" / "full" / encrypted["keyspace"]
-    assert not list(placed.rglob(data_key.rsplit("/", 1)[1])) and not list(placed.rglob("*.part"))
+    assert str(refused.value).startswith(f"{prefix} is not client-side encrypted, and the repository block says "
+                                         "encryption: client: refused") and "\n" not in str(refused.value)
+    assert not any(tmp_path.iterdir())
+
+
+def test_an_object_swapped_in_under_a_rewritten_manifest_is_refused_before_any_download(encrypted, tmp_path):
+    # The attack: another dmf-encrypted object under the same key (the other host's copy of a Data.db)
+    # in place of this host's, and the manifest rewritten to match it: checksums, sizes, plaintext record.
+    s3, stored = encrypted["s3"], objects(encrypted["s3"])
+    prefix, manifest = host_full(encrypted, stored, "127.0.0.1")
+    other_prefix, other = host_full(encrypted, stored, "127.0.0.2")
+    entry = next(f for f in manifest["files"] if f["path"].endswith("-Data.db"))
+    donor = next(f for f in other["files"] if f["path"].endswith("-Data.db"))
+    entry.update(size=donor["size"], sha256=donor["sha256"], plain=donor["plain"])
+    with planted(s3, stored, {prefix + entry["path"]: stored[other_prefix + donor["path"]],
+                              prefix + "manifest.json": json.dumps(manifest).encode()}):
+        with pytest.raises(DmfError) as refused:
+            restore_snapshot(hosts="127.0.0.1", path=str(tmp_path), db_target=encrypted["target"],
+                             repository_block=BLOCK)
+    assert str(refused.value) == (f"{prefix}manifest.json: manifest fails authentication (rewritten since dmf "
+                                  "sealed it): refused")
+    assert not any(tmp_path.iterdir())

@@ -229,8 +229,8 @@ def test_an_encrypted_file_is_placed_only_decrypted_and_authenticated(storage, r
 
     key = parse_key(generate_key())
     plain = os.urandom(6 * MIB + 7)
-    stored = b"".join(encrypt_chunks([plain], key))
-    f = put(storage, root, f"{REL}/nb-2-big-Data.db", stored)
+    key_of = put(storage, root, f"{REL}/nb-2-big-Data.db", b"").key
+    f = put(storage, root, f"{REL}/nb-2-big-Data.db", b"".join(encrypt_chunks([plain], key, bound_to=key_of)))
     f = Fetch(f.key, f.dest, f.size, f.sha256, PlainFile(len(plain), hashlib.sha256(plain).hexdigest()))
     f.dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     (f.dest.parent / "nb-2-big-Data.db.plain.part").symlink_to(victim)  # planted: not followed

@@ -7,12 +7,13 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from dmf.encryption import (DEFAULT_CHUNK, HEADER_BYTES, KEY_BYTES, EncryptionError, decrypt_chunks,
-                            encrypt_chunks, encrypted_size, generate_key, key_id, parse_key, plain_size)
+                            encrypt_chunks, encrypted_size, generate_key, key_id, mac_key, parse_key, plain_size)
 
 CHUNK = 1024  # the smallest chunk size: many units from little data
 UNIT = CHUNK + 16
 KEY = bytes(range(KEY_BYTES))
 NAME = "ks/tbl/nb-1-big-Data.db"
+STORED_AT = "20250101120000/10.0.0.1/snapshots/ks/tbl-" + "0" * 32 + "/nb-1-big-Data.db"  # the object key
 MARKER = b"<dmf-plaintext-marker>".ljust(64, b"#")
 
 
@@ -20,15 +21,16 @@ def pieces(data: bytes, size: int) -> list[bytes]:
     return [data[i:i + size] for i in range(0, len(data), size)]
 
 
-def encrypt(data: bytes, piece: int = 100, key: bytes = KEY) -> bytes:
-    return b"".join(encrypt_chunks(pieces(data, piece), key, CHUNK))
+def encrypt(data: bytes, piece: int = 100, key: bytes = KEY, bound_to: str = STORED_AT) -> bytes:
+    return b"".join(encrypt_chunks(pieces(data, piece), key, CHUNK, bound_to=bound_to))
 
 
-def decrypted_until_error(stored: bytes, key: bytes = KEY) -> tuple[bytes, EncryptionError]:
+def decrypted_until_error(stored: bytes, key: bytes = KEY,
+                          bound_to: str = STORED_AT) -> tuple[bytes, EncryptionError]:
     """The plaintext handed out before decryption failed, and the failure."""
     out = []
     with pytest.raises(EncryptionError) as failure:
-        for chunk in decrypt_chunks(pieces(stored, 333), key, name=NAME):
+        for chunk in decrypt_chunks(pieces(stored, 333), key, name=NAME, bound_to=bound_to):
             out.append(chunk)
     assert str(failure.value).startswith(f"{NAME}: ")
     return b"".join(out), failure.value
@@ -38,13 +40,13 @@ def decrypted_until_error(stored: bytes, key: bytes = KEY) -> tuple[bytes, Encry
 @pytest.mark.parametrize("piece", [100, 5000])  # input pieces smaller and larger than a chunk
 def test_round_trip(size, piece):
     data = os.urandom(size)
-    units = list(encrypt_chunks(pieces(data, piece), KEY, CHUNK))
+    units = list(encrypt_chunks(pieces(data, piece), KEY, CHUNK, bound_to=STORED_AT))
     stored = b"".join(units)
     assert len(units) == 1 + max(1, -(-size // CHUNK))  # the header, then one unit per chunk
     assert len(stored) == encrypted_size(size, CHUNK)
     assert plain_size(len(stored), CHUNK) == size
     for read in (piece, 1, len(stored)):
-        assert b"".join(decrypt_chunks(pieces(stored, read), KEY, name=NAME)) == data
+        assert b"".join(decrypt_chunks(pieces(stored, read), KEY, name=NAME, bound_to=STORED_AT)) == data
 
 
 def test_format_is_the_documented_one():
@@ -52,12 +54,15 @@ def test_format_is_the_documented_one():
     data = os.urandom(CHUNK + 5)
     stored = encrypt(data)
     header = stored[:HEADER_BYTES]
-    assert header[:4] == b"DMF\x01" and int.from_bytes(header[4:8], "big") == CHUNK
+    assert header[:4] == b"DMF\x02" and int.from_bytes(header[4:8], "big") == CHUNK
     file_key = HKDF(algorithm=hashes.SHA256(), length=32, salt=header[8:], info=b"dmf/file-key/v1").derive(KEY)
     aead = AESGCM(file_key)
     first, last = stored[HEADER_BYTES:HEADER_BYTES + UNIT], stored[HEADER_BYTES + UNIT:]
-    assert aead.decrypt(bytes(11) + b"\x00", first, header) == data[:CHUNK]
-    assert aead.decrypt((1).to_bytes(11, "big") + b"\x01", last, header) == data[CHUNK:]
+    aad = header + STORED_AT.encode()  # the header, then the object's key
+    assert aead.decrypt(bytes(11) + b"\x00", first, aad) == data[:CHUNK]
+    assert aead.decrypt((1).to_bytes(11, "big") + b"\x01", last, aad) == data[CHUNK:]
+    signing = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"dmf/mac-key/v2").derive(KEY)
+    assert mac_key(KEY) == signing and signing not in (KEY, file_key)
 
 
 def test_sizes_map_both_ways_and_no_other_stored_size_is_accepted():
@@ -132,12 +137,31 @@ def test_swapped_units_fail():
     assert out == b"" and "authentication failed" in str(failure)
 
 
+@pytest.mark.parametrize("other", [
+    STORED_AT.replace("nb-1", "nb-2"),                      # another file of the same table
+    STORED_AT.replace("/ks/tbl-", "/ks/other-"),            # another table's
+    STORED_AT.replace("20250101120000", "20240101120000"),  # an older backup's, same path
+    STORED_AT.replace("/snapshots/", "/incrementals/20250102120000/"),
+])
+def test_an_object_moved_from_another_key_fails_before_any_plaintext(other):
+    # Encrypted under the right master key, but for another object: swapped in, it does not authenticate.
+    out, failure = decrypted_until_error(encrypt(os.urandom(3 * CHUNK), bound_to=other))
+    assert out == b"" and "authentication failed" in str(failure)
+
+
+def test_format_1_is_refused_by_name():
+    stored = b"DMF\x01" + CHUNK.to_bytes(4, "big") + os.urandom(32) + bytes(UNIT)
+    out, failure = decrypted_until_error(stored)
+    assert out == b"" and str(failure) == (f"{NAME}: encrypted in format 1 by an older dmf (not bound to its key), "
+                                           "which this dmf refuses to read")
+
+
 def test_wrong_key_fails_before_any_plaintext():
     out, failure = decrypted_until_error(encrypt(os.urandom(3 * CHUNK)), key=bytes(KEY_BYTES))
     assert out == b"" and "authentication failed" in str(failure)
 
 
-@pytest.mark.parametrize("stored", [b"", b"DMF\x01", b"PK\x03\x04" + bytes(100), b"DMF\x02" + bytes(100)])
+@pytest.mark.parametrize("stored", [b"", b"DMF\x02", b"PK\x03\x04" + bytes(100), b"DMF\x03" + bytes(100)])
 def test_not_an_encrypted_file(stored):
     _, failure = decrypted_until_error(stored)
     assert str(failure) == f"{NAME}: not a dmf-encrypted file"
@@ -145,7 +169,7 @@ def test_not_an_encrypted_file(stored):
 
 @pytest.mark.parametrize("chunk_size", [0, 1023, (64 << 20) + 1, 2**32 - 1])
 def test_header_chunk_size_out_of_range_is_refused(chunk_size):
-    stored = b"DMF\x01" + chunk_size.to_bytes(4, "big") + bytes(32) + bytes(100)
+    stored = b"DMF\x02" + chunk_size.to_bytes(4, "big") + bytes(32) + bytes(100)
     _, failure = decrypted_until_error(stored)
     assert f"chunk size of {chunk_size} bytes" in str(failure)
 
@@ -153,12 +177,12 @@ def test_header_chunk_size_out_of_range_is_refused(chunk_size):
 @pytest.mark.parametrize("chunk_size", [0, 1023, (64 << 20) + 1])
 def test_encryptor_refuses_chunk_sizes_the_decryptor_would(chunk_size):
     with pytest.raises(ValueError):
-        next(encrypt_chunks([b"x"], KEY, chunk_size))
+        next(encrypt_chunks([b"x"], KEY, chunk_size, bound_to=STORED_AT))
 
 
 def test_key_of_wrong_length_is_refused_without_echo():
     with pytest.raises(ValueError) as failure:
-        next(encrypt_chunks([b"x"], KEY[:16]))
+        next(encrypt_chunks([b"x"], KEY[:16], bound_to=STORED_AT))
     assert KEY[:16].hex() not in str(failure.value) and repr(KEY[:16]) not in str(failure.value)
 
 
@@ -166,7 +190,8 @@ def test_generated_key_parses():
     text = generate_key()
     key = parse_key(f"  {text}\n")
     assert len(key) == KEY_BYTES and generate_key() != text
-    assert b"".join(decrypt_chunks(encrypt_chunks([b"abc"], key), key, name=NAME)) == b"abc"
+    stored = encrypt_chunks([b"abc"], key, bound_to=NAME)
+    assert b"".join(decrypt_chunks(stored, key, name=NAME, bound_to=NAME)) == b"abc"
 
 
 @pytest.mark.parametrize("text", [
@@ -208,7 +233,8 @@ def test_memory_stays_flat_whatever_the_file_size():
     tracemalloc.start()
     try:
         size = 0
-        for chunk in decrypt_chunks(encrypt_chunks(source(), KEY), KEY, name=NAME):
+        for chunk in decrypt_chunks(encrypt_chunks(source(), KEY, bound_to=STORED_AT), KEY, name=NAME,
+                                    bound_to=STORED_AT):
             assert chunk == expected_chunk
             size += len(chunk)
         peak = tracemalloc.get_traced_memory()[1]
