@@ -14,6 +14,7 @@ from dmf.core.manifest import FileEntry
 from dmf.core.sweep import seal_deadline
 from dmf.core.timestamps import parse_ts
 from dmf.cql import NodeFacts
+from dmf.lease import bucket_lease
 from dmf.sweep import remove_manifestless_sets
 from dmf.tasks.upload import Uploaded, seal_set
 
@@ -45,8 +46,10 @@ def seal(repo, ref: SetRef, entries: list[FileEntry], **kwargs):
 
 def test_a_batch_swept_between_upload_and_seal_is_not_sealed(repo):
     ref, entries = upload_batch(repo)
-    # A sweep with a small grace sees a set without a manifest and removes its objects.
-    assert remove_manifestless_sets(repo, repo.catalog(), {FACTS.host_id}, BEGAN + timedelta(minutes=1)) == 2
+    # A sweep (under the cluster's lease, which shipping does not take) with a small grace sees a set
+    # without a manifest and removes its objects.
+    with bucket_lease(repo.storage, "seal-test", "storage test", 0):
+        assert remove_manifestless_sets(repo, repo.catalog(), {FACTS.host_id}, BEGAN + timedelta(minutes=1)) == 2
     with pytest.raises(PermanentError, match="2 of 2 object"):
         seal(repo, ref, entries)
     assert repo.read_manifest(ref) is None
