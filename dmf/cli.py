@@ -28,7 +28,20 @@ app.add_typer(backup_app, name="backup")
 app.add_typer(restore_app, name="restore")
 key_app = typer.Typer(no_args_is_help=True, help="Keys for client-side encryption.")
 app.add_typer(key_app, name="key")
+VERBOSE = False
 
+
+@app.callback()
+def options(verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Also print the run's log lines "
+                                                  "(Prefect's and dmf's) on stderr; they always go to the "
+                                                  "flow run in the Prefect UI.")] = False) -> None:
+    global VERBOSE
+    VERBOSE = verbose
+    if not verbose:
+        # Prefect's logging config takes any key from the environment: its console handler (on the root
+        # logger) then drops the run's lines; its API handler still sends them to the flow run.
+        import os
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
 
 
 @key_app.command("generate")
@@ -87,9 +100,21 @@ def run_guarded(call):
     """Runs a flow; maps the product's errors to one readable line and an exit status."""
     quiet_console_tracebacks()
     from dmf.reporting import console_progress
+    with console_progress():
+        return run_direct(call)
+
+
+def direct_api():
+    """The Prefect API to read a block from without importing Prefect, or None: then the command runs its
+    flow (dmf.prefect_api says when)."""
+    from dmf.prefect_api import api
+    return api()
+
+
+def run_direct(call):
+    """Runs a read-only command's answer in this process, or a flow; one readable line per failure."""
     try:
-        with console_progress():
-            return call()
+        return call()
     except InputError as exc:
         fail(str(exc), 2)
     except DmfError as exc:
@@ -381,8 +406,12 @@ def backup_list_cmd(
                   rescan=rescan, repository_block=repository_block)
     if run_async:
         return queue_and_exit("backup-list", params)
-    from dmf.flows.backup_list import backup_list
-    rows = run_guarded(lambda: backup_list(**params))
+    prefect_api = direct_api()
+    if prefect_api is None:
+        from dmf.flows.backup_list import backup_list
+        rows = run_guarded(lambda: backup_list(**params))
+    else:
+        rows = run_direct(lambda: list_directly(prefect_api, params))
     if as_json:
         typer.echo(json.dumps(rows, indent=1))
         return
@@ -398,6 +427,20 @@ def backup_list_cmd(
                       f"{r['restorable_from']} → {r['restorable_until']}" if chained else "")
     Console(width=None if sys.stdout.isatty() else 240).print(table)
     typer.echo(f"{len(rows)} set(s); {sum(1 for r in rows if not r['complete'])} incomplete")
+
+
+def list_directly(prefect_api, params: dict) -> list[dict]:
+    """backup list without the engine: the block read over the API, the rows from dmf.listing as the flow
+    reads them. Not recorded as a flow run (the deployment's runs and `-a` are)."""
+    from dmf.listing import list_backups
+    from dmf.s3_settings import direct_repository
+    name = params.pop("repository_block")
+    rows, problems = list_backups(direct_repository(prefect_api.block_data("dmf-s3-repository", name), name),
+                                  **params)
+    if VERBOSE:
+        for problem in problems:
+            typer.echo(f"listed as incomplete: {problem}", err=True)
+    return rows
 
 
 @restore_app.command("snapshot")
