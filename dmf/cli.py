@@ -342,8 +342,12 @@ def backup_status_cmd(
     """Backup health at a glance: per target, the newest full and backup, commit logs per host, the
     restorable window and recovery point lag; each dmf flow's last run; the newest verify and drill;
     repository size and growth. Late or failed items are flagged; exit status 1 if any is."""
-    from dmf.flows.backup_status import backup_status
-    report = run_guarded(lambda: backup_status(repository_block=repository_block))
+    prefect_api = direct_api()
+    if prefect_api is None:
+        from dmf.flows.backup_status import backup_status
+        report = run_guarded(lambda: backup_status(repository_block=repository_block))
+    else:
+        report = run_direct(lambda: status_directly(prefect_api, repository_block))
     if as_json:
         typer.echo(json.dumps(report, indent=1))
     else:
@@ -429,14 +433,31 @@ def backup_list_cmd(
     typer.echo(f"{len(rows)} set(s); {sum(1 for r in rows if not r['complete'])} incomplete")
 
 
+def direct_repository(prefect_api, name: str):
+    from dmf.s3_settings import direct_repository
+    return direct_repository(prefect_api.block_data("dmf-s3-repository", name), name)
+
+
+def status_directly(prefect_api, repository_block: str) -> dict:
+    """backup status without the engine: what the flow reports (dmf.status.status_report), from the same
+    catalog read and the API's facts read over HTTP. Publishes no artifact (the deployment's runs do)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dmf.repository import Repository
+    from dmf.status import read_facts, status_report
+    from dmf.storage import Storage
+    with ThreadPoolExecutor(1) as pool:  # the API's facts are read while the catalog is
+        facts = pool.submit(read_facts, prefect_api.request)
+        repository = direct_repository(prefect_api, repository_block)
+        catalog = Repository(Storage(repository)).listing_catalog()
+        return status_report(repository.full_every, catalog, facts.result())
+
+
 def list_directly(prefect_api, params: dict) -> list[dict]:
     """backup list without the engine: the block read over the API, the rows from dmf.listing as the flow
     reads them. Not recorded as a flow run (the deployment's runs and `-a` are)."""
     from dmf.listing import list_backups
-    from dmf.s3_settings import direct_repository
-    name = params.pop("repository_block")
-    rows, problems = list_backups(direct_repository(prefect_api.block_data("dmf-s3-repository", name), name),
-                                  **params)
+    rows, problems = list_backups(direct_repository(prefect_api, params.pop("repository_block")), **params)
     if VERBOSE:
         for problem in problems:
             typer.echo(f"listed as incomplete: {problem}", err=True)

@@ -11,7 +11,7 @@ from botocore import UNSIGNED
 from botocore.config import Config
 from pydantic import BaseModel, Field, FilePath, SecretStr, ValidationError, field_validator, model_validator
 
-from dmf.core.errors import DmfError
+from dmf.core.errors import DmfError, InputError
 from dmf.core.lifecycle import FullEvery
 from dmf.encryption import EncryptionError, parse_key
 from dmf.throttle import check_limit
@@ -111,7 +111,10 @@ class S3Settings(BaseModel):
     @field_validator("full_every")
     @classmethod
     def _valid_full_every(cls, value: str) -> str:
-        FullEvery.parse(value)
+        try:
+            FullEvery.parse(value)
+        except InputError as exc:  # a ValueError reports it as the field's, as pydantic reports the others
+            raise ValueError(str(exc)) from None
         return value
 
     @model_validator(mode="after")
