@@ -11,7 +11,6 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 from moto import mock_aws
-from prefect_aws import AwsCredentials
 from prefect_aws.client_parameters import AwsClientParameters
 from typer.testing import CliRunner
 
