@@ -33,8 +33,8 @@ VERBOSE = False
 
 @app.callback()
 def options(verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Also print the run's log lines "
-                                                  "(Prefect's and dmf's) on stderr; they always go to the "
-                                                  "flow run in the Prefect UI.")] = False) -> None:
+                                                  "on stderr (the flow run in the Prefect UI has them "
+                                                  "either way).")] = False) -> None:
     global VERBOSE
     VERBOSE = verbose
     if not verbose:
