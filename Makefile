@@ -42,6 +42,7 @@ bench: install
 	$(VENV)/bin/python bench/restore.py
 	$(VENV)/bin/python bench/commitlog_rpo.py --intervals 15,60
 	$(VENV)/bin/python bench/list.py --sets 500,1000,2000
+	$(VENV)/bin/python bench/fixed_costs.py
 
 clean: testbed-down
 	rm -rf .testbed

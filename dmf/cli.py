@@ -28,7 +28,20 @@ app.add_typer(backup_app, name="backup")
 app.add_typer(restore_app, name="restore")
 key_app = typer.Typer(no_args_is_help=True, help="Keys for client-side encryption.")
 app.add_typer(key_app, name="key")
+VERBOSE = False
 
+
+@app.callback()
+def options(verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Also print the run's log lines "
+                                                  "on stderr (the flow run in the Prefect UI has them "
+                                                  "either way).")] = False) -> None:
+    global VERBOSE
+    VERBOSE = verbose
+    if not verbose:
+        # Prefect's logging config takes any key from the environment: its console handler (on the root
+        # logger) then drops the run's lines; its API handler still sends them to the flow run.
+        import os
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
 
 
 @key_app.command("generate")
@@ -87,9 +100,21 @@ def run_guarded(call):
     """Runs a flow; maps the product's errors to one readable line and an exit status."""
     quiet_console_tracebacks()
     from dmf.reporting import console_progress
+    with console_progress():
+        return run_direct(call)
+
+
+def direct_api():
+    """The Prefect API to read a block from without importing Prefect, or None: then the command runs its
+    flow (dmf.prefect_api says when)."""
+    from dmf.prefect_api import api
+    return api()
+
+
+def run_direct(call):
+    """Runs a read-only command's answer in this process, or a flow; one readable line per failure."""
     try:
-        with console_progress():
-            return call()
+        return call()
     except InputError as exc:
         fail(str(exc), 2)
     except DmfError as exc:
@@ -323,8 +348,12 @@ def backup_status_cmd(
     """Backup health at a glance: per target, the newest full and backup, commit logs per host, the
     restorable window and recovery point lag; each dmf flow's last run; the newest verify and drill;
     repository size and growth. Late or failed items are flagged; exit status 1 if any is."""
-    from dmf.flows.backup_status import backup_status
-    report = run_guarded(lambda: backup_status(repository_block=repository_block))
+    prefect_api = direct_api()
+    if prefect_api is None:
+        from dmf.flows.backup_status import backup_status
+        report = run_guarded(lambda: backup_status(repository_block=repository_block))
+    else:
+        report = run_direct(lambda: status_directly(prefect_api, repository_block))
     if as_json:
         typer.echo(json.dumps(report, indent=1))
     else:
@@ -387,8 +416,12 @@ def backup_list_cmd(
                   rescan=rescan, repository_block=repository_block)
     if run_async:
         return queue_and_exit("backup-list", params)
-    from dmf.flows.backup_list import backup_list
-    rows = run_guarded(lambda: backup_list(**params))
+    prefect_api = direct_api()
+    if prefect_api is None:
+        from dmf.flows.backup_list import backup_list
+        rows = run_guarded(lambda: backup_list(**params))
+    else:
+        rows = run_direct(lambda: list_directly(prefect_api, params))
     if as_json:
         typer.echo(json.dumps(rows, indent=1))
         return
@@ -404,6 +437,37 @@ def backup_list_cmd(
                       f"{r['restorable_from']} → {r['restorable_until']}" if chained else "")
     Console(width=None if sys.stdout.isatty() else 240).print(table)
     typer.echo(f"{len(rows)} set(s); {sum(1 for r in rows if not r['complete'])} incomplete")
+
+
+def direct_repository(prefect_api, name: str):
+    from dmf.s3_settings import direct_repository
+    return direct_repository(prefect_api.block_data("dmf-s3-repository", name), name)
+
+
+def status_directly(prefect_api, repository_block: str) -> dict:
+    """backup status without the engine: what the flow reports (dmf.status.status_report), from the same
+    catalog read and the API's facts read over HTTP. Publishes no artifact (the deployment's runs do)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dmf.repository import Repository
+    from dmf.status import read_facts, status_report
+    from dmf.storage import Storage
+    with ThreadPoolExecutor(1) as pool:  # the API's facts are read while the catalog is
+        facts = pool.submit(read_facts, prefect_api.request)
+        repository = direct_repository(prefect_api, repository_block)
+        catalog = Repository(Storage(repository)).listing_catalog()
+        return status_report(repository.full_every, catalog, facts.result())
+
+
+def list_directly(prefect_api, params: dict) -> list[dict]:
+    """backup list without the engine: the block read over the API, the rows from dmf.listing as the flow
+    reads them. Not recorded as a flow run (the deployment's runs and `-a` are)."""
+    from dmf.listing import list_backups
+    rows, problems = list_backups(direct_repository(prefect_api, params.pop("repository_block")), **params)
+    if VERBOSE:
+        for problem in problems:
+            typer.echo(f"listed as incomplete: {problem}", err=True)
+    return rows
 
 
 @restore_app.command("snapshot")

@@ -1,10 +1,20 @@
 """What `backup status` reads besides the catalog: each dmf flow's last runs, the deployments'
-schedules, and the newest verify and drill reports (Prefect API)."""
+schedules, and the newest verify and drill reports, as the Prefect API's JSON (through Prefect's
+client in the flow, dmf.prefect_api in the CLI's direct read); and the report from them."""
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
 
-from dmf.core.status import LastCheck, LastRun
+from dmf.core.catalog import Catalog
+from dmf.core.lifecycle import FullEvery
+from dmf.core.status import LastCheck, LastRun, Schedule, status
+from dmf.core.timestamps import utcnow
+
+Request = Callable[[str, str, "dict | None"], Any]  # (method, API path, JSON body) → the response's JSON
 
 FLOWS = ("backup-snapshot", "ship-commitlogs", "backup-purge", "backup-verify", "restore-drill", "backup-cleanup",
          "backup-registry")
@@ -24,56 +34,78 @@ def cron_interval(cron: str) -> timedelta:
     return timedelta(days=7) if weekday != "*" else timedelta(days=31)
 
 
-def scheduled_intervals() -> dict[str, timedelta]:
-    """Flow name → the shortest interval among its deployments' active schedules."""
-    from prefect.client.orchestration import get_client
+def _time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
 
+
+def scheduled_intervals(request: Request) -> dict[str, timedelta]:
+    """Flow name → the shortest interval among its deployments' active schedules."""
+    flows = {f["id"]: f["name"] for f in request("POST", "flows/filter", {})}
     intervals: dict[str, timedelta] = {}
-    with get_client(sync_client=True) as client:
-        for deployment in client.read_deployments():
-            flow = client.read_flow(deployment.flow_id).name
-            for schedule in client.read_deployment_schedules(deployment.id):
-                if not schedule.active:
-                    continue
-                spec = schedule.schedule
-                every = getattr(spec, "interval", None) or (cron_interval(spec.cron) if getattr(spec, "cron", None)
-                                                            else None)
-                if every is not None:
-                    intervals[flow] = min(every, intervals.get(flow, every))
+    for deployment in request("POST", "deployments/filter", {}):
+        flow = flows.get(deployment["flow_id"])
+        for schedule in deployment.get("schedules") or []:
+            spec = schedule["schedule"]
+            every = (timedelta(seconds=spec["interval"]) if spec.get("interval")
+                     else cron_interval(spec["cron"]) if spec.get("cron") else None)
+            if flow is not None and schedule["active"] and every is not None:
+                intervals[flow] = min(every, intervals.get(flow, every))
     return intervals
 
 
-def last_runs() -> list[LastRun]:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
-    from prefect.client.schemas.sorting import FlowRunSort
-
+def last_runs(request: Request) -> list[LastRun]:
     found = []
-    with get_client(sync_client=True) as client:
-        for name in FLOWS:
-            runs = [r for r in client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[name])),
-                                                     sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=50)
-                    if r.state_type is not None and r.state_type.value not in NOT_RUN]
-            if not runs:
-                continue
-            completed = next((r for r in runs if r.state_type.value == "COMPLETED"), None)
-            newest = runs[0]
-            found.append(LastRun(name, newest.state_type.value, newest.start_time or newest.expected_start_time,
-                                 completed.end_time if completed else None, newest.name,
-                                 (newest.state.message or "") if newest.state else ""))
+    for name in FLOWS:
+        runs = [r for r in request("POST", "flow_runs/filter", {"flows": {"name": {"any_": [name]}},
+                                                                "sort": "EXPECTED_START_TIME_DESC", "limit": 50})
+                if r["state_type"] is not None and r["state_type"] not in NOT_RUN]
+        if not runs:
+            continue
+        completed = next((r for r in runs if r["state_type"] == "COMPLETED"), None)
+        newest = runs[0]
+        found.append(LastRun(name, newest["state_type"], _time(newest["start_time"] or newest["expected_start_time"]),
+                             _time(completed["end_time"]) if completed else None, newest["name"],
+                             ((newest.get("state") or {}).get("message") or "")))
     return found
 
 
-def last_checks() -> list[LastCheck]:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-    from prefect.client.schemas.sorting import ArtifactSort
-
+def last_checks(request: Request) -> list[LastCheck]:
     checks = []
-    with get_client(sync_client=True) as client:
-        for key in CHECKS:
-            newest = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
-                                           sort=ArtifactSort.CREATED_DESC, limit=1)
-            checks.append(LastCheck(key, newest[0].created, newest[0].description or "") if newest
-                          else LastCheck(key, None))
+    for key in CHECKS:
+        newest = request("POST", "artifacts/filter", {"artifacts": {"key": {"any_": [key]}}, "sort": "CREATED_DESC",
+                                                      "limit": 1})
+        checks.append(LastCheck(key, _time(newest[0]["created"]), newest[0]["description"] or "") if newest
+                      else LastCheck(key, None))
     return checks
+
+
+@contextmanager
+def prefect_request() -> Iterator[Request]:
+    """Requests through Prefect's own client (a flow's settings, an ephemeral server too)."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        yield lambda method, path, body: client.request(method, f"/{path}", json=body).json()
+
+
+@dataclass(frozen=True)
+class Facts:
+    intervals: dict[str, timedelta]
+    runs: list[LastRun]
+    checks: list[LastCheck]
+
+
+def read_facts(request: Request) -> Facts:
+    return Facts(scheduled_intervals(request), last_runs(request), last_checks(request))
+
+
+def status_report(full_every: str, catalog: Catalog, facts: Facts,
+                  expected_every: dict[str, float] | None = None) -> dict:
+    """The report of dmf.core.status from the catalog and the API's facts. Late means older than twice
+    what is expected: the deployments' active schedules, the repository's full_every, or `expected_every`
+    (flow name, or `increment` for the target's backups, → seconds)."""
+    overrides = {name: timedelta(seconds=s) for name, s in (expected_every or {}).items()}
+    intervals = {**facts.intervals, **overrides}
+    schedule = Schedule.of(FullEvery.parse(full_every),
+                           intervals.pop("increment", intervals.get("backup-snapshot", timedelta(hours=1))), intervals)
+    return status(catalog, facts.runs, facts.checks, utcnow(), schedule)

@@ -1,4 +1,5 @@
-"""S3 operations the product needs, over an `S3Repository` block: streamed, verified transfers.
+"""S3 operations the product needs, over the repository's settings (an `S3Repository` block, or its
+plain twin): streamed, verified transfers.
 
 Every object is verified after it is written, by its size and the strongest check the store
 allows: its SHA-256 additional checksum where the store keeps one (checksum_mode: when_supported);
@@ -21,8 +22,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from dmf.blocks.s3_repository import S3Repository
 from dmf.core.errors import DmfError
+from dmf.s3_settings import S3Settings
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,7 @@ class PartPool:
 
 
 class Storage:
-    def __init__(self, repository: S3Repository, client: Any | None = None):
+    def __init__(self, repository: S3Settings, client: Any | None = None):
         self.repository = repository
         self.bucket = repository.bucket
         self.s3 = client or repository.client()

@@ -1,24 +1,11 @@
-"""backup-list: the history in a time window, from the bucket's keys, manifests and catalog index alone."""
+"""backup-list: the history in a time window, from the bucket's keys, manifests and catalog index alone
+(dmf.listing, which the CLI also calls directly)."""
 from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
 from dmf.blocks import DEFAULT_BLOCK, S3Repository
-from dmf.core.catalog import KIND_NAMES, ChainSummary, Group, chain_summaries, listed, parse_kind
-from dmf.core.keys import SetKind
-from dmf.core.targets import DbTarget
-from dmf.core.timestamps import format_ts, parse_window
-from dmf.repository import Repository
-from dmf.storage import Storage
-
-
-def row(group: Group, chain: ChainSummary | None) -> dict:
-    """One listed group; the chain fields are set on complete full snapshots only."""
-    return {"time": format_ts(group.time), "kind": KIND_NAMES[group.kind], "snapshot_ts": format_ts(group.snapshot_ts),
-            "hosts": sorted(group.sets), "db_target": group.db_target, "files": group.files, "bytes": group.bytes,
-            "complete": group.complete, "chain_bytes": chain.bytes if chain else None,
-            "restorable_from": format_ts(chain.restorable_from) if chain else None,
-            "restorable_until": format_ts(chain.restorable_until) if chain else None}
+from dmf.listing import list_backups
 
 
 @flow(name="backup-list")
@@ -31,13 +18,8 @@ def backup_list(start_time: str | int | None = None, end_time: str | int | None 
     restorable window (up to its last increment, or the last time all its hosts shipped commit logs).
     `rescan` trusts no catalog index or closed chain summary: every manifest is read, and they are
     written again."""
-    start, end = parse_window(start_time, end_time)
-    target = DbTarget.parse(db_target)
-    wanted_kind = parse_kind(kind) if kind not in (None, "") else None
-    catalog = Repository(Storage(S3Repository.load(repository_block))).listing_catalog(up_to=end, rescan=rescan)
-    chains = chain_summaries(catalog)
-    groups = listed(catalog, start, end, wanted_kind, target)
+    rows, problems = list_backups(S3Repository.load(repository_block), start_time, end_time, db_target, kind, rescan)
     logger = get_run_logger()
-    for problem in (p for g in groups for p in g.problems):
+    for problem in problems:
         logger.warning("listed as incomplete: %s", problem)
-    return [row(g, chains.get(g.snapshot_ts) if g.kind is SetKind.SNAPSHOT else None) for g in groups]
+    return rows

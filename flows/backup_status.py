@@ -1,18 +1,14 @@
 """backup-status: health at a glance, published as the `backup-status` artifact
     read-catalog (as backup-list) + each dmf flow's last runs and schedules + newest verify/drill reports
-    → status (dmf.core.status: ages against the schedule, recovery point lag, flags)."""
+    → status (dmf.status.status_report, which the CLI also calls directly; dmf.core.status decides)."""
 from __future__ import annotations
-
-from datetime import timedelta
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from dmf import status as facts
 from dmf.blocks import DEFAULT_BLOCK, S3Repository
-from dmf.core.lifecycle import FullEvery
-from dmf.core.status import Schedule, status, status_markdown
-from dmf.core.timestamps import utcnow
+from dmf.core.status import status_markdown
+from dmf.status import prefect_request, read_facts, status_report
 from dmf.tasks.verify import read_catalog
 
 
@@ -23,11 +19,9 @@ def backup_status(expected_every: dict[str, float] | None = None, repository_blo
     Late means older than twice what is expected: the deployments' active schedules, the repository's
     full_every, or `expected_every` (flow name, or `increment` for the target's backups, → seconds)."""
     repository = S3Repository.load(repository_block)
-    overrides = {name: timedelta(seconds=s) for name, s in (expected_every or {}).items()}
-    intervals = {**facts.scheduled_intervals(), **overrides}
-    schedule = Schedule.of(FullEvery.parse(repository.full_every),
-                           intervals.pop("increment", intervals.get("backup-snapshot", timedelta(hours=1))), intervals)
-    report = status(read_catalog(repository), facts.last_runs(), facts.last_checks(), utcnow(), schedule)
+    with prefect_request() as request:
+        facts = read_facts(request)
+    report = status_report(repository.full_every, read_catalog(repository), facts, expected_every)
     logger = get_run_logger()
     for problem in report["problems"]:
         logger.warning("%s", problem)
