@@ -5,6 +5,8 @@ A failed run prints one line and exits 1. Times are YYYYmmddHHMMSS, UTC.
 """
 from __future__ import annotations
 
+import logging
+
 import json
 import sys
 from typing import Annotated, Optional
@@ -37,11 +39,6 @@ def options(verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Also 
                                                   "either way).")] = False) -> None:
     global VERBOSE
     VERBOSE = verbose
-    if not verbose:
-        # Prefect's logging config takes any key from the environment: its console handler (on the root
-        # logger) then drops the run's lines; its API handler still sends them to the flow run.
-        import os
-        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
 
 
 @key_app.command("generate")
@@ -96,9 +93,25 @@ def quiet_console_tracebacks() -> None:
     PrefectFormatter.format = without_traceback
 
 
+def console_warnings_only() -> None:
+    """Without -v the terminal shows the run's warnings and nothing else of its log: its INFO lines and
+    the engine's ERROR lines about a failure belong to the run in the UI, where the API handler still
+    sends every line; dmf prints its own one-line error. Patched on the class, as the formatter is
+    above: Prefect makes its console handler only when the first run starts."""
+    from prefect.logging.handlers import PrefectConsoleHandler
+    emit = PrefectConsoleHandler.emit
+
+    def warnings_only(self, record):
+        if record.levelno == logging.WARNING:
+            emit(self, record)
+    PrefectConsoleHandler.emit = warnings_only
+
+
 def run_guarded(call):
     """Runs a flow; maps the product's errors to one readable line and an exit status."""
     quiet_console_tracebacks()
+    if not VERBOSE:
+        console_warnings_only()
     from dmf.reporting import console_progress
     with console_progress():
         return run_direct(call)

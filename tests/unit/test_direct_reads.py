@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -236,10 +237,27 @@ def test_a_missing_block_is_one_line_and_status_1(direct):
         assert result.stderr == "dmf: error: no dmf-s3-repository block named 'default' on http://stub/api\n"
 
 
-def test_prefect_s_console_lines_are_off_unless_verbose(monkeypatch):
-    monkeypatch.setenv("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "")  # restored after the test
-    monkeypatch.delenv("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL")
-    runner.invoke(app, ["-v", "key", "generate"])
-    assert "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL" not in os.environ
-    runner.invoke(app, ["key", "generate"])
-    assert os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] == "CRITICAL"
+def test_the_terminal_shows_a_run_s_warnings_only_unless_verbose(monkeypatch, capsys):
+    """Without -v a run's INFO lines and the engine's failure lines stay off the terminal (the run in the
+    UI has them); its warnings, which an operator must see, are printed."""
+    import logging
+
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    from dmf import cli
+
+    monkeypatch.setattr(PrefectConsoleHandler, "emit", PrefectConsoleHandler.emit)  # restored after the test
+    for verbose, shown in ((True, ["info", "warning", "error"]), (False, ["warning"])):
+        monkeypatch.setattr(cli, "VERBOSE", verbose)
+        handler = PrefectConsoleHandler(stream=sys.stderr)
+        log = logging.getLogger(f"dmf.test.console.{verbose}")
+        log.addHandler(handler)
+        log.propagate = False
+        log.setLevel(logging.INFO)
+
+        def run() -> None:
+            for level in ("info", "warning", "error"):
+                getattr(log, level)("line at %s", level)
+        cli.run_guarded(run)
+        printed = capsys.readouterr().err
+        assert [level for level in ("info", "warning", "error") if f"line at {level}" in printed] == shown
