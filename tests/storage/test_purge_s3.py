@@ -166,6 +166,10 @@ def test_a_damaged_manifest_of_the_newest_full_never_widens_the_purge(repo, dama
     plan = purge_plan(repo.listing_catalog(), POLICY, NOW, GRACE, repo.snapshot_times())
     assert [g.snapshot_ts for g in plan.retained] == FULLS[1:]
     assert [g.snapshot_ts for g in plan.damaged] == [FULLS[-1]]
+    from dmf.flows.backup_purge import describe
+    reported, = describe(plan, POLICY, dry_run=False)["damaged"]
+    assert reported.startswith(f"full {FULLS[-1]:%Y%m%d%H%M%S} (under {FULLS[-1]:%Y%m%d%H%M%S}) is not complete "
+                               f"({HOSTS[1]}: {'unreadable manifest' if damage == 'malformed' else 'no manifest'})")
     purge.carry_out(repo, plan)
     assert before <= keys(repo)
     assert not any(k.startswith(f"{FULLS[0]:%Y%m%d%H%M%S}/") for k in keys(repo))
