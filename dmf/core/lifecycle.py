@@ -111,7 +111,7 @@ class PurgePlan:
     deleted before any data (newest increments and batches first, fulls last), so a purge cut off midway
     never leaves an increment listed complete without its full; then every listed set's objects go."""
 
-    retained: tuple[Group, ...]          # complete fulls kept (their chains kept whole)
+    retained: tuple[Group, ...]          # fulls kept, complete or partial (their chains kept whole)
     expired: tuple[Group, ...]           # complete groups removed, in manifest-deletion order
     abandoned: tuple[SetRef, ...]        # sets of failed runs past the grace that no kept restore point would read
     keep_commitlogs_from: datetime | None  # batches shipped before this are removed

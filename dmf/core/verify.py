@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from dmf.core.catalog import KIND_NAMES, Catalog, Group, chain_summaries, listed
-from dmf.core.errors import InputError, quote
+from dmf.core.errors import InputError, LayoutError, quote
 from dmf.core.keys import SetKind, SetRef
 from dmf.core.manifest import Manifest
 from dmf.core.targets import DbTarget
@@ -100,6 +100,8 @@ def select_sets(catalog: Catalog, start: datetime | None, end: datetime | None, 
             if info is not None and info.problem:
                 continue
             ref = info.ref if info is not None else _host_ref(group, host)
+            if ref is None:
+                continue
             what = "no manifest" if info is not None else "no manifest, and no object of its set"
             if lost:
                 unreadable.append(Finding(ref, ref.manifest_key, MANIFEST, f"{what}, though {sealed} sealed this "
@@ -149,16 +151,20 @@ def sample_objects(objects: Sequence[Expected], fraction: float | None, seed: in
     return sorted(drawn, key=lambda o: o.key)
 
 
-def _host_ref(group: Group, host: str) -> SetRef:
-    return SetRef(group.snapshot_ts, host, group.kind, None if group.kind is SetKind.SNAPSHOT else group.time)
+def _host_ref(group: Group, host: str) -> SetRef | None:
+    """The set a run's host would have written; None for a name a manifest gives that is not a host."""
+    try:
+        return SetRef(group.snapshot_ts, host, group.kind, None if group.kind is SetKind.SNAPSHOT else group.time)
+    except LayoutError:
+        return None
 
 
 def _groups_by_ref(catalog: Catalog) -> dict[SetRef, Group]:
     """Every set's group, the sets of a run's hosts that left no object included."""
     groups = {info.ref: group for group in catalog.all_groups() for info in group.sets.values()}
     for group in [*catalog.fulls, *catalog.increments]:
-        for host in group.unsealed:
-            groups.setdefault(_host_ref(group, host), group)
+        for ref in filter(None, (_host_ref(group, host) for host in group.unsealed)):
+            groups.setdefault(ref, group)
     return groups
 
 

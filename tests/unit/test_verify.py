@@ -212,5 +212,9 @@ def test_a_full_with_complete_sets_built_on_it_lost_a_manifest_and_its_chain_is_
     finding, = select_sets(gone, None, None, DbTarget()).unreadable
     assert (finding.set, finding.problem) == (SetRef.snapshot(ts(S1), "10.0.0.2"), MANIFEST)
     assert finding.detail.startswith("no manifest, and no object of its set")
+    # A name in a manifest's host set that is not a host is no set of the layout: nothing to name.
+    odd = Manifest(set=gone.fulls[0].sets["10.0.0.1"].ref, files=(), host="10.0.0.1", host_id=IDS["10.0.0.1"],
+                   created_at=ts(S1), db_target="ks.t", hosts=("10.0.0.1", "../x"))
+    assert select_sets(Catalog.build([SetInfo(odd.set, odd)]), None, None, DbTarget()).unreadable == []
     report = build_report(gone, select_sets(gone, None, None, DbTarget()), [], [], [], {"deep": False})
     assert not report["clean"] and "1 manifest unreadable or missing" in summary_line(report)
