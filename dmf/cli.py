@@ -284,6 +284,8 @@ def backup_purge_cmd(
                    f"{human_bytes(full['bytes'])}, with its increments")
     if report["keep_commitlogs_from"]:
         typer.echo(f"  commit logs shipped since {report['keep_commitlogs_from']}")
+    for damage in report["damaged"]:
+        typer.echo(f"  not complete, kept as the backup it may have been: {damage}")
 
 
 @backup_app.command("verify")

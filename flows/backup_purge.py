@@ -8,7 +8,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from dmf.blocks import DEFAULT_BLOCK, CassandraCluster, S3Repository
-from dmf.core.lifecycle import PurgePlan, RetentionPolicy
+from dmf.core.lifecycle import PurgePlan, RetentionPolicy, damage_line
 from dmf.core.sweep import check_grace
 from dmf.core.timestamps import format_ts, utcnow
 from dmf.cql import cluster_name_of
@@ -25,7 +25,8 @@ def describe(plan: PurgePlan, policy: RetentionPolicy, dry_run: bool) -> dict:
             "retained": [{"snapshot_ts": format_ts(g.snapshot_ts), "db_target": g.db_target, "hosts": list(g.hosts),
                           "bytes": g.bytes} for g in plan.retained],
             "keep_commitlogs_from": format_ts(plan.keep_commitlogs_from) if plan.keep_commitlogs_from else None,
-            "sets": [ref.prefix for ref in plan.sets]}
+            "sets": [ref.prefix for ref in plan.sets],
+            "damaged": [damage_line(g) for g in plan.damaged]}
 
 
 @flow(name="backup-purge")
@@ -59,5 +60,7 @@ def backup_purge(keep_fulls: int | None = None, keep_days: float | None = None, 
     line = (f"{'would remove' if dry_run else 'removed'} {counts} set group(s) and {len(plan.abandoned)} set(s) of "
             f"failed runs, {plan.bytes / 2**30:.2f} GiB; kept {len(plan.retained)} full(s): {policy.describe()}")
     logger.info("%s", line)
+    for damage in summary["damaged"]:
+        logger.warning("kept, not complete: %s", damage)
     publish_summary("backup-purge", summary, line)
     return summary

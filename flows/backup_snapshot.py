@@ -144,7 +144,7 @@ def backup_snapshot(hosts: str | list[str] | None = None, db_target: str | None 
         tag = snapshot_tag(now)
         # What crashed runs left: multipart uploads past the grace, dmf snapshots on the nodes.
         finals = [abort_stale_uploads.submit(repository, now, incomplete_grace_minutes)]
-        uploads, sealed, deletable = {}, {}, {}
+        uploads, sealed, deletable, snapshots = {}, {}, {}, {}
         steps: dict[str, list] = {}  # each host's steps up to its seal, in DAG order
         for address in host_list:
             leftovers = clear_leftover_snapshots.submit(cluster, address, keep=tag)
@@ -160,6 +160,7 @@ def backup_snapshot(hosts: str | list[str] | None = None, db_target: str | None 
                 files = take_snapshot.submit(cluster, address, tag, target, keyspaces,
                                              wait_for=[before, allow_failure(leftovers)])
                 deletable[address] = list_superseded_backups.submit(cluster, address, target, before, files)
+                snapshots[address] = files
                 steps[address] = [before, files]
             uploads[address] = upload_set.submit(cluster, repository, ref, files)
             sealed[address] = seal_set.submit(repository, ref, uploads[address], facts[address], str(target), host_list)
@@ -176,7 +177,7 @@ def backup_snapshot(hosts: str | list[str] | None = None, db_target: str | None 
         chains = read_open_chains.submit(repository, deletable, snapshot_ts, now, wait_for=every_seal)
         finals.append(chains)
         for address in host_list:
-            removable = select_deletable.submit(address, deletable[address], chains)
+            removable = select_deletable.submit(address, deletable[address], chains, snapshots.get(address))
             finals.append(delete_files.submit(cluster, address, removable))
 
         failures = []

@@ -49,8 +49,9 @@ def take_snapshot(cluster: CassandraCluster, address: str, tag: str, target: DbT
 @task(name="list-superseded-backups", task_run_name="list-superseded-{address}", **TASK_DEFAULTS, **RETRY)
 def list_superseded_backups(cluster: CassandraCluster, address: str, target: DbTarget,
                             before: list[SourceFile], snapshot_files: list[SourceFile]) -> list[SourceFile]:
-    """backups/ files the new full snapshot makes redundant: those present before it, and those
-    of the very SSTables it holds (its own flush adds them). A later flush's files are kept."""
+    """backups/ files the new full snapshot may make redundant: those present before it, and those
+    of the very SSTables it holds (its own flush adds them). A later flush's files are kept; which
+    of these go is plan.superseded's (select_deletable), once every host is sealed."""
     in_snapshot = {f.relpath for f in snapshot_files}
     with RemoteHost(cluster, cluster.host(address)) as remote:
         after = Node(remote).backup_files(target)
@@ -122,12 +123,22 @@ def read_open_chains(repository: S3Repository, files: dict[str, list[SourceFile]
 
 
 @task(name="select-deletable-backups", task_run_name="select-deletable-{address}", **TASK_DEFAULTS)
-def select_deletable(address: str, files: list[SourceFile],
-                     chains: dict[str, list[plan.ChainFiles]]) -> list[SourceFile]:
-    """Of the backups/ files this run holds, those every other open chain on the node holds too."""
-    removable = set(plan.deletable([f.relpath for f in files], chains.get(address, [])))
-    kept = len(files) - len(removable)
-    if kept:
-        get_run_logger().info("%s: keeping %d backups/ file(s) that another open chain has not taken yet",
-                              address, kept)
+def select_deletable(address: str, files: list[SourceFile], chains: dict[str, list[plan.ChainFiles]],
+                     snapshot_files: list[SourceFile] | None = None) -> list[SourceFile]:
+    """Of the backups/ files this run holds, those every other open chain on the node holds too. A
+    full (`snapshot_files`, what it uploaded) holds only the files its snapshot links, or another
+    open chain does: the rest (a dropped table's, never uploaded) stay for the next incremental."""
+    logger = get_run_logger()
+    node_chains = chains.get(address, [])
+    relpaths = [f.relpath for f in files]
+    if snapshot_files is not None:
+        relpaths = plan.superseded(relpaths, [f.relpath for f in snapshot_files],
+                                   {path for chain in node_chains for path in chain.held})
+        if len(relpaths) < len(files):
+            logger.info("%s: keeping %d backups/ file(s) that neither the new full nor a complete set holds "
+                        "(the next incremental uploads them)", address, len(files) - len(relpaths))
+    removable = set(plan.deletable(relpaths, node_chains))
+    if len(removable) < len(relpaths):
+        logger.info("%s: keeping %d backups/ file(s) that another open chain has not taken yet",
+                    address, len(relpaths) - len(removable))
     return [f for f in files if f.relpath in removable]

@@ -101,6 +101,19 @@ class Group:
         return all(h in self.sets and self.sets[h].complete for h in self.hosts)
 
     @property
+    def partial(self) -> bool:
+        """Not complete, though some host sealed its set or wrote a manifest that cannot be read: a run
+        that failed on a host, or a backup whose manifest was damaged or lost since. The bucket cannot
+        tell them apart, so nothing may treat it as less than the backup it may have been."""
+        return not self.complete and any(s.complete or s.problem for s in self.sets.values())
+
+    @property
+    def unsealed(self) -> list[str]:
+        """The hosts of the run without a complete set (no set at all, no manifest, or an unreadable one)."""
+        nodes = self.hosts if self.kind is not SetKind.COMMITLOG else tuple(self.sets)
+        return [h for h in nodes if h not in self.sets or not self.sets[h].complete]
+
+    @property
     def files(self) -> int:
         return sum(s.files for s in self.summaries)
 

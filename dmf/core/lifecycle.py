@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from dmf.core.catalog import KIND_NAMES, Catalog, Group
 from dmf.core.errors import InputError, quote
 from dmf.core.keys import SetKind, SetRef
+from dmf.core.timestamps import format_ts
 
 _UNITS = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
 _SIZES = {"mib": 2**20, "gib": 2**30, "tib": 2**40}
@@ -110,12 +111,13 @@ class PurgePlan:
     deleted before any data (newest increments and batches first, fulls last), so a purge cut off midway
     never leaves an increment listed complete without its full; then every listed set's objects go."""
 
-    retained: tuple[Group, ...]          # complete fulls kept (their chains kept whole)
+    retained: tuple[Group, ...]          # fulls kept, complete or partial (their chains kept whole)
     expired: tuple[Group, ...]           # complete groups removed, in manifest-deletion order
-    abandoned: tuple[SetRef, ...]        # sets of failed runs past the grace: no manifest, or a partial group
+    abandoned: tuple[SetRef, ...]        # sets of failed runs past the grace that no kept restore point would read
     keep_commitlogs_from: datetime | None  # batches shipped before this are removed
     bytes: int                           # what the expired groups hold (from their manifests)
     emptied_snapshots: tuple[datetime, ...]  # snapshot prefixes left with no set: their index and schema go
+    damaged: tuple[Group, ...] = ()      # partial groups it leaves (whole, or their unreadable manifests)
 
     def counts(self) -> dict[str, int]:
         """Complete groups removed, by kind name (full, incremental, commitlog)."""
@@ -127,40 +129,57 @@ class PurgePlan:
         return [info.ref for group in self.expired for info in group.sets.values()] + list(self.abandoned)
 
 
+def _kept(fulls: list[Group], policy: RetentionPolicy, now: datetime) -> list[Group]:
+    """Of one lineage's fulls (oldest first), those the policy keeps."""
+    keep = {id(fulls[-1]): fulls[-1]}  # a lineage never loses its newest full
+    if policy.keep_fulls:
+        keep.update((id(f), f) for f in fulls[-policy.keep_fulls:])
+    if policy.keep_days:
+        window_start = now - timedelta(days=policy.keep_days)
+        older = [f for f in fulls if f.time <= window_start]
+        # The full that serves the window's first second, and every later one.
+        keep.update((id(f), f) for f in fulls if f.time > window_start or (older and f is older[-1]))
+    return list(keep.values())
+
+
 def retained_fulls(catalog: Catalog, policy: RetentionPolicy, now: datetime) -> list[Group]:
-    by_lineage: dict[tuple[str, frozenset[str]], list[Group]] = {}
+    """The complete fulls the policy keeps, and every partial full (Group.partial: a failed run, or a
+    damaged or lost manifest) it would keep were that full complete. Both are taken, so a manifest
+    damaged or lost never makes a purge remove more, and the last complete full before a kept partial
+    one (what a restore to its days now resolves to) stays too: it is among the complete ones kept."""
+    complete: dict[tuple[str, frozenset[str]], list[Group]] = {}
+    claimed: dict[tuple[str, frozenset[str]], list[Group]] = {}
     for full in catalog.fulls:  # oldest first
         if full.complete:
-            by_lineage.setdefault(lineage(full), []).append(full)
-    kept: list[Group] = []
-    for fulls in by_lineage.values():
-        keep = {id(fulls[-1]): fulls[-1]}  # a lineage never loses its newest full
-        if policy.keep_fulls:
-            keep.update((id(f), f) for f in fulls[-policy.keep_fulls:])
-        if policy.keep_days:
-            window_start = now - timedelta(days=policy.keep_days)
-            older = [f for f in fulls if f.time <= window_start]
-            # The full that serves the window's first second, and every later one.
-            keep.update((id(f), f) for f in fulls if f.time > window_start or (older and f is older[-1]))
-        kept.extend(keep.values())
-    return sorted(kept, key=lambda g: g.time)
+            complete.setdefault(lineage(full), []).append(full)
+        if full.complete or full.partial:
+            claimed.setdefault(lineage(full), []).append(full)
+    kept = {id(f): f for fulls in [*complete.values(), *claimed.values()] for f in _kept(fulls, policy, now)}
+    return sorted(kept.values(), key=lambda g: g.time)
 
 
 def purge_plan(catalog: Catalog, policy: RetentionPolicy, now: datetime, grace: timedelta,
                snapshots: Iterable[datetime] = ()) -> PurgePlan:
     """What `backup purge` removes from `catalog` (every set of the repository) at `now`; `snapshots`
-    are the times of every snapshot prefix in the bucket, with or without sets."""
+    are the times of every snapshot prefix in the bucket, with or without sets. A group a kept restore
+    point would read were it complete is never touched, complete or not: its chain is kept, or (a
+    batch) it was shipped since the oldest full kept."""
     retained = retained_fulls(catalog, policy, now)
     kept_snapshots = {g.snapshot_ts for g in retained}
     oldest_kept = min((g.time for g in retained), default=None)
-    expired_fulls = [g for g in catalog.fulls if g.complete and g.snapshot_ts not in kept_snapshots]
-    expired_increments = [g for g in catalog.increments if g.complete and g.snapshot_ts not in kept_snapshots]
-    # resolve_chain takes every batch shipped since the full, under whatever snapshot it sits.
-    expired_batches = [g for g in catalog.commitlogs
-                       if g.complete and (oldest_kept is None or g.time < oldest_kept)]
+
+    def needed(group: Group) -> bool:
+        if group.kind is SetKind.COMMITLOG:
+            # resolve_chain takes every batch shipped since the full, under whatever snapshot it sits.
+            return oldest_kept is not None and group.time >= oldest_kept
+        return group.snapshot_ts in kept_snapshots
+
+    expired_fulls = [g for g in catalog.fulls if g.complete and not needed(g)]
+    expired_others = [g for g in [*catalog.increments, *catalog.commitlogs] if g.complete and not needed(g)]
     newest_first = lambda groups: sorted(groups, key=lambda g: g.time, reverse=True)  # noqa: E731
-    expired = [*newest_first(expired_increments + expired_batches), *newest_first(expired_fulls)]
-    abandoned = [info.ref for group in catalog.all_groups() if not group.complete
+    expired = [*newest_first(expired_others), *newest_first(expired_fulls)]
+    # A set with an unreadable manifest is never removed: the operator's to look at (verify names it).
+    abandoned = [info.ref for group in catalog.all_groups() if not group.complete and not needed(group)
                  for info in group.sets.values()
                  if not info.problem and info.ref.time < now - grace]
     gone = {info.ref.prefix for g in expired for info in g.sets.values()} | {ref.prefix for ref in abandoned}
@@ -171,6 +190,17 @@ def purge_plan(catalog: Catalog, policy: RetentionPolicy, now: datetime, grace: 
     # at all (a rerun after a purge cut off before that delete, or a backup that wrote its schema and
     # has not sealed a set yet) loses them only past the grace.
     emptied = sorted((with_sets - still_held) | {ts for ts in snapshots if ts not in with_sets and ts < now - grace})
+    damaged = [g for g in catalog.all_groups() if g.partial
+               and any(info.ref.prefix not in gone for info in g.sets.values())]
     return PurgePlan(tuple(retained), tuple(expired), tuple(abandoned), oldest_kept,
-                     sum(g.bytes for g in expired), tuple(emptied))
+                     sum(g.bytes for g in expired), tuple(emptied), tuple(damaged))
 
+
+def damage_line(group: Group) -> str:
+    """A partial backup a purge leaves, as its report names it."""
+    sets = [(h, group.sets.get(h)) for h in group.unsealed]
+    hosts = "; ".join(f"{h}: {'unreadable manifest' if s and s.problem else 'no manifest' if s else 'no set'}"
+                      for h, s in sets)
+    return (f"{KIND_NAMES[group.kind]} {format_ts(group.time)} (under {format_ts(group.snapshot_ts)}) is not "
+            f"complete ({hosts}): a run that failed there, or a manifest damaged or lost since; "
+            "`dmf backup verify` names it")

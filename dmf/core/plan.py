@@ -56,3 +56,14 @@ def deletable(relpaths: Iterable[str], chains: Iterable[ChainFiles]) -> list[str
         if all(relpath in chain.held for chain in chains if covers(chain.db_target, table)):
             removable.append(relpath)
     return removable
+
+
+def superseded(relpaths: Iterable[str], snapshot: Iterable[str], held: Iterable[str] = ()) -> list[str]:
+    """Of the backups/ files found on a node around a new full (`<ks>/<table>-<id>/[.<index>/]<file>`),
+    those it makes redundant: the SSTables its snapshot holds (a backups/ file links one, by the same
+    name), and files a complete set holds already (`held`: another open chain's). Every other one stays
+    for the next incremental to upload: a table dropped since the last incremental or left out of the
+    full, whose flushed files no backup holds; an SSTable compacted away before the snapshot (the full
+    holds its rows, not the file: one more upload costs less than a wrong guess)."""
+    holds = set(snapshot) | set(held)
+    return [relpath for relpath in relpaths if relpath in holds]

@@ -12,28 +12,31 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from dmf.core.catalog import KIND_NAMES, Catalog, Group, chain_summaries, listed
-from dmf.core.errors import InputError, quote
+from dmf.core.errors import InputError, LayoutError, quote
 from dmf.core.keys import SetKind, SetRef
 from dmf.core.manifest import Manifest
 from dmf.core.targets import DbTarget
 from dmf.core.timestamps import format_ts
 
 MISSING, SIZE, SHA256, STRAY, MANIFEST = "missing", "size", "sha256", "stray", "manifest"
+UNSEALED = "unsealed"  # a partial backup's host without a manifest, and nothing shows the backup was ever complete
+WARNINGS = (STRAY, UNSEALED)
 
 
 @dataclass(frozen=True)
 class Finding:
     """One problem with one object of a set. A stray (an object the manifest does not list) is a
-    warning: no restore reads it. Everything else is damage."""
+    warning: no restore reads it; so is an unsealed set (a run that failed on its host, or a manifest
+    lost: the bucket cannot tell). Everything else is damage."""
 
     set: SetRef
     key: str
-    problem: str  # MISSING, SIZE, SHA256, STRAY or MANIFEST
+    problem: str  # MISSING, SIZE, SHA256, STRAY, MANIFEST or UNSEALED
     detail: str   # as the operator reads it: "missing", "size 10 expected 12", "sha256 mismatch", …
 
     @property
     def damage(self) -> bool:
-        return self.problem != STRAY
+        return self.problem not in WARNINGS
 
 
 @dataclass(frozen=True)
@@ -49,8 +52,8 @@ class Expected:
 @dataclass(frozen=True)
 class Selection:
     complete: list[SetRef]      # sets with a manifest: to verify
-    unreadable: list[Finding]   # sets whose manifest object is malformed: damage already
-    incomplete: int             # sets without a manifest: never used, so not verified (cleanup removes them)
+    unreadable: list[Finding]   # partial backups' sets whose manifest is malformed, or missing (see select_sets)
+    incomplete: int             # other sets without a manifest: never used, so not verified (cleanup removes them)
 
 
 @dataclass(frozen=True)
@@ -68,8 +71,16 @@ def check_sample(sample: float | None) -> float | None:
     return sample
 
 
+def _built_on(catalog: Catalog, snapshot_ts: datetime) -> list[Group]:
+    """The complete increments and batches under a snapshot: a run builds on a complete full only, so
+    they show it was complete when they were taken."""
+    return [g for g in [*catalog.increments, *catalog.commitlogs] if g.complete and g.snapshot_ts == snapshot_ts]
+
+
 def select_sets(catalog: Catalog, start: datetime | None, end: datetime | None, target: DbTarget) -> Selection:
-    """The sets of the groups `backup list` shows for the same window and target."""
+    """The sets of the groups `backup list` shows for the same window and target. Of a partial backup
+    (Group.partial), every host without a manifest is named: damage where its full has complete sets
+    built on it (a manifest lost since), else a warning (a failed run, or a lost manifest)."""
     complete, unreadable, incomplete = [], [], 0
     for group in listed(catalog, start, end, None, target):
         for info in group.sets.values():
@@ -78,8 +89,26 @@ def select_sets(catalog: Catalog, start: datetime | None, end: datetime | None, 
             elif info.problem:
                 reason = info.problem.removeprefix(f"{info.ref.manifest_key}: ")
                 unreadable.append(Finding(info.ref, info.ref.manifest_key, MANIFEST, f"unreadable manifest: {reason}"))
-            else:
+            elif not group.partial:
                 incomplete += 1
+        if not group.partial:
+            continue
+        lost = group.kind is SetKind.SNAPSHOT and bool(_built_on(catalog, group.snapshot_ts))
+        sealed = ", ".join(h for h in group.hosts if h not in group.unsealed)
+        for host in group.unsealed:
+            info = group.sets.get(host)
+            if info is not None and info.problem:
+                continue
+            ref = info.ref if info is not None else _host_ref(group, host)
+            if ref is None:
+                continue
+            what = "no manifest" if info is not None else "no manifest, and no object of its set"
+            if lost:
+                unreadable.append(Finding(ref, ref.manifest_key, MANIFEST, f"{what}, though {sealed} sealed this "
+                                          "full and complete sets are built on it: a manifest lost since"))
+            else:
+                unreadable.append(Finding(ref, ref.manifest_key, UNSEALED, f"{what}, though {sealed} sealed this "
+                                          "backup: a run that failed on this host, or a manifest lost since"))
     return Selection(sorted(complete), unreadable, incomplete)
 
 
@@ -122,8 +151,21 @@ def sample_objects(objects: Sequence[Expected], fraction: float | None, seed: in
     return sorted(drawn, key=lambda o: o.key)
 
 
+def _host_ref(group: Group, host: str) -> SetRef | None:
+    """The set a run's host would have written; None for a name a manifest gives that is not a host."""
+    try:
+        return SetRef(group.snapshot_ts, host, group.kind, None if group.kind is SetKind.SNAPSHOT else group.time)
+    except LayoutError:
+        return None
+
+
 def _groups_by_ref(catalog: Catalog) -> dict[SetRef, Group]:
-    return {info.ref: group for group in catalog.all_groups() for info in group.sets.values()}
+    """Every set's group, the sets of a run's hosts that left no object included."""
+    groups = {info.ref: group for group in catalog.all_groups() for info in group.sets.values()}
+    for group in [*catalog.fulls, *catalog.increments]:
+        for ref in filter(None, (_host_ref(group, host) for host in group.unsealed)):
+            groups.setdefault(ref, group)
+    return groups
 
 
 def broken_restore_points(catalog: Catalog, damaged: Iterable[SetRef]) -> dict[SetRef, Breakage]:
@@ -137,7 +179,9 @@ def broken_restore_points(catalog: Catalog, damaged: Iterable[SetRef]) -> dict[S
       ID's previous batch in the chain, or the full) to the chain's end or the batch, whichever is
       later; a restore resolves every batch up to the first one after its time, so every later
       point reads it. Restores without replay do not.
-    - A set of an incomplete backup, or of a chain whose full is incomplete: none.
+    - A set of a full that is not complete, though complete sets are built on it (a manifest damaged
+      or lost since): its whole chain, from the full to the newest of them.
+    - A set of another incomplete backup, or of a chain whose full is incomplete: none.
     """
     groups = _groups_by_ref(catalog)
     chains = chain_summaries(catalog)
@@ -146,6 +190,14 @@ def broken_restore_points(catalog: Catalog, damaged: Iterable[SetRef]) -> dict[S
     for ref in damaged:
         group = groups[ref]
         chain = chains.get(group.snapshot_ts)
+        built = _built_on(catalog, group.snapshot_ts) if group.kind is SetKind.SNAPSHOT else []
+        if not group.complete and built:
+            start, end = group.time, max(g.time for g in built)
+            broken[ref] = Breakage(start, end, f"breaks restore points from {format_ts(start)} to {format_ts(end)} "
+                                               f"(UTC): the whole chain of this full snapshot of {_target_name(group)}, "
+                                               "which no restore uses while it is not complete (they take an "
+                                               "earlier full, if any)")
+            continue
         if not group.complete:
             broken[ref] = Breakage(None, None, "breaks no restore point: its backup is not complete, so no "
                                                "restore uses it")
@@ -204,16 +256,17 @@ def build_report(catalog: Catalog, selection: Selection, manifests: Sequence[Man
     }
 
 
-_NAMES = {MISSING: "missing", SIZE: "wrong size", SHA256: "sha256 mismatch", MANIFEST: "unreadable manifest"}
+_NAMES = {MISSING: "missing", SIZE: "wrong size", SHA256: "sha256 mismatch", MANIFEST: "manifest unreadable or missing"}
 
 
 def summary_line(report: dict) -> str:
     """One line: what was verified and what was found."""
     counts = Counter(p["problem"] for p in report["problems"])
-    damage = sum(n for problem, n in counts.items() if problem != STRAY)
+    damage = sum(n for problem, n in counts.items() if problem not in WARNINGS)
     verified = (f"{report['sets']} set(s), {report['objects']} object(s) verified"
                 + (f", {report['hashed_objects']} re-read" if report["deep"] else ""))
-    strays = f"; {counts[STRAY]} stray object(s) (warning)" if counts[STRAY] else ""
+    strays = (f"; {counts[STRAY]} stray object(s) (warning)" if counts[STRAY] else "") + \
+        (f"; {counts[UNSEALED]} set(s) of partial backups without a manifest (warning)" if counts[UNSEALED] else "")
     if not damage:
         return f"{verified}: no damage{strays}"
     kinds = ", ".join(f"{counts[problem]} {name}" for problem, name in _NAMES.items() if counts[problem])

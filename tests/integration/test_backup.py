@@ -542,3 +542,27 @@ def test_overlapping_chains_keep_what_the_other_needs(testbed, cluster_block, re
     assert backup_snapshot(hosts=HOSTS, db_target=keyspace)["kind"] == "incremental"
     drop_and_restore(cluster_block, tmp_path, f"{keyspace}.{table}", db_target=keyspace)
     assert ids(cluster_block, f"{keyspace}.{table}") == set(range(120))
+
+
+def test_a_full_keeps_the_backups_files_of_a_table_dropped_before_any_incremental_took_them(
+        testbed, cluster_block, repository_block):
+    """issue 22, defect 3: a full deleted every backups/ file listed before its snapshot, so the SSTables a
+    table flushed after the last incremental and before it was dropped (never uploaded, absent from the
+    full) were lost. Only what the full holds may go; the rest waits for the next incremental."""
+    keyspace, _ = new_table(cluster_block, rows=20, prefix="dropped")
+    with connect(cluster_block) as session:
+        session.execute(f"CREATE TABLE {keyspace}.gone (id int PRIMARY KEY, payload text)")
+    insert_rows(cluster_block, keyspace, "gone", range(30))
+    addresses = HOSTS.split(",")
+    for address in addresses:
+        with RemoteHost(cluster_block, cluster_block.host(address)) as remote:
+            Node(remote).flush(DbTarget(keyspace), [])
+    with connect(cluster_block) as session:
+        session.execute(f"DROP TABLE {keyspace}.gone")
+    flushed = {a: [p for p in backups_dir_files(cluster_block, a, keyspace) if p.startswith("gone-")] for a in addresses}
+    assert all(flushed.values()), flushed
+    assert backup_snapshot(hosts=HOSTS, db_target=keyspace, new=True)["kind"] == "full"
+    for address in addresses:
+        left = backups_dir_files(cluster_block, address, keyspace)
+        assert set(flushed[address]) <= set(left), f"{address} deleted a dropped table's files no backup holds"
+        assert not [p for p in left if p.startswith("events-")], f"{address} kept files the full holds"

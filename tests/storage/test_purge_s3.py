@@ -164,3 +164,35 @@ def purge_killed_and_rerun(repo: Repository, point_of_death: str) -> None:
     assert restore_points(repo) == before
     assert purge_plan(repo.catalog(), POLICY, NOW, GRACE, repo.snapshot_times()).sets == []
     assert not any(k.startswith(f"{FULLS[0]:%Y%m%d%H%M%S}/") for k in keys(repo))
+
+
+@pytest.mark.parametrize("damage", ["malformed", "missing"])
+def test_a_damaged_manifest_of_the_newest_full_never_widens_the_purge(repo, damage):
+    """issue 22, defect 1: one host's manifest of the newest full, rewritten as garbage or deleted, made
+    the purge remove that chain (its sound sets and every increment) and keep no complete full. Now the
+    chain stays whole, so does the last complete one before it, and putting the manifest back restores
+    every restore point there was."""
+    s3 = repo.storage.s3
+    healthy = restore_points(repo)
+    manifest_key = SetRef.snapshot(FULLS[-1], HOSTS[1]).manifest_key
+    original = s3.get_object(Bucket="dmf-purge", Key=manifest_key)["Body"].read()
+    if damage == "malformed":
+        s3.put_object(Bucket="dmf-purge", Key=manifest_key, Body=original[: len(original) // 2])
+    else:
+        s3.delete_object(Bucket="dmf-purge", Key=manifest_key)
+    kept_prefixes = tuple(f"{ts:%Y%m%d%H%M%S}/" for ts in FULLS[1:])
+    derived = (catalog_key(FULLS[1]), closed_key(FULLS[1]), catalog_key(FULLS[2]), closed_key(FULLS[2]))
+    before = {k for k in keys(repo) if k.startswith(kept_prefixes) and k not in derived}
+    plan = purge_plan(repo.listing_catalog(), POLICY, NOW, GRACE, repo.snapshot_times())
+    assert [g.snapshot_ts for g in plan.retained] == FULLS[1:]
+    assert [g.snapshot_ts for g in plan.damaged] == [FULLS[-1]]
+    from dmf.flows.backup_purge import describe
+    reported, = describe(plan, POLICY, dry_run=False)["damaged"]
+    assert reported.startswith(f"full {FULLS[-1]:%Y%m%d%H%M%S} (under {FULLS[-1]:%Y%m%d%H%M%S}) is not complete "
+                               f"({HOSTS[1]}: {'unreadable manifest' if damage == 'malformed' else 'no manifest'})")
+    purge.carry_out(repo, plan)
+    assert before <= keys(repo)
+    assert not any(k.startswith(f"{FULLS[0]:%Y%m%d%H%M%S}/") for k in keys(repo))
+    assert repo.listing_catalog() == repo.listing_catalog(use_index=False)
+    s3.put_object(Bucket="dmf-purge", Key=manifest_key, Body=original)
+    assert restore_points(repo) == healthy

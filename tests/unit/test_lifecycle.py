@@ -9,7 +9,7 @@ import pytest
 from dmf.core.catalog import Catalog, SetInfo, resolve_chain
 from dmf.core.errors import InputError
 from dmf.core.keys import SetRef
-from dmf.core.lifecycle import FullEvery, RetentionPolicy, purge_plan
+from dmf.core.lifecycle import FullEvery, RetentionPolicy, damage_line, purge_plan
 from dmf.core.manifest import FileEntry, Manifest
 from dmf.core.targets import DbTarget
 from dmf.core.timestamps import parse_ts
@@ -114,16 +114,24 @@ def test_every_lineage_keeps_its_newest_full_and_a_window_keeps_the_full_serving
     assert plan.emptied_snapshots == (T0 + d,)
 
 
-def test_failed_runs_sets_go_after_the_grace_and_partial_groups_are_never_retained():
+def test_failed_runs_sets_go_after_the_grace_once_the_policy_would_drop_them_whole():
     d = timedelta(days=1)
     sets = [*full(T0), *full(T0 + d, complete=False), *full(T0 + 2 * d)]
     now = T0 + 2 * d + timedelta(hours=1)
-    plan = purge_plan(Catalog.build(sets), RetentionPolicy(keep_fulls=5), now, GRACE)
-    assert plan.expired == ()
+    plan = purge_plan(Catalog.build(sets), RetentionPolicy(keep_fulls=1), now, GRACE)
+    assert [g.snapshot_ts for g in plan.expired] == [T0]
     assert sorted(ref.node for ref in plan.abandoned) == list(HOSTS)  # the one with a manifest too
-    assert plan.emptied_snapshots == (T0 + d,)
-    assert purge_plan(Catalog.build(sets), RetentionPolicy(keep_fulls=5), T0 + d + timedelta(hours=1),
+    assert (T0 + d) in plan.emptied_snapshots and plan.damaged == ()
+    assert purge_plan(Catalog.build(sets), RetentionPolicy(keep_fulls=1), T0 + d + timedelta(hours=1),
                       GRACE).abandoned == ()
+    # Inside the policy it is kept as the full it may have been (a lost manifest looks the same) and
+    # reported, without counting as a complete one: the two complete fulls stay too.
+    plan = purge_plan(Catalog.build(sets), RetentionPolicy(keep_fulls=2), now, GRACE)
+    assert [g.snapshot_ts for g in plan.retained] == [T0, T0 + d, T0 + 2 * d]
+    assert plan.sets == [] and [g.snapshot_ts for g in plan.damaged] == [T0 + d]
+    assert damage_line(plan.damaged[0]) == (
+        "full 20260102000000 (under 20260102000000) is not complete (10.0.0.1: no manifest): a run that failed "
+        "there, or a manifest damaged or lost since; `dmf backup verify` names it")
 
 
 def random_history(rng: random.Random) -> tuple[list[SetInfo], object]:
@@ -175,3 +183,62 @@ def test_every_retained_restore_point_resolves_the_same_after_the_purge(seed):
     # Nothing complete of a retained chain goes; every expired group is complete.
     kept = {g.snapshot_ts for g in plan.retained}
     assert all(g.complete and (g.kind.value == "commitlogs" or g.snapshot_ts not in kept) for g in plan.expired)
+    # Nothing under a kept full goes, whether it lists complete or not (a partial full kept included).
+    assert not any(ref.snapshot_ts in kept for ref in plan.sets)
+
+
+def damaged_chain(start, hours: int, host_state: str) -> list[SetInfo]:
+    """A two-host chain: a full at `start` whose second host's manifest is `host_state` (malformed, or
+    missing: the set's objects without a manifest), and hourly increments on it."""
+    sets = full(start)
+    if host_state == "malformed":
+        sets[1] = SetInfo(sets[1].ref, problem=f"{sets[1].ref.manifest_key}: malformed manifest: Expecting value")
+    else:
+        sets[1] = SetInfo(sets[1].ref)
+    for h in range(1, hours + 1):
+        sets += increment(start, start + timedelta(hours=h))
+    return sets
+
+
+@pytest.mark.parametrize("host_state", ["malformed", "missing"])
+def test_a_damaged_full_inside_retention_keeps_its_chain_and_the_last_complete_one_before_it(host_state):
+    """issue 22, defect 1: one host's manifest of the newest full, damaged or lost, made the purge plan
+    remove that whole chain (its sound sets as a failed run's, its increments as expired) and keep no full."""
+    d = timedelta(days=1)
+    now = T0 + 30 * d
+    chain = damaged_chain(now - 2 * d, 46, host_state)
+    catalog = Catalog.build(chain)
+    plan = purge_plan(catalog, RetentionPolicy(keep_fulls=4, keep_days=14), now, GRACE)
+    assert plan.sets == [] and plan.emptied_snapshots == ()
+    assert [g.snapshot_ts for g in plan.retained] == [now - 2 * d]
+    assert [(g.kind.value, g.snapshot_ts) for g in plan.damaged] == [("snapshots", now - 2 * d)]
+
+    # With older chains: only the policy's own expiry goes, and the last complete full before it stays
+    # (it is what a restore into the damaged chain's days now resolves to).
+    older = [*full(now - 20 * d), *increment(now - 20 * d, now - 19 * d),
+             *full(now - 10 * d), *increment(now - 10 * d, now - 9 * d), *batch(now - 10 * d, now - 9 * d)]
+    catalog = Catalog.build([*older, *chain])
+    for policy in (RetentionPolicy(keep_fulls=1), RetentionPolicy(keep_days=1)):
+        plan = purge_plan(catalog, policy, now, GRACE)
+        assert [g.snapshot_ts for g in plan.retained] == [now - 10 * d, now - 2 * d], policy
+        assert {ref.snapshot_ts for ref in plan.sets} == {now - 20 * d}, policy
+        assert plan.keep_commitlogs_from == now - 10 * d
+        assert [g.snapshot_ts for g in plan.damaged] == [now - 2 * d]
+    # Past the policy it goes as it would whole: its sound sets, never the damaged manifest itself.
+    plan = purge_plan(Catalog.build([*chain, *full(now - d)]), RetentionPolicy(keep_fulls=1), now, GRACE)
+    gone = {ref.prefix for ref in plan.sets}
+    assert {info.ref.prefix for info in chain if info.complete} <= gone
+    assert (chain[1].ref.prefix in gone) is (host_state == "missing")
+    assert [g.snapshot_ts for g in plan.damaged] == ([now - 2 * d] if host_state == "malformed" else [])
+
+
+def test_a_retained_chain_loses_nothing_to_a_partial_increment_or_batch():
+    """A run that failed on one host inside a kept chain, or a set whose manifest was lost since: the
+    bucket cannot tell them apart, so a purge keeps them while the chain is kept (cleanup sweeps the
+    manifest-less sets past the grace)."""
+    d = timedelta(days=1)
+    lost = SetInfo(SetRef.commitlog(T0, HOST_IDS["10.0.0.1"], T0 + 2 * d))
+    sets = [*full(T0), *increment(T0, T0 + d)[:1], SetInfo(SetRef.incremental(T0, HOSTS[1], T0 + d)), lost]
+    plan = purge_plan(Catalog.build(sets), RetentionPolicy(keep_fulls=1), T0 + 5 * d, GRACE)
+    assert plan.sets == []
+    assert [(g.kind.value, g.time) for g in plan.damaged] == [("backups", T0 + d)]

@@ -6,7 +6,7 @@ from datetime import timedelta
 from dmf.core.catalog import Catalog, SetInfo
 from dmf.core.keys import SetRef
 from dmf.core.manifest import Manifest
-from dmf.core.plan import CHAIN_IDLE, ChainFiles, deletable, is_open, open_chains
+from dmf.core.plan import CHAIN_IDLE, ChainFiles, deletable, is_open, open_chains, superseded
 from dmf.core.timestamps import parse_ts
 
 T0 = parse_ts("20260101000000")
@@ -54,3 +54,19 @@ def test_a_file_goes_only_when_every_chain_covering_its_table_holds_it():
     assert deletable([t_file, u_file], [table_chain, everything]) == [t_file, u_file]
     assert deletable([t_file], []) == [t_file]
     assert deletable([f"other/x-{TID}/nb-1-big-Data.db"], [table_chain]) == [f"other/x-{TID}/nb-1-big-Data.db"]
+
+
+def test_a_full_supersedes_only_the_backups_files_it_or_a_complete_set_holds():
+    """issue 22, defect 3: a full deleted every backups/ file present before its snapshot, so the files a
+    table flushed after the last incremental and before it was dropped (never uploaded, absent from the
+    full) were lost."""
+    live = f"ks/t-{TID}/nb-7-big-Data.db"
+    live_index = f"ks/t-{TID}/.t_idx/nb-7-big-Data.db"
+    dropped = f"ks/gone-{'1' * 32}/nb-2-big-Data.db"
+    compacted = f"ks/t-{TID}/nb-5-big-Data.db"  # merged into nb-7 before the snapshot: the full holds its rows only
+    elsewhere = f"ks/u-{TID}/nb-1-big-Data.db"  # left out of a `ks.t` full, but an open `ks` chain uploaded it
+    on_node = [live, live_index, dropped, compacted, elsewhere]
+    snapshot = [live, live_index, f"ks/t-{TID}/nb-7-big-Index.db"]
+    assert superseded(on_node, snapshot) == [live, live_index]
+    assert superseded(on_node, snapshot, held={elsewhere}) == [live, live_index, elsewhere]
+    assert superseded(on_node, []) == []

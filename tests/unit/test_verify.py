@@ -13,7 +13,7 @@ from dmf.core.manifest import FileEntry, Manifest
 from dmf.core.targets import DbTarget
 from dmf.core.timestamps import parse_window
 from dmf.core.verify import (
-    MANIFEST, MISSING, SHA256, SIZE, STRAY, Expected, Finding, broken_restore_points, build_report, check_listing,
+    MANIFEST, MISSING, SHA256, SIZE, STRAY, UNSEALED, Expected, Finding, broken_restore_points, build_report, check_listing,
     check_read, check_sample, report_markdown, sample_objects, select_sets, summary_line,
 )
 
@@ -118,9 +118,14 @@ def test_selection_follows_backup_list_and_sorts_out_unreadable_and_incomplete()
     selection = select_sets(catalog, ts(S2), None, DbTarget.parse("ks"))
     assert selection.complete == sorted([SetRef.snapshot(ts(S2), h) for h in HOSTS]
                                         + [SetRef.incremental(ts(S2), "10.0.0.1", ts("20250102010000"))])
-    assert selection.unreadable == [Finding(unreadable, unreadable.manifest_key, MANIFEST,
+    unsealed = SetRef.incremental(ts(S2), "10.0.0.2", ts("20250102010000"))
+    assert selection.unreadable == [Finding(unsealed, unsealed.manifest_key, UNSEALED,
+                                            "no manifest, though 10.0.0.1 sealed this backup: a run that failed "
+                                            "on this host, or a manifest lost since"),
+                                    Finding(unreadable, unreadable.manifest_key, MANIFEST,
                                             "unreadable manifest: malformed manifest: x")]
-    assert selection.incomplete == 1
+    assert not selection.unreadable[0].damage and selection.unreadable[1].damage
+    assert selection.incomplete == 0
     assert select_sets(catalog, None, None, DbTarget.parse("other")).complete == []
 
 
@@ -189,3 +194,27 @@ def test_report_strays_warn_and_damage_counts():
                                   "restore_points": broken_restore_points(CATALOG, [refs[1]])[refs[1]].text}]
     assert summary_line(damaged) == ("1 damaged object(s) in 1 set(s) (1 missing); 2 set(s), 2 object(s) "
                                      "verified, 0 re-read; 1 stray object(s) (warning)")
+
+
+def test_a_full_with_complete_sets_built_on_it_lost_a_manifest_and_its_chain_is_broken():
+    """issue 22, defect 1: runs build only on a complete full, so a full missing a host's manifest with
+    an increment on it lost that manifest: damage, named, with the chain it breaks."""
+    lost = SetRef.snapshot(ts("20250103000000"), "10.0.0.1")
+    selection = select_sets(CATALOG, ts("20250103000000"), None, DbTarget())
+    assert selection.unreadable == [Finding(lost, lost.manifest_key, MANIFEST, "no manifest, though 10.0.0.2 "
+                                            "sealed this full and complete sets are built on it: a manifest lost since")]
+    broken = broken_restore_points(CATALOG, [lost])[lost]
+    assert (broken.start, broken.end) == (ts("20250103000000"), ts("20250103010000"))
+    assert broken.text.startswith("breaks restore points from 20250103000000 to 20250103010000 (UTC): the whole "
+                                  "chain of this full snapshot of ks.t")
+    # A host whose set left no object at all is named too.
+    gone = Catalog.build([full(S1)[0], *incr(S1, "20250101010000")])
+    finding, = select_sets(gone, None, None, DbTarget()).unreadable
+    assert (finding.set, finding.problem) == (SetRef.snapshot(ts(S1), "10.0.0.2"), MANIFEST)
+    assert finding.detail.startswith("no manifest, and no object of its set")
+    # A name in a manifest's host set that is not a host is no set of the layout: nothing to name.
+    odd = Manifest(set=gone.fulls[0].sets["10.0.0.1"].ref, files=(), host="10.0.0.1", host_id=IDS["10.0.0.1"],
+                   created_at=ts(S1), db_target="ks.t", hosts=("10.0.0.1", "../x"))
+    assert select_sets(Catalog.build([SetInfo(odd.set, odd)]), None, None, DbTarget()).unreadable == []
+    report = build_report(gone, select_sets(gone, None, None, DbTarget()), [], [], [], {"deep": False})
+    assert not report["clean"] and "1 manifest unreadable or missing" in summary_line(report)
