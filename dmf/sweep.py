@@ -37,9 +37,14 @@ def abort_stale_uploads(storage: Storage, now: datetime, grace: timedelta) -> in
 
 def remove_manifestless_sets(repo: Repository, catalog: Catalog, nodes: Collection[str], before: datetime) -> int:
     """Objects of sets without a manifest (never complete, never used) on `nodes` (addresses or host
-    IDs), older than `before`. Dies midway: the set stays manifest-less, and the next sweep goes on."""
+    IDs), older than `before`. Not those of a partial backup (another host sealed its set): the
+    missing manifest may have been lost after the backup completed, and then these objects are that
+    host's only copy; purge removes them with the backup when retention lets it go. Dies midway: the
+    set stays manifest-less, and the next sweep goes on."""
     removed = 0
     for group in catalog.all_groups():
+        if group.partial:
+            continue
         for node, info in group.sets.items():
             if not info.complete and info.problem == "" and node in nodes and info.ref.time < before:
                 check_lease(f"removal of manifest-less set {info.ref.prefix}")
