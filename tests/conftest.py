@@ -52,6 +52,16 @@ def cluster_block(testbed):
     return cluster(testbed, testbed.nodes(3))
 
 
+@pytest.fixture(scope="module")
+def solo_cluster(testbed):
+    """The one-node second cluster (127.0.0.4, its JMX asking for a password), started for the module
+    that asks for it and removed after."""
+    from dmf.testbed import solo
+    block = solo.start(testbed)
+    yield block
+    solo.stop(testbed)
+
+
 @pytest.fixture(scope="session")
 def repository_block(testbed):
     from dmf.testbed.blocks import repository
