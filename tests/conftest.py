@@ -52,10 +52,10 @@ def cluster_block(testbed):
     return cluster(testbed, testbed.nodes(3))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def solo_cluster(testbed):
-    """The one-node second cluster (127.0.0.4, its JMX asking for a password), started for the module
-    that asks for it and removed after."""
+    """The one-node second cluster (127.0.0.4, its JMX asking for a password): started once for the
+    modules that ask for it (a start is most of a minute), removed at the session's end."""
     from dmf.testbed import solo
     block = solo.start(testbed)
     yield block
