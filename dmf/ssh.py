@@ -19,7 +19,7 @@ from typing import BinaryIO
 import paramiko
 
 from dmf.blocks.cassandra_cluster import CassandraCluster, CassandraHost
-from dmf.core.errors import DmfError, PermanentError
+from dmf.core.errors import DmfError, PermanentError, failure_line
 from dmf.core.secrets import MASK, mask_text
 
 log = logging.getLogger(__name__)
@@ -212,11 +212,11 @@ class RemoteHost:
             channel.close()
         result = CommandResult(tuple(argv), status, stdout.decode(errors="replace"), stderr.decode(errors="replace"))
         if check and status != 0:
-            detail = (result.stderr.strip() or result.stdout.strip()).splitlines()
+            detail = failure_line(result.stderr) or failure_line(result.stdout)
             # Masked: a block's command may carry a password (`nodetool -pw ...`); `secrets` are
             # masked whole, before the message is cut, so no cut can leave a part of one.
             message = (f"{self.host.address}: `{mask_text(redact(shlex.join(shown), secrets))[:200]}` exited {status}"
-                       + (f": {redact(detail[-1], secrets)[:300]}" if detail else ""))
+                       + (f": {redact(detail, secrets)[:300]}" if detail else ""))
             raise remote_error(message)
         return result
 

@@ -11,7 +11,7 @@ from pydantic import SecretStr
 
 from dmf.blocks import DEFAULT_BLOCK, CassandraCluster, CassandraHost, S3Repository
 
-from . import tls
+from . import sshd, tls
 from .layout import BUCKET, CQL_PASSWORD, CQL_USER, S3_ACCESS_KEY, S3_SECRET_KEY, Node, Testbed
 
 
@@ -33,10 +33,13 @@ def repository(tb: Testbed) -> S3Repository:
     )
 
 
-def cluster(tb: Testbed, nodes: list[Node]) -> CassandraCluster:
+def cluster(tb: Testbed, nodes: list[Node], jmx_username: str | None = None,
+            jmx_password: str | None = None) -> CassandraCluster:
     return CassandraCluster(
         hosts=[CassandraHost(
-            address=n.address, ssh_port=tb.ssh_port, jmx_port=n.jmx_port,
+            # sshd listens on the three nodes' addresses; the solo node is reached through the first.
+            address=n.address, ssh_host=None if n.address in sshd.addresses() else sshd.addresses()[0],
+            ssh_port=tb.ssh_port, jmx_port=n.jmx_port,
             data_dirs=[str(n.dir("data"))], commitlog_dir=str(n.dir("commitlog")),
             commitlog_archive_dir=str(n.dir("commitlog_archive")), config_dir=str(n.dir("conf")),
             nodetool=str(tb.bin / "nodetool"), restore_staging_dir=str(n.dir("restore_staging")),
@@ -49,6 +52,7 @@ def cluster(tb: Testbed, nodes: list[Node]) -> CassandraCluster:
         known_hosts_path=str(tb.ssh / "known_hosts"),
         cql_username=CQL_USER, cql_password=SecretStr(CQL_PASSWORD),
         cql_tls=True, cql_tls_ca_path=str(tls.ca_path(tb)),
+        jmx_username=jmx_username, jmx_password=SecretStr(jmx_password) if jmx_password else None,
     )
 
 

@@ -173,8 +173,31 @@ def start(tb: Testbed, node: Node, heap: str = "768m") -> None:
     procs.spawn(argv, log_file=_log_file(node), pid_file=_pid_file(node))
 
 
+def _jmx_client_file(node: Node) -> Path:
+    return node.dir("conf") / "jmx-client.password"
+
+
+def require_jmx_password(node: Node, user: str, password: str) -> None:
+    """The node's JMX asks for `user`/`password` from its next start on: the JDK's password file and
+    jmxremote.authenticate in conf/jvm-server.options, which Cassandra's JMX server honours on its
+    local port too (no access file: an authenticated user may do everything, as nodetool needs),
+    with the export its authenticator needs (a line of Cassandra's jvm17-server.options that
+    jvm.SERVER_JPMS leaves out, so the three nodes start as before). The bed's own nodetool reads
+    a copy of the line (the JDK may rewrite its file with hashes)."""
+    conf = node.dir("conf")
+    for path in (conf / "jmxremote.password", _jmx_client_file(node)):
+        path.write_text(f"{user} {password}\n")
+        path.chmod(0o600)
+    with jvm_options_file(node).open("a") as options:
+        options.write("--add-exports=java.management/com.sun.jmx.remote.security=ALL-UNNAMED\n"
+                      "-Dcom.sun.management.jmxremote.authenticate=true\n"
+                      f"-Dcom.sun.management.jmxremote.password.file={conf / 'jmxremote.password'}\n")
+
+
 def nodetool(tb: Testbed, node: Node, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([str(tb.bin / "nodetool"), "-h", "127.0.0.1", "-p", str(node.jmx_port), *args],
+    credentials = _jmx_client_file(node)
+    auth = (["-u", credentials.read_text().split()[0], "-pwf", str(credentials)] if credentials.exists() else [])
+    return subprocess.run([str(tb.bin / "nodetool"), "-h", "127.0.0.1", "-p", str(node.jmx_port), *auth, *args],
                           capture_output=True, text=True, timeout=timeout)
 
 

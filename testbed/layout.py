@@ -19,6 +19,9 @@ TOKENS = {1: ["-9223372036854775808"],
 MAX_NODES = 3
 # A second, one-node cluster beside the three (testbed/solo.py): restores into another topology.
 SOLO_INDEX = 4
+# The solo node's JMX requires these (testbed/solo.py); the three nodes' JMX has no authentication.
+JMX_USER = "dmf-bed-jmx"
+JMX_PASSWORD = "bed-jmx-pw-$(not)-run"
 
 
 @dataclass(frozen=True)

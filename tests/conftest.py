@@ -79,6 +79,16 @@ def cluster_block(testbed):
 
 
 @pytest.fixture(scope="session")
+def solo_cluster(testbed):
+    """The one-node second cluster (127.0.0.4, its JMX asking for a password): started once for the
+    modules that ask for it (a start is most of a minute), removed at the session's end."""
+    from dmf.testbed import solo
+    block = solo.start(testbed)
+    yield block
+    solo.stop(testbed)
+
+
+@pytest.fixture(scope="session")
 def repository_block(testbed):
     from dmf.testbed.blocks import repository
     return repository(testbed)

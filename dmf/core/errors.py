@@ -1,4 +1,9 @@
 """The product's errors: each message is one line an operator can act on."""
+import re
+
+# nodetool prints `error: <why>`, then this line, then the Java stack trace.
+STACK_TRACE_MARK = "-- StackTrace --"
+_JAVA_TRACE_LINE = re.compile(r"at \S+\(.*\)|\.\.\. \d+ more")
 
 
 class DmfError(Exception):
@@ -25,3 +30,14 @@ class LayoutError(PermanentError):
 def quote(value: object) -> str:
     """Untrusted text for a message: quoted, with control characters escaped so it stays one line."""
     return repr(value if isinstance(value, str) else str(value))
+
+
+def failure_line(output: str) -> str:
+    """The line of a failed command's output that says why: nodetool's `error: ...` before its stack
+    trace; else the last line that is not a Java stack frame; "" for an empty output."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    if STACK_TRACE_MARK in lines[1:]:
+        return lines[lines.index(STACK_TRACE_MARK, 1) - 1]
+    while lines and _JAVA_TRACE_LINE.fullmatch(lines[-1]):
+        lines.pop()
+    return lines[-1] if lines else ""

@@ -1,9 +1,13 @@
 """CQL over TLS against the bed's nodes (client_encryption_options with a self-signed CA, plaintext
-still accepted): dmf's connections are encrypted, the certificate and the hostname are verified."""
+still accepted): dmf's connections are encrypted, the certificate and the hostname are verified (a
+certificate from another CA, and a node reached at an address its certificate does not name, are refused)."""
 from __future__ import annotations
 
 import datetime
+import socket
 import ssl
+import threading
+from contextlib import contextmanager
 
 import pytest
 from cryptography import x509
@@ -13,6 +17,7 @@ from cryptography.x509.oid import NameOID
 
 from dmf.core.errors import DmfError
 from dmf.cql import connect
+from dmf.testbed.cassandra import CLUSTER_NAME
 
 
 def clients_tls_flags(cluster_block) -> list[bool]:
@@ -63,6 +68,60 @@ def test_hostname_verification_is_on_unless_turned_off(cluster_block):
     lenient = cluster_block.model_copy(update={"cql_tls_check_hostname": False})
     with connect(lenient, contact_points=["127.0.0.2"]) as session:
         assert not session.cluster.ssl_context.check_hostname
+
+
+# A loopback address the bed's certificate does not name (it names 127.0.0.1-4).
+UNNAMED_ADDRESS = "127.0.0.9"
+
+
+@contextmanager
+def forwarded(listen: tuple[str, int], target: tuple[str, int]):
+    """TCP from `listen` to `target`, byte for byte: node 1's TLS reached at an address its certificate
+    does not name."""
+    server = socket.create_server(listen)
+
+    def pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                end.close()
+
+    def accept() -> None:
+        while True:
+            try:
+                client, _ = server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(target)
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=pipe, args=(source, sink), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield
+    finally:
+        server.shutdown(socket.SHUT_RDWR)
+        server.close()
+
+
+def test_a_node_reached_at_an_address_its_certificate_does_not_name_is_refused_in_one_line(cluster_block):
+    with forwarded((UNNAMED_ADDRESS, cluster_block.cql_port), ("127.0.0.1", cluster_block.cql_port)):
+        with pytest.raises(DmfError) as refused:
+            with connect(cluster_block, contact_points=[UNNAMED_ADDRESS], timeout=10):
+                pass
+        # The same bytes pass once the hostname check is off: the address was all that failed (the
+        # control connection, through the forwarder, read the cluster's name).
+        lenient = cluster_block.model_copy(update={"cql_tls_check_hostname": False})
+        with connect(lenient, contact_points=[UNNAMED_ADDRESS], timeout=10) as session:
+            assert session.cluster.metadata.cluster_name == CLUSTER_NAME
+    message = str(refused.value)
+    assert message.startswith(f"cannot reach Cassandra over CQL at {UNNAMED_ADDRESS}:{cluster_block.cql_port}: ")
+    assert f"IP address mismatch, certificate is not valid for '{UNNAMED_ADDRESS}'" in message
+    assert "\n" not in message
 
 
 def test_an_unreadable_ca_file_is_one_line(cluster_block, tmp_path):

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from dmf.core.errors import InputError
+from dmf.core.keys import parse_set_prefix
 from dmf.core.timestamps import format_ts, utcnow
 from dmf.cql import connect
 from dmf.flows.backup_list import backup_list
@@ -63,7 +64,14 @@ def test_backup_list_shows_the_history(history):
     assert [(r["kind"], r["complete"]) for r in ours] == [("full", True), ("incremental", True)]
     assert ours[0]["files"] > 0 and ours[0]["bytes"] > ours[1]["bytes"] > 0
     assert sorted(ours[0]["hosts"]) == sorted(HOSTS.split(","))
-    assert any(r["kind"] == "commitlog" and r["time"] >= history["between_t3a_t3b"] for r in listed)
+    # This history's own commit-log sets (one row per host ID and batch), found by the prefixes it
+    # shipped to: each listed once, complete, after t3a; what another test shipped cannot pass for them.
+    shipped = [(s["host_id"], parse_set_prefix(s["prefix"])) for s in history["shipped"] if s["segments"]]
+    assert shipped
+    for host_id, ref in shipped:
+        [batch] = [r for r in listed if r["kind"] == "commitlog" and r["hosts"] == [host_id]
+                   and (r["time"], r["snapshot_ts"]) == (format_ts(ref.time), format_ts(ref.snapshot_ts))]
+        assert batch["complete"] and batch["time"] >= history["between_t3a_t3b"]
     # The window excludes what came before it.
     later = backup_list(start_time=history["incr"]["set_ts"])
     assert not [r for r in later if r["db_target"] == history["target"] and r["kind"] == "full"]

@@ -18,15 +18,8 @@ pytestmark = pytest.mark.integration
 SOLO_BLOCK = "solo-test"
 
 
-@pytest.fixture(scope="module")
-def solo_cluster(testbed):
-    block = solo.start(testbed)
-    block.save(SOLO_BLOCK, overwrite=True)
-    yield block
-    solo.stop(testbed)
-
-
 def test_a_three_node_backup_restores_into_a_one_node_cluster(testbed, cluster_block, solo_cluster, tmp_path):
+    solo_cluster.save(SOLO_BLOCK, overwrite=True)  # with the node's JMX credentials
     keyspace, table = new_table(cluster_block, rows=0, prefix="solo")
     insert_rows(cluster_block, keyspace, table, range(120))
     target = f"{keyspace}.{table}"

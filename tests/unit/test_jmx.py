@@ -15,7 +15,7 @@ import pytest
 from pydantic import SecretStr
 
 from dmf.blocks.cassandra_cluster import CassandraCluster
-from dmf.core.errors import InputError
+from dmf.core.errors import InputError, failure_line
 from dmf.core.secrets import MASK, mask_document
 from dmf.node import PASSWORD_FILE_SHOWN, Node, jmx_password_command, jmx_password_file
 from dmf.ssh import CommandResult, RemoteError, RemoteHost, redact
@@ -255,6 +255,36 @@ def test_the_file_is_removed_when_nodetool_fails_and_the_error_masks_the_passwor
                        f"exited 3: error: Authentication failed for admin with {MASK}")
     assert list(node_env.tmp.iterdir()) == []
     assert (node_env.fake / "pwf-path").read_text().strip()  # nodetool did run, and its file went after
+
+
+# What nodetool 5.0 prints on a refused JMX login (tabs as in the original, the frames cut short).
+REFUSED_LOGIN = """error: Invalid username or password
+-- StackTrace --
+javax.security.auth.login.FailedLoginException: Invalid username or password
+\tat java.management/com.sun.jmx.remote.security.FileLoginModule.attemptAuthentication(FileLoginModule.java:460)
+\tat java.base/java.lang.Thread.run(Thread.java:840)
+"""
+
+
+def test_a_refused_jmx_login_is_nodetools_error_line_not_its_stack_trace(node_env, monkeypatch):
+    monkeypatch.setenv("FAKE_EXIT", "2")
+    monkeypatch.setenv("FAKE_MESSAGE", REFUSED_LOGIN)
+    with pytest.raises(RemoteError) as raised:
+        node_env.make("admin", PASSWORD).nodetool("status")
+    assert str(raised.value).endswith("` exited 2: error: Invalid username or password")
+
+
+@pytest.mark.parametrize("output, line", [
+    (REFUSED_LOGIN, "error: Invalid username or password"),
+    ("Exception in thread \"main\" java.lang.RuntimeException: boom\n\tat a.B.c(B.java:1)\n"
+     "Caused by: java.io.IOException: disk full\n\tat x.Y.z(Y.java:2)\n\t... 3 more\n",
+     "Caused by: java.io.IOException: disk full"),
+    ("first\nat the end of the line\n\n", "at the end of the line"),
+    ("-- StackTrace --\n", "-- StackTrace --"),
+    (" \n", ""),
+])
+def test_the_failure_line_is_what_says_why(output, line):
+    assert failure_line(output) == line
 
 
 def test_a_truncated_stdin_runs_no_nodetool_and_leaves_nothing(node_env):
