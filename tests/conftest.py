@@ -96,24 +96,45 @@ def repository_block(testbed):
 
 @pytest.fixture(scope="session")
 def moto_repository():
-    """A second, independent S3 implementation (moto's server, in this process, on a free loopback
-    port) for the storage and node-agent tests, so dmf never depends on one server's quirks."""
-    from moto.server import ThreadedMotoServer
+    """A second, independent S3 implementation (moto's server, in a process of its own on a free
+    loopback port) for the storage and node-agent tests, so dmf never depends on one server's quirks.
+    Not in this process: moto keeps its state per process, and any in-process `mock_aws` of the unit
+    and storage tests that ends (or is collected) resets it, bucket and all."""
+    import socket
+    import time
+    import urllib.request
+
     from prefect_aws import AwsCredentials
     from prefect_aws.client_parameters import AwsClientParameters
     from pydantic import SecretStr
 
     from dmf.blocks import S3Repository
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    repository = S3Repository(bucket="dmf-moto", credentials=AwsCredentials(
-        aws_access_key_id="moto-access-key", aws_secret_access_key=SecretStr("moto-secret-key"),
-        region_name="us-east-1", aws_client_parameters=AwsClientParameters(endpoint_url=f"http://{host}:{port}")))
-    repository.client().create_bucket(Bucket=repository.bucket)
-    yield repository
-    server.stop()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/", timeout=2).close()
+            break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                raise RuntimeError(f"moto's server did not start on 127.0.0.1:{port}") from None
+            time.sleep(0.2)
+    try:
+        repository = S3Repository(bucket="dmf-moto", credentials=AwsCredentials(
+            aws_access_key_id="moto-access-key", aws_secret_access_key=SecretStr("moto-secret-key"),
+            region_name="us-east-1",
+            aws_client_parameters=AwsClientParameters(endpoint_url=f"http://127.0.0.1:{port}")))
+        repository.client().create_bucket(Bucket=repository.bucket)
+        yield repository
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 @pytest.fixture(params=["s3proxy", "moto"])

@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 
+from dmf.lease import bucket_lease
 from dmf.repository import Repository
 from dmf.storage import Storage
 from tests.storage.test_purge_s3 import purge_killed_and_rerun, seed
@@ -21,4 +22,5 @@ def test_a_purge_killed_and_rerun_on_s3proxy(repository_block, point_of_death):
     storage = Storage(block)
     storage.s3.create_bucket(Bucket=block.bucket)
     seed(storage.s3, block.bucket)
-    purge_killed_and_rerun(Repository(storage), point_of_death)
+    with bucket_lease(storage, "purge-test", "bed test", 0):  # as the purge flow holds it
+        purge_killed_and_rerun(Repository(storage), point_of_death)
