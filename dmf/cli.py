@@ -5,9 +5,8 @@ A failed run prints one line and exits 1. Times are YYYYmmddHHMMSS, UTC.
 """
 from __future__ import annotations
 
-import logging
-
 import json
+import logging
 import sys
 from typing import Annotated, Optional
 
