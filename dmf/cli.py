@@ -287,6 +287,22 @@ def backup_purge_cmd(
         typer.echo(f"  not complete, kept as the backup it may have been: {damage}")
 
 
+@backup_app.command("copy")
+def backup_copy_cmd(
+    to: Annotated[Optional[str], typer.Option("--to", metavar="BLOCK", help="Copy to this dmf-s3-repository block "
+                                              "only (default: every block of the repository's copy_to).")] = None,
+    cluster_block: ClusterBlock = DEFAULT_BLOCK,
+    repository_block: RepositoryBlock = DEFAULT_BLOCK,
+) -> None:
+    """Copy every complete set of the repository that its copies lack (and keep under their own retention),
+    oldest first: server-side when both are on one store, streamed otherwise; each object verified by its
+    SHA-256, the manifest written last. A copy killed midway lists nothing complete it lacks; run it again."""
+    from dmf.flows.backup_copy import backup_copy
+    summary = run_guarded(lambda: backup_copy(to=to, repository_block=repository_block, cluster_block=cluster_block))
+    for r in summary["copies"]:
+        typer.echo(f"{r['copy']}: {len(r['sets'])} set(s), {human_bytes(r['bytes'])} copied ({r['mode']})")
+
+
 @backup_app.command("verify")
 def backup_verify_cmd(
     start_time: StartTime = None,

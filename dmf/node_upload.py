@@ -21,7 +21,8 @@ import threading
 import urllib.parse
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,8 @@ class _Upload:
     key: str
     part_size: int
     upload_id: str | None = None  # set for a multipart upload
+    # When its URL was signed: an object lock's date is signed into a single PUT's URL and sent again as a header.
+    signed_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
 
 
 def url_expiry_s(end: int, concurrency: int) -> int:
@@ -217,7 +220,8 @@ class NodeUpload:
         """The URLs the node PUTs to: one for a file within a part, else a multipart upload's parts."""
         size, concurrency = upload.source.size, self.storage.repository.max_concurrency
         if size <= upload.part_size:
-            return [self.storage.presign_put(upload.key, url_expiry_s(size, concurrency), self._presigner)]
+            return [self.storage.presign_put(upload.key, url_expiry_s(size, concurrency), self._presigner,
+                                            upload.signed_at)]
         upload.upload_id = self.storage.create_multipart(upload.key, checksums=False)
         return [self.storage.presign_part(upload.key, upload.upload_id, n,
                                           url_expiry_s(min(n * upload.part_size, size), concurrency), self._presigner)
@@ -226,7 +230,7 @@ class NodeUpload:
     def _headers(self, upload: _Upload) -> dict[str, str]:
         """The encryption headers signed into the file's URLs, which the node must send with them."""
         repository = self.storage.repository
-        return repository.write_headers() if upload.upload_id is None else repository.key_headers()
+        return repository.write_headers(upload.signed_at) if upload.upload_id is None else repository.key_headers()
 
     def _seal(self, upload: _Upload, md5s: list[bytes], etags: list[str], sha256: str) -> None:
         """Verifies the stored object against what the node read (completing a multipart upload with

@@ -359,12 +359,16 @@ class Repository:
     def write_manifest(self, manifest: Manifest) -> None:
         """Seals a set. A listing that closed its snapshot meanwhile (a run that resolved its chain
         long ago) would not show it: the closed summary goes, and the next listing lists the snapshot."""
-        self.storage.put_bytes(manifest.set.manifest_key, manifest.to_json(), content_type="application/json")
+        self.seal(manifest.set, manifest.to_json())
+
+    def seal(self, ref: SetRef, manifest: bytes) -> None:
+        """Writes a set's manifest as given (a copy writes the primary's, byte for byte): see write_manifest."""
+        self.storage.put_bytes(ref.manifest_key, manifest, content_type="application/json")
         try:
-            self.storage.delete_keys([closed_key(manifest.set.snapshot_ts)])
+            self.storage.delete_keys([closed_key(ref.snapshot_ts)])
         except StorageError as exc:
             log.warning("%s is sealed, but the closed chain summary of its snapshot could not be removed (%s): "
-                        "`dmf backup list --rescan` shows it", manifest.set.prefix, exc)
+                        "`dmf backup list --rescan` shows it", ref.prefix, exc)
 
     def stored_sizes(self, ref: SetRef) -> dict[str, int]:
         """relpath → size of every data object under the set, as listed now (one listing)."""

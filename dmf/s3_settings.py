@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
 import boto3
@@ -13,6 +14,7 @@ from pydantic import BaseModel, Field, FilePath, SecretStr, ValidationError, fie
 
 from dmf.core.errors import DmfError, InputError
 from dmf.core.lifecycle import FullEvery
+from dmf.core.object_lock import lock_span, retain_until
 from dmf.encryption import EncryptionError, parse_key
 from dmf.throttle import check_limit
 
@@ -108,6 +110,19 @@ class S3Settings(BaseModel):
         default=None, gt=0, description="`backup purge` keeps every restore point of the last D days (the full "
                                         "serving the window's start and everything after it).")
 
+    # Copies and immutability (dmf.core.copies, dmf.core.object_lock).
+    copy_to: list[str] = Field(
+        default_factory=list,
+        description="Names of other dmf-s3-repository blocks that hold a copy of this repository (another region, "
+                    "store or account): `dmf backup copy` and its schedule bring every complete set there. Each "
+                    "keeps its own retention (keep_fulls, keep_days) and needs the same encryption settings.")
+    object_lock: Literal["none", "governance", "compliance"] = Field(
+        default="none",
+        description="S3 Object Lock on every object dmf writes, until a purge could remove it (full_every's age "
+                    "plus keep_days after it is written): governance (users with s3:BypassGovernanceRetention "
+                    "may still delete) or compliance (nobody can, not even the account's root, until the date). "
+                    "The bucket must have been created with object lock enabled.")
+
     @field_validator("full_every")
     @classmethod
     def _valid_full_every(cls, value: str) -> str:
@@ -130,6 +145,10 @@ class S3Settings(BaseModel):
                 raise ValueError("sse_customer_key must be 32 bytes, base64-encoded")
         if self.kms_key_id and self.sse != "aws:kms":
             raise ValueError("kms_key_id is only used with sse: aws:kms")
+        try:
+            lock_span(self.object_lock, self.full_every, self.keep_days)
+        except InputError as exc:  # as a ValueError, pydantic reports it as the block's, with the others
+            raise ValueError(str(exc)) from None
         if self.encryption == "client":
             if self.encryption_key is None:
                 raise ValueError("encryption: client needs encryption_key (`dmf key generate` makes one)")
@@ -160,13 +179,28 @@ class S3Settings(BaseModel):
     def _customer_key(self) -> bytes:
         return base64.b64decode(self.sse_customer_key.get_secret_value())  # type: ignore[union-attr]
 
-    def write_params(self) -> dict:
-        """boto3 parameters of a request that creates an object (PutObject, CreateMultipartUpload)."""
+    def write_params(self, now: datetime | None = None) -> dict:
+        """boto3 parameters of a request that creates an object (PutObject, CreateMultipartUpload, CopyObject)
+        at `now` (default: the current time): encryption, and under object_lock the lock until its date."""
+        return {**self._sse_write_params(), **self.lock_params(now)}
+
+    def _sse_write_params(self) -> dict:
         if self.sse == "AES256":
             return {"ServerSideEncryption": "AES256"}
         if self.sse == "aws:kms":
             return {"ServerSideEncryption": "aws:kms", **({"SSEKMSKeyId": self.kms_key_id} if self.kms_key_id else {})}
         return self.key_params()
+
+    def lock_span(self) -> timedelta | None:
+        return lock_span(self.object_lock, self.full_every, self.keep_days)
+
+    def lock_params(self, now: datetime | None = None) -> dict:
+        """Object Lock of an object written at `now`: its mode and retain-until date (dmf.core.object_lock)."""
+        span = self.lock_span()
+        if span is None:
+            return {}
+        return {"ObjectLockMode": self.object_lock.upper(),
+                "ObjectLockRetainUntilDate": retain_until(now or datetime.now(timezone.utc), span)}
 
     def key_params(self) -> dict:
         """boto3 parameters of every request that reads an object or sends a part: SSE-C's key."""
@@ -174,9 +208,9 @@ class S3Settings(BaseModel):
             return {}
         return {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": self._customer_key()}
 
-    def write_headers(self) -> dict[str, str]:
-        """write_params as HTTP headers, for a node's presigned PUT (they are signed into the URL)."""
-        return _as_headers(self.write_params())
+    def write_headers(self, now: datetime | None = None) -> dict[str, str]:
+        """write_params(now) as HTTP headers, for a node's presigned PUT (they are signed into the URL)."""
+        return _as_headers(self.write_params(now))
 
     def key_headers(self) -> dict[str, str]:
         """key_params as HTTP headers, for a node's presigned part upload."""
@@ -221,6 +255,8 @@ class S3Settings(BaseModel):
             features.append("additional checksums (checksum_mode: when_supported)")
         if self.sse != "none":
             features.append(f"server-side encryption (sse: {self.sse})")
+        if self.object_lock != "none":
+            features.append(f"object lock (object_lock: {self.object_lock})")
         return ", ".join(features) or "none beyond plain S3"
 
 
@@ -230,9 +266,13 @@ _SSE_HEADERS = {"ServerSideEncryption": "x-amz-server-side-encryption",
 
 
 def _as_headers(params: dict) -> dict[str, str]:
-    """Encryption parameters as the HTTP headers botocore would send: an SSE-C key base64-encoded,
-    with its MD5 beside it."""
+    """Encryption and lock parameters as the HTTP headers botocore would send: an SSE-C key base64-encoded,
+    with its MD5 beside it; the retain-until date in ISO 8601, as botocore writes it."""
     headers = {_SSE_HEADERS[name]: value for name, value in params.items() if name in _SSE_HEADERS}
+    if "ObjectLockMode" in params:
+        headers["x-amz-object-lock-mode"] = params["ObjectLockMode"]
+        headers["x-amz-object-lock-retain-until-date"] = params["ObjectLockRetainUntilDate"].strftime(
+            "%Y-%m-%dT%H:%M:%SZ")
     key = params.get("SSECustomerKey")
     if key is not None:
         headers["x-amz-server-side-encryption-customer-key"] = base64.b64encode(key).decode()

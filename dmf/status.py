@@ -17,7 +17,7 @@ from dmf.core.timestamps import utcnow
 Request = Callable[[str, str, "dict | None"], Any]  # (method, API path, JSON body) → the response's JSON
 
 FLOWS = ("backup-snapshot", "ship-commitlogs", "backup-purge", "backup-verify", "restore-drill", "backup-cleanup",
-         "backup-registry")
+         "backup-registry", "backup-copy")
 CHECKS = ("backup-verify", "restore-drill")
 NOT_RUN = frozenset({"SCHEDULED", "PENDING", "PAUSED", "CANCELLING"})
 

@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -138,7 +139,6 @@ class Storage:
         self.bucket = repository.bucket
         self.s3 = client or repository.client()
         self._checksums = repository.checksum_mode == "when_supported"
-        self._write = repository.write_params()
         self._key = repository.key_params()
 
     def _fail(self, action: str, key: str, exc: Exception) -> StorageError:
@@ -232,13 +232,19 @@ class Storage:
         digest = hashlib.sha256(data)
         try:
             response = self.s3.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type,
-                                          Metadata={SHA256_META: digest.hexdigest()}, **self._write,
-                                          **self._checksum_request(digest.digest()))
+                                          Metadata={SHA256_META: digest.hexdigest()}, **self.repository.write_params(),
+                                          **self._checksum_request(digest.digest()), **self._lock_md5(data))
         except (ClientError, BotoCoreError) as exc:
             raise self._fail("put", key, exc) from None
         self.verify(key, response.get("ETag"), hashlib.md5(data).hexdigest(), len(data), digest.hexdigest(),
                     sha256_checksum([digest.digest()], multipart=False))
         return StoredObject(key, len(data), digest.hexdigest())
+
+    def _lock_md5(self, data: bytes) -> dict:
+        """S3 refuses a locked PUT without a checksum of its body: Content-MD5, which every store takes."""
+        if self.repository.object_lock == "none" or self._checksums:
+            return {}
+        return {"ContentMD5": base64.b64encode(hashlib.md5(data).digest()).decode()}
 
     def _checksum_request(self, sha256: bytes) -> dict:
         if not self._checksums:
@@ -322,15 +328,17 @@ class Storage:
         a node's presigned parts cannot, since a URL is signed before its part is read."""
         try:
             return self.s3.create_multipart_upload(
-                Bucket=self.bucket, Key=key, **self._write,
+                Bucket=self.bucket, Key=key, **self.repository.write_params(),
                 **({"ChecksumAlgorithm": "SHA256"} if checksums and self._checksums else {}))["UploadId"]
         except (ClientError, BotoCoreError) as exc:
             raise self._fail("create multipart upload", key, exc) from None
 
-    def presign_put(self, key: str, expires_s: int, client: Any | None = None) -> str:
-        """A URL that lets its holder (a node) PUT the object, until it expires: a credential, never logged."""
+    def presign_put(self, key: str, expires_s: int, client: Any | None = None, now: datetime | None = None) -> str:
+        """A URL that lets its holder (a node) PUT the object, until it expires: a credential, never logged.
+        The holder sends the repository's write_headers(now) with it."""
         return (client or self.s3).generate_presigned_url(
-            "put_object", Params={"Bucket": self.bucket, "Key": key, **self._write}, ExpiresIn=expires_s)
+            "put_object", Params={"Bucket": self.bucket, "Key": key, **self.repository.write_params(now)},
+            ExpiresIn=expires_s)
 
     def presign_part(self, key: str, upload_id: str, number: int, expires_s: int, client: Any | None = None) -> str:
         """As presign_put, for one part of a multipart upload."""
@@ -387,6 +395,22 @@ class Storage:
             yield from body.iter_chunks(chunk)
         except (ClientError, BotoCoreError) as exc:
             raise self._fail("get", key, exc) from None
+
+    def lock_refusal(self) -> str | None:
+        """Why this bucket cannot hold locked objects (object lock not enabled, or a store without it), or None."""
+        try:
+            config = self.s3.get_object_lock_configuration(Bucket=self.bucket).get("ObjectLockConfiguration", {})
+        except ClientError as exc:
+            err = exc.response.get("Error", {})
+            return f"the store answers {err.get('Code', '?')} to GetObjectLockConfiguration"
+        except BotoCoreError as exc:
+            return f"GetObjectLockConfiguration failed ({exc})"
+        return None if config.get("ObjectLockEnabled") == "Enabled" else "object lock is not enabled on the bucket"
+
+    def lock_of(self, key: str) -> datetime | None:
+        """The retain-until date of the object's current version, None when it carries no lock."""
+        head = self.head(key)
+        return None if head is None else head.get("ObjectLockRetainUntilDate")
 
     def delete_keys(self, keys: list[str]) -> None:
         for start in range(0, len(keys), 1000):

@@ -118,6 +118,7 @@ class PurgePlan:
     bytes: int                           # what the expired groups hold (from their manifests)
     emptied_snapshots: tuple[datetime, ...]  # snapshot prefixes left with no set: their index and schema go
     damaged: tuple[Group, ...] = ()      # partial groups it leaves (whole, or their unreadable manifests)
+    locked: tuple[tuple[Group, datetime], ...] = ()  # expired groups kept for their object lock, and until when
 
     def counts(self) -> dict[str, int]:
         """Complete groups removed, by kind name (full, incremental, commitlog)."""

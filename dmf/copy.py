@@ -1,0 +1,159 @@
+"""Copying sets from a repository to one of its copies (dmf.core.copies decides which), as a backup
+writes them: every data object first, each verified by the SHA-256 its manifest gives (the bytes as
+stored), then the snapshot's schema, then the manifest, byte for byte, last.
+
+Server-side (CopyObject, UploadPartCopy) when both repositories are on one store under one identity,
+the copy then read back and hashed; streamed through the manager otherwise, hashed on the way.
+
+What a copy killed at any point leaves on the copy:
+  - before a set's manifest: objects of a set without a manifest, never listed complete there; the next
+    copy run copies the set again (objects already there whole, with their SHA-256 recorded, are kept),
+    and a purge or cleanup of the copy removes them if the run never comes;
+  - after a set's manifest: the set is complete there, whole, and the next run skips it.
+Nothing is ever deleted from the primary.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from dmf.core.copies import sets_to_copy
+from dmf.core.errors import InputError, LayoutError, PermanentError
+from dmf.core.keys import SetRef, schema_key
+from dmf.core.lifecycle import RetentionPolicy
+from dmf.core.manifest import FileEntry, Manifest, unconfirmed
+from dmf.core.timestamps import format_ts, utcnow
+from dmf.lease import check_lease
+from dmf.repository import Repository
+from dmf.s3_settings import S3Settings
+from dmf.storage import SHA256_META, StorageError
+
+log = logging.getLogger(__name__)
+
+
+class SourceDamaged(PermanentError):
+    """An object of the primary does not match its manifest: the copy would carry the damage."""
+
+
+def check_copyable(primary: S3Settings, copy: S3Settings, name: str) -> None:
+    """A copy holds the bytes as stored, so it must open them as the primary does: same client-side
+    encryption and key (SSE settings may differ: the store decrypts and encrypts)."""
+    if primary.encryption != copy.encryption or primary.client_key() != copy.client_key():
+        raise InputError(f"copy {name!r} must have the primary's encryption setting and encryption_key: "
+                         "a copy holds the objects as stored, and restores open them with its own block's key")
+
+
+def one_store(primary: S3Settings, copy: S3Settings) -> bool:
+    """Whether the copy's store can read the primary's objects itself: one endpoint, region and identity
+    (and no SSE-C, whose key a server-side copy would have to send twice)."""
+    def where(repo: S3Settings) -> tuple:
+        params = repo.credentials.aws_client_parameters
+        return (params.endpoint_url, repo.region or repo.credentials.region_name,
+                repo.credentials.aws_access_key_id)
+    return where(primary) == where(copy) and "SSE-C" not in (primary.sse, copy.sse)
+
+
+def policy_of(repo: S3Settings) -> RetentionPolicy | None:
+    return RetentionPolicy(repo.keep_fulls, repo.keep_days) if repo.keep_fulls or repo.keep_days else None
+
+
+def _hashed(chunks: Iterable[bytes], digest) -> Iterator[bytes]:
+    for chunk in chunks:
+        digest.update(chunk)
+        yield chunk
+
+
+@dataclass
+class CopyResult:
+    copy: str
+    mode: str                     # server-side or streamed
+    sets: list[str]               # prefixes sealed on the copy
+    bytes: int
+    failed: list[str]             # one line per set not copied
+
+
+class Copier:
+    def __init__(self, primary: Repository, copy: Repository):
+        self.primary, self.copy = primary, copy
+        self.server_side = one_store(primary.storage.repository, copy.storage.repository)
+
+    def plan(self, now=None) -> list[SetRef]:
+        """The sets to copy now: complete on the primary, not on the copy, kept by the copy's retention."""
+        now = now or utcnow()
+        return sets_to_copy(self.primary.listing_catalog(), self.copy.listing_catalog(),
+                            policy_of(self.copy.storage.repository), now)
+
+    def copy_set(self, ref: SetRef) -> int:
+        """Copies one set (data, schema, manifest last); returns its bytes."""
+        raw = self.primary.storage.get_bytes(ref.manifest_key, missing_ok=True)
+        if raw is None:
+            raise StorageError(f"{ref.prefix}: its manifest is gone from the primary (purged since the listing?)")
+        manifest = Manifest.from_json(raw, expected=ref)
+        workers = self.copy.storage.repository.max_concurrency
+        with ThreadPoolExecutor(workers, thread_name_prefix="copy") as pool:
+            list(pool.map(lambda entry: self._copy_object(ref.file_key(entry.path), entry), manifest.files))
+        self._copy_schema(ref)
+        missing = unconfirmed(manifest.files, self.copy.stored_sizes(ref))
+        if missing:  # a purge or cleanup of the copy removed some meanwhile: never a manifest over a gap
+            raise StorageError(f"{ref.prefix}: not sealed on the copy: {'; '.join(missing[:3])}")
+        check_lease(f"sealing {ref.prefix} on the copy")
+        self.copy.seal(ref, raw)
+        return manifest.total_bytes
+
+    def _copy_schema(self, ref: SetRef) -> None:
+        key = schema_key(ref.snapshot_ts)
+        if self.copy.storage.head(key) is not None:
+            return
+        data = self.primary.storage.get_bytes(key, missing_ok=True)
+        if data is not None:
+            self.copy.storage.put_bytes(key, data, "text/plain")
+
+    def _copy_object(self, key: str, entry: FileEntry) -> None:
+        dest = self.copy.storage
+        head = dest.head(key)
+        if head is not None and head["ContentLength"] == entry.size and \
+                head.get("Metadata", {}).get(SHA256_META) == entry.sha256:
+            return  # copied whole by an earlier run
+        if self.server_side:
+            self._server_side(key, entry)
+        else:
+            digest = hashlib.sha256()
+            stored = dest.upload_stream(key, _hashed(self.primary.storage.iter_object(key), digest), entry.size)
+            if stored.sha256 != entry.sha256:
+                raise SourceDamaged(f"s3://{self.primary.storage.bucket}/{key} does not match its manifest's "
+                                    "SHA-256 on the primary: not copied (`dmf backup verify --deep` there)")
+
+    def _server_side(self, key: str, entry: FileEntry) -> None:
+        dest, source = self.copy.storage, self.primary.storage
+        extra = {**dest.repository.write_params(), "Metadata": {SHA256_META: entry.sha256},
+                 "MetadataDirective": "REPLACE"}
+        try:
+            dest.s3.copy({"Bucket": source.bucket, "Key": key}, dest.bucket, key, ExtraArgs=extra,
+                         SourceClient=source.s3)
+        except Exception as exc:  # noqa: BLE001 — botocore and s3transfer errors alike, named by key
+            raise StorageError(f"S3 copy of {key} from s3://{source.bucket} to s3://{dest.bucket} failed: "
+                               f"{str(exc).splitlines()[0]}") from None
+        digest, size = hashlib.sha256(), 0
+        for chunk in dest.iter_object(key):
+            digest.update(chunk)
+            size += len(chunk)
+        if size != entry.size or digest.hexdigest() != entry.sha256:
+            raise SourceDamaged(f"s3://{dest.bucket}/{key} as copied does not match its manifest's SHA-256 "
+                                f"(the primary's object is damaged, or the copy is): not sealed")
+
+
+def copy_all(copier: Copier, name: str, refs: list[SetRef]) -> CopyResult:
+    """Copies `refs` in order; a set that fails is named and the rest go on (a later full is worth having
+    even if an old increment is damaged)."""
+    result = CopyResult(name, "server-side" if copier.server_side else "streamed", [], 0, [])
+    for ref in refs:
+        try:
+            result.bytes += copier.copy_set(ref)
+            result.sets.append(ref.prefix)
+        except (StorageError, SourceDamaged, LayoutError) as exc:
+            result.failed.append(f"{ref.prefix} ({format_ts(ref.time)}): {exc}")
+            log.error("not copied to %s: %s", name, result.failed[-1])
+    return result
