@@ -285,6 +285,8 @@ def backup_purge_cmd(
         typer.echo(f"  commit logs shipped since {report['keep_commitlogs_from']}")
     for damage in report["damaged"]:
         typer.echo(f"  not complete, kept as the backup it may have been: {damage}")
+    for locked in report.get("locked", []):
+        typer.echo(f"  expired but kept, {locked}")
 
 
 @backup_app.command("copy")

@@ -12,13 +12,26 @@ Order, and what a purge killed at any point leaves:
      purge (or cleanup) removes;
   4. the schema (and any index written meanwhile) of snapshots with no set left.
 Nothing that lists as complete ever lacks an object, and a rerun plans what is left and finishes.
+
+Under object_lock the plan leaves every set still locked (dmf.core.object_lock.hold_locked): a set's lock
+is its manifest's, the object written last and so the latest-locked of the set.
 """
 from __future__ import annotations
 
-from dmf.core.keys import SetKind, catalog_key, closed_key, schema_key
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+
+from dmf.core.keys import SetKind, SetRef, catalog_key, closed_key, schema_key
 from dmf.core.lifecycle import PurgePlan
 from dmf.lease import check_lease
 from dmf.repository import Repository
+
+
+def lock_dates(repo: Repository, plan: PurgePlan) -> dict[SetRef, datetime | None]:
+    """The retain-until date of each expired set's manifest (one HEAD per set, in parallel)."""
+    refs = plan.sets
+    with ThreadPoolExecutor(repo.parallel) as pool:
+        return dict(zip(refs, pool.map(lambda ref: repo.storage.lock_of(ref.manifest_key), refs)))
 
 
 def manifest_phases(plan: PurgePlan) -> list[list[str]]:

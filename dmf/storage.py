@@ -407,6 +407,17 @@ class Storage:
             return f"GetObjectLockConfiguration failed ({exc})"
         return None if config.get("ObjectLockEnabled") == "Enabled" else "object lock is not enabled on the bucket"
 
+    def lock(self, key: str) -> None:
+        """Puts the repository's object lock on an object written without it (a server-side copy)."""
+        params = self.repository.lock_params()
+        if not params:
+            return
+        try:
+            self.s3.put_object_retention(Bucket=self.bucket, Key=key, Retention={
+                "Mode": params["ObjectLockMode"], "RetainUntilDate": params["ObjectLockRetainUntilDate"]})
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail("lock", key, exc) from None
+
     def lock_of(self, key: str) -> datetime | None:
         """The retain-until date of the object's current version, None when it carries no lock."""
         head = self.head(key)

@@ -7,11 +7,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
 
 from dmf.core.client_encryption import sort_authentic
 from dmf.core.keys import SetRef
 from dmf.core.manifest import Manifest
-from dmf.core.verify import MANIFEST, MISSING, Expected, Finding, check_listing, check_read
+from dmf.core.object_lock import short_locks
+from dmf.core.verify import LOCK, MANIFEST, MISSING, Expected, Finding, check_listing, check_read
 from dmf.encryption import expected
 from dmf.repository import Repository
 from dmf.storage import Storage
@@ -39,6 +41,19 @@ def check_listings(repo: Repository, manifests: Sequence[Manifest]) -> tuple[lis
     with ThreadPoolExecutor(repo.parallel) as pool:
         checked = list(pool.map(one, manifests))
     return [f for found, _ in checked for f in found], [o for _, whole in checked for o in whole]
+
+
+def check_locks(repo: Repository, manifests: Sequence[Manifest], span: timedelta) -> list[Finding]:
+    """Under object_lock: each object of the sets (manifest included) whose lock ends before the policy
+    needs (dmf.core.object_lock), from one HEAD per object."""
+    keys = [(m.set, key) for m in manifests for key in [m.set.manifest_key, *(m.set.file_key(f.path) for f in m.files)]]
+    with ThreadPoolExecutor(repo.parallel) as pool:
+        dates = list(pool.map(lambda item: repo.storage.lock_of(item[1]), keys))
+    by_set: dict[SetRef, dict[str, datetime | None]] = {}
+    for (ref, key), until in zip(keys, dates):
+        by_set.setdefault(ref, {})[key] = until
+    return [Finding(short.ref, short.key, LOCK, short.detail)
+            for ref, locks in by_set.items() for short in short_locks(ref, locks, span)]
 
 
 def rehash(storage: Storage, expected: Expected, progress: Callable[[int], None] | None = None) -> Finding | None:

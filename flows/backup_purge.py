@@ -9,6 +9,7 @@ from prefect import flow, get_run_logger
 
 from dmf.blocks import DEFAULT_BLOCK, CassandraCluster, S3Repository
 from dmf.core.lifecycle import PurgePlan, RetentionPolicy, damage_line
+from dmf.core.object_lock import locked_line
 from dmf.core.sweep import check_grace
 from dmf.core.timestamps import format_ts, utcnow
 from dmf.cql import cluster_name_of
@@ -26,7 +27,8 @@ def describe(plan: PurgePlan, policy: RetentionPolicy, dry_run: bool) -> dict:
                           "bytes": g.bytes} for g in plan.retained],
             "keep_commitlogs_from": format_ts(plan.keep_commitlogs_from) if plan.keep_commitlogs_from else None,
             "sets": [ref.prefix for ref in plan.sets],
-            "damaged": [damage_line(g) for g in plan.damaged]}
+            "damaged": [damage_line(g) for g in plan.damaged],
+            "locked": [locked_line(g, until) for g, until in plan.locked]}
 
 
 @flow(name="backup-purge")
@@ -62,5 +64,7 @@ def backup_purge(keep_fulls: int | None = None, keep_days: float | None = None, 
     logger.info("%s", line)
     for damage in summary["damaged"]:
         logger.warning("kept, not complete: %s", damage)
+    for locked in summary["locked"]:
+        logger.info("kept, object lock: %s", locked)
     publish_summary("backup-purge", summary, line)
     return summary

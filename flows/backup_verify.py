@@ -2,6 +2,7 @@
     read-catalog (the whole history: chains reach past the window) → read-manifests (the window's
     complete sets) → check-listings (one listing per set: missing objects, wrong sizes, strays)
     → deep-check (deep or sample: objects re-read, SHA-256 against the manifest)
+    → check-locks (under object_lock: objects locked for less than the retention policy needs, a warning)
     → report (with the restore points each damaged set breaks), published as an artifact.
 It only reads (and refreshes the catalog index, as backup-list does). The report comes back whatever
 it finds; `dmf backup verify` exits 1 on damage."""
@@ -17,7 +18,7 @@ from dmf.core.targets import DbTarget
 from dmf.core.timestamps import format_ts, parse_window, utcnow
 from dmf.core.verify import (build_report, check_sample, report_markdown, sample_objects,
                              select_sets, summary_line)
-from dmf.tasks.verify import check_listings, deep_check, read_catalog, read_manifests
+from dmf.tasks.verify import check_listings, check_locks, deep_check, read_catalog, read_manifests
 
 
 @flow(name="backup-verify")
@@ -44,7 +45,8 @@ def backup_verify(start_time: str | int | None = None, end_time: str | int | Non
     found, whole = check_listings(repository, manifests)
     chosen = sample_objects(whole, fraction, seed) if options["deep"] else []
     mismatched = deep_check(repository, chosen) if chosen else []
-    report = build_report(catalog, selection, manifests, [*gone, *found, *mismatched], chosen, options)
+    short = check_locks(repository, manifests) if repository.object_lock != "none" else []
+    report = build_report(catalog, selection, manifests, [*gone, *found, *mismatched, *short], chosen, options)
     logger = get_run_logger()
     for problem in report["problems"]:
         (logger.error if problem["damage"] else logger.warning)("%s: %s", problem["object"], problem["detail"])

@@ -8,6 +8,7 @@ from prefect import get_run_logger, task
 from dmf import purge
 from dmf.blocks.s3_repository import S3Repository
 from dmf.core.lifecycle import PurgePlan, RetentionPolicy, purge_plan
+from dmf.core.object_lock import hold_locked
 from dmf.repository import Repository
 from dmf.storage import Storage
 
@@ -19,7 +20,10 @@ def plan_purge(repository: S3Repository, policy: RetentionPolicy, now: datetime,
     """The whole history, as `backup list` reads it (index verified against the keys), then the plan."""
     repo = Repository(Storage(repository))
     catalog = repo.listing_catalog()
-    return purge_plan(catalog, policy, now, timedelta(minutes=grace_minutes), repo.snapshot_times())
+    plan = purge_plan(catalog, policy, now, timedelta(minutes=grace_minutes), repo.snapshot_times())
+    if repository.object_lock == "none":
+        return plan
+    return hold_locked(plan, purge.lock_dates(repo, plan), now)
 
 
 @task(name="delete-expired-sets", **TASK_DEFAULTS, **RETRY)

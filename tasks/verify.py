@@ -43,3 +43,12 @@ def deep_check(repository: S3Repository, objects: list[Expected]) -> list[Findin
     get_run_logger().info("%d object(s) (%.1f MiB) re-read: %d SHA-256 or size mismatch(es)", len(objects),
                           total / 2**20, len(findings))
     return findings
+
+
+@task(name="check-locks", **TASK_DEFAULTS, **RETRY)
+def check_locks(repository: S3Repository, manifests: list[Manifest]) -> list[Finding]:
+    """Under object_lock: objects locked for less than the retention policy needs."""
+    findings = verify.check_locks(Repository(Storage(repository)), manifests, repository.lock_span())
+    get_run_logger().info("locks of %d set(s) read: %d object(s) locked for less than the policy needs",
+                          len(manifests), len(findings))
+    return findings

@@ -20,7 +20,8 @@ from dmf.core.timestamps import format_ts
 
 MISSING, SIZE, SHA256, STRAY, MANIFEST = "missing", "size", "sha256", "stray", "manifest"
 UNSEALED = "unsealed"  # a partial backup's host without a manifest, and nothing shows the backup was ever complete
-WARNINGS = (STRAY, UNSEALED)
+LOCK = "lock"  # under object_lock, an object locked for less than the retention policy needs (dmf.core.object_lock)
+WARNINGS = (STRAY, UNSEALED, LOCK)
 
 
 @dataclass(frozen=True)
@@ -266,7 +267,8 @@ def summary_line(report: dict) -> str:
     verified = (f"{report['sets']} set(s), {report['objects']} object(s) verified"
                 + (f", {report['hashed_objects']} re-read" if report["deep"] else ""))
     strays = (f"; {counts[STRAY]} stray object(s) (warning)" if counts[STRAY] else "") + \
-        (f"; {counts[UNSEALED]} set(s) of partial backups without a manifest (warning)" if counts[UNSEALED] else "")
+        (f"; {counts[UNSEALED]} set(s) of partial backups without a manifest (warning)" if counts[UNSEALED] else "") + \
+        (f"; {counts[LOCK]} object(s) locked for less than the retention policy needs (warning)" if counts[LOCK] else "")
     if not damage:
         return f"{verified}: no damage{strays}"
     kinds = ", ".join(f"{counts[problem]} {name}" for problem, name in _NAMES.items() if counts[problem])
