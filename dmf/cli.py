@@ -408,6 +408,8 @@ def backup_status_cmd(
         console.print(flows)
         typer.echo(f"repository {human_bytes(report['repository_bytes'])}, "
                    f"+{human_bytes(report['growth_bytes_7d'])} in 7 days")
+        for copy in report.get("copies", []):
+            typer.echo(copy["line"])
     if not report["healthy"]:
         fail(f"{len(report['problems'])} problem(s): {'; '.join(report['problems'])}", 1)
     if not as_json:
@@ -488,7 +490,10 @@ def status_directly(prefect_api, repository_block: str) -> dict:
         facts = pool.submit(read_facts, prefect_api.request)
         repository = direct_repository(prefect_api, repository_block)
         catalog = Repository(Storage(repository)).listing_catalog()
-        return status_report(repository.full_every, catalog, facts.result())
+        report = status_report(repository.full_every, catalog, facts.result())
+    from dmf.copy import copy_lags
+    report["copies"] = copy_lags(catalog, {name: direct_repository(prefect_api, name) for name in repository.copy_to})
+    return report
 
 
 def list_directly(prefect_api, params: dict) -> list[dict]:

@@ -16,12 +16,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 
-from dmf.core.copies import sets_to_copy
-from dmf.core.errors import InputError, LayoutError, PermanentError
+from dmf.core.catalog import Catalog, resolve_chain
+from dmf.core.copies import copies_line, copy_lag, sets_to_copy
+from dmf.core.errors import DmfError, InputError, LayoutError, PermanentError
+from dmf.core.targets import DbTarget
 from dmf.core.keys import SetRef, schema_key
 from dmf.core.lifecycle import RetentionPolicy
 from dmf.core.manifest import FileEntry, Manifest, unconfirmed
@@ -29,7 +33,7 @@ from dmf.core.timestamps import format_ts, utcnow
 from dmf.lease import check_lease
 from dmf.repository import Repository
 from dmf.s3_settings import S3Settings
-from dmf.storage import SHA256_META, StorageError
+from dmf.storage import SHA256_META, Storage, StorageError, VerificationError
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +152,48 @@ class Copier:
             raise SourceDamaged(f"s3://{dest.bucket}/{key} as copied does not match its manifest's SHA-256 "
                                 f"(the primary's object is damaged, or the copy is): not sealed")
         dest.lock(key)
+
+
+def copy_lags(primary: Catalog, copies: dict[str, S3Settings]) -> list[dict]:
+    """`backup status`'s line per copy: how far it lags behind the primary (dmf.core.copies.copy_lag)."""
+    now = utcnow()
+    lags = []
+    for name, settings in copies.items():
+        try:
+            lag = copy_lag(name, primary, Repository(Storage(settings)).listing_catalog(), policy_of(settings), now)
+        except StorageError as exc:
+            lags.append({"copy": name, "missing": None, "lag_seconds": None, "line": f"copy {name}: unreadable ({exc})"})
+            continue
+        lags.append({"copy": name, "missing": lag.missing, "lag_seconds": lag.lag(now).total_seconds(),
+                     "line": lag.describe(now)})
+    return lags
+
+
+def copies_holding(copies: dict[str, S3Settings], target: DbTarget, at: datetime) -> list[str]:
+    """The copies from which a restore of `target` to `at` would get the same chain as the primary's (its
+    full and increments complete there); a copy that cannot be read holds nothing."""
+    held = []
+    for name, settings in copies.items():
+        try:
+            if resolve_chain(Repository(Storage(settings)).listing_catalog(), target, at) is not None:
+                held.append(name)
+        except DmfError as exc:
+            log.warning("copy %s not read (%s)", name, exc)
+    return held
+
+
+@contextmanager
+def naming_copies(primary: S3Settings, name: str, target: DbTarget, at: datetime,
+                  load: Callable[[str], S3Settings]) -> Iterator[None]:
+    """A restore's reads of the primary: when it cannot be read, or a set fails verification, one line that
+    says so and names the copies holding the restore point. No silent fallback: the operator chooses."""
+    try:
+        yield
+    except StorageError as exc:
+        what = (f"a set of repository {name!r} fails verification ({exc})" if isinstance(exc, VerificationError)
+                else f"repository {name!r} cannot be read ({exc})")
+        raise StorageError(copies_line(what, copies_holding({c: load(c) for c in primary.copy_to}, target, at))) \
+            from None
 
 
 def copy_all(copier: Copier, name: str, refs: list[SetRef]) -> CopyResult:

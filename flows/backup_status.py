@@ -7,6 +7,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from dmf.blocks import DEFAULT_BLOCK, S3Repository
+from dmf.copy import copy_lags
 from dmf.core.status import status_markdown
 from dmf.status import prefect_request, read_facts, status_report
 from dmf.tasks.verify import read_catalog
@@ -21,7 +22,9 @@ def backup_status(expected_every: dict[str, float] | None = None, repository_blo
     repository = S3Repository.load(repository_block)
     with prefect_request() as request:
         facts = read_facts(request)
-    report = status_report(repository.full_every, read_catalog(repository), facts, expected_every)
+    catalog = read_catalog(repository)
+    report = status_report(repository.full_every, catalog, facts, expected_every)
+    report["copies"] = copy_lags(catalog, {name: S3Repository.load(name) for name in repository.copy_to})
     logger = get_run_logger()
     for problem in report["problems"]:
         logger.warning("%s", problem)

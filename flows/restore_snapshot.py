@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shlex
 import time as clock
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -28,6 +29,7 @@ from dmf.cql import NodeFacts
 from dmf.download import bytes_missing, check_destination, write_private
 from dmf.encryption import expected
 from dmf.local import addresses_of, local_node_dirs
+from dmf.copy import naming_copies
 from dmf.repository import Repository
 from dmf.reporting import publish_summary
 from dmf.restore_plan import COMMITLOG_DIR, download_dirs, plan_restore
@@ -174,12 +176,14 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
     # Read only the history the restore can use: snapshots newest first down to the one that
     # serves, then the commit-log batches since it.
     data, chain = None, None
-    for fulls in repo.newest_first(end=at, kinds={SetKind.SNAPSHOT}):  # fulls' manifests only on the way
-        found = resolve_chain(fulls, target, at)
-        if found is not None:
-            data = repo.snapshot_catalog(found.full.snapshot_ts)
-            chain = resolve_chain(data, target, at)
-            break
+    primary_read = partial(naming_copies, repository, repository_block, target, at, S3Repository.load)
+    with primary_read():
+        for fulls in repo.newest_first(end=at, kinds={SetKind.SNAPSHOT}):  # fulls' manifests only on the way
+            found = resolve_chain(fulls, target, at)
+            if found is not None:
+                data = repo.snapshot_catalog(found.full.snapshot_ts)
+                chain = resolve_chain(data, target, at)
+                break
     if chain is None:
         raise explain_no_chain(repo.catalog(kinds={SetKind.SNAPSHOT}), target, at)
     if get_commitlogs or replay_commitlogs:
@@ -216,7 +220,8 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
                 plan.bytes / 2**20, root)
 
     resolve_seconds = clock.monotonic() - started
-    fetched = download(repository, root, plan.fetches + plan.commitlog_fetches)
+    with primary_read():
+        fetched = download(repository, root, plan.fetches + plan.commitlog_fetches)
     unpack_commitlogs(root, plan.unpacks)
     download_seconds = clock.monotonic() - started - resolve_seconds
     cql = schema_cql(stored_schema, plan) if restore_schema or copy_to else ""

@@ -15,16 +15,17 @@ from pydantic import SecretStr
 
 from dmf import purge, verify
 from dmf.blocks import S3Repository
-from dmf.copy import Copier, SourceDamaged, copy_all
-from dmf.core.catalog import KIND_NAMES, Catalog
+from dmf.copy import Copier, SourceDamaged, copy_all, naming_copies
+from dmf.core.catalog import KIND_NAMES, Catalog, resolve_chain
 from dmf.core.copies import sets_to_copy
 from dmf.core.errors import InputError
 from dmf.core.keys import SetKind, schema_key
 from dmf.core.lifecycle import RetentionPolicy, purge_plan
 from dmf.core.object_lock import hold_locked
+from dmf.core.targets import DbTarget
 from dmf.lease import bucket_lease
 from dmf.repository import Repository
-from dmf.storage import Storage
+from dmf.storage import Storage, StorageError
 
 from .test_purge_s3 import FULLS, GRACE, Killed, seed
 
@@ -186,3 +187,24 @@ def test_object_lock_is_refused_at_save_on_a_bucket_that_cannot_lock():
         block("dmf-lockable", **LOCKED).refuse_unsupported_lock()
     with pytest.raises(ValueError, match="needs keep_days"):
         block("dmf-plain", object_lock="compliance")
+
+
+def test_a_restore_that_cannot_read_its_primary_names_the_copies_that_hold_its_point_in_one_line(pair):
+    primary, copy = pair
+    run(Copier(primary, copy))
+    settings = primary.storage.repository.model_copy(update={"copy_to": ["dr", "empty"]})
+    empty = repository("dmf-empty").storage.repository
+    load = {"dr": copy.storage.repository, "empty": empty}.__getitem__
+    for obj in primary.storage.list_objects(""):
+        primary.storage.s3.delete_object(Bucket="dmf-primary", Key=obj["Key"])
+    primary.storage.s3.delete_bucket(Bucket="dmf-primary")
+    target, at = DbTarget.parse("ks"), FULLS[1] + timedelta(days=1, hours=1)
+    with pytest.raises(StorageError) as failed:
+        with naming_copies(settings, "default", target, at, load):
+            next(primary.newest_first(end=at))
+    line = str(failed.value)
+    assert "\n" not in line and line.startswith("repository 'default' cannot be read (")
+    assert line.endswith("; copies that hold it: dr (restore from one with --repository-block dr)")
+    # The copy serves the same chain the primary did.
+    chain = resolve_chain(copy.snapshot_catalog(FULLS[1]), target, at)
+    assert chain.full.snapshot_ts == FULLS[1] and [g.time for g in chain.increments] == [FULLS[1] + timedelta(days=1)]
