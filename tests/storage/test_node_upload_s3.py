@@ -72,9 +72,9 @@ def test_files_are_uploaded_through_urls_made_when_the_agent_asks(tmp_path):
         expiries: dict[str, list[int]] = {}
         presign_put, presign_part = storage.presign_put, storage.presign_part
 
-        def record_put(key, expires_s, client=None):
+        def record_put(key, expires_s, client=None, now=None):
             expiries.setdefault(key, []).append(expires_s)
-            return presign_put(key, expires_s, client)
+            return presign_put(key, expires_s, client, now)
 
         def record_part(key, upload_id, number, expires_s, client=None):
             expiries.setdefault(key, []).append(expires_s)
