@@ -355,6 +355,9 @@ class Storage:
         except (ClientError, BotoCoreError) as exc:
             raise self._fail("complete multipart upload", key, exc) from None
         self.verify(key, response.get("ETag"), multipart_etag(part_md5s), size, sha256, checksum)
+        # CreateMultipartUpload carried the lock; set it again on the object, since not every store keeps a
+        # lock given there (moto drops it): a later date only extends it.
+        self.lock(key)
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
         try:

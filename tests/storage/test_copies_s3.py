@@ -5,11 +5,15 @@ and the purge plan says until when; a bucket without object lock is refused at s
 from __future__ import annotations
 
 import hashlib
+import os
+import sys
 from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
 
 import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
+from moto.server import ThreadedMotoServer
 from prefect_aws import AwsCredentials
 from pydantic import SecretStr
 
@@ -19,14 +23,17 @@ from dmf.copy import Copier, SourceDamaged, copy_all, naming_copies
 from dmf.core.catalog import KIND_NAMES, Catalog, resolve_chain
 from dmf.core.copies import sets_to_copy
 from dmf.core.errors import InputError
-from dmf.core.keys import SetKind, schema_key
+from dmf.core.keys import SetKind, SetRef, schema_key
 from dmf.core.lifecycle import RetentionPolicy, purge_plan
 from dmf.core.object_lock import hold_locked
 from dmf.core.targets import DbTarget
 from dmf.lease import bucket_lease
+from dmf.node import SourceFile
+from dmf.node_upload import NodeUpload
 from dmf.repository import Repository
-from dmf.storage import Storage, StorageError
+from dmf.storage import MIB, Storage, StorageError
 
+from .test_node_upload_s3 import LocalChannel
 from .test_purge_s3 import FULLS, GRACE, Killed, seed
 
 SHA = hashlib.sha256(b"x" * 10).hexdigest()  # of every object the purge tests' seed writes
@@ -208,3 +215,36 @@ def test_a_restore_that_cannot_read_its_primary_names_the_copies_that_hold_its_p
     # The copy serves the same chain the primary did.
     chain = resolve_chain(copy.snapshot_catalog(FULLS[1]), target, at)
     assert chain.full.snapshot_ts == FULLS[1] and [g.time for g in chain.increments] == [FULLS[1] + timedelta(days=1)]
+
+
+def test_a_nodes_presigned_uploads_carry_the_lock(tmp_path):
+    """The retain-until date signed into a node's PUT URL is the one its agent sends; multipart uploads
+    take the lock when they are created. Against moto's server: the agent speaks HTTP."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        settings = block("node-locked", part_size_mib=5, max_concurrency=2, **LOCKED)
+        settings.credentials.aws_client_parameters.endpoint_url = f"http://{host}:{port}"
+        storage = Storage(settings)
+        storage.s3.create_bucket(Bucket="node-locked", ObjectLockEnabledForBucket=True)
+        files = []
+        for n, size in enumerate([1234, 6 * MIB]):
+            path = tmp_path / f"nb-{n}-big-Data.db"
+            path.write_bytes(os.urandom(size))
+            files.append(SourceFile(str(path), f"ks/t-0123456789abcdef0123456789abcdef/nb-{n}-big-Data.db", size))
+        remote = SimpleNamespace(host=SimpleNamespace(python=sys.executable, address="127.0.0.1"),
+                                 start=lambda argv: LocalChannel(argv))
+        ref = SetRef.snapshot(datetime(2024, 5, 1, tzinfo=timezone.utc), "127.0.0.1")
+        upload = NodeUpload(remote, storage, ref)
+        assert upload.start() is None
+        before = datetime.now(timezone.utc).replace(microsecond=0)
+        upload.run(files, lambda key, source: None)
+        span = settings.lock_span()
+        for source in files:
+            head = storage.s3.head_object(Bucket="node-locked", Key=ref.file_key(source.relpath))
+            assert head["ObjectLockMode"] == "GOVERNANCE"
+            until = head["ObjectLockRetainUntilDate"]
+            assert before + span <= until <= datetime.now(timezone.utc) + span + timedelta(seconds=1)
+    finally:
+        server.stop()
