@@ -162,7 +162,8 @@ def copy_lags(primary: Catalog, copies: dict[str, S3Settings]) -> list[dict]:
         try:
             lag = copy_lag(name, primary, Repository(Storage(settings)).listing_catalog(), policy_of(settings), now)
         except StorageError as exc:
-            lags.append({"copy": name, "missing": None, "lag_seconds": None, "line": f"copy {name}: unreadable ({exc})"})
+            lags.append({"copy": name, "missing": None, "lag_seconds": None,
+                         "line": f"copy {name}: unreadable ({exc})"})
             continue
         lags.append({"copy": name, "missing": lag.missing, "lag_seconds": lag.lag(now).total_seconds(),
                      "line": lag.describe(now)})

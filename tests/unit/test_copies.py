@@ -132,7 +132,8 @@ def test_a_purge_leaves_locked_sets_with_their_chain_and_says_until_when():
     first_inc = SetRef.incremental(T0, HOSTS[0], T0 + DAY)
     batch_ref = SetRef.commitlog(T0 + WEEK, HOST_IDS[HOSTS[0]], T0 + WEEK + DAY)
     assert first_inc in plan.sets and batch_ref in plan.sets
-    locks = {first_inc: now + DAY, batch_ref: now + 2 * DAY, SetRef.snapshot(T0 + WEEK, HOSTS[0]): now}  # the last: lapsed
+    lapsed = SetRef.snapshot(T0 + WEEK, HOSTS[0])  # its lock ends now: it holds nothing
+    locks = {first_inc: now + DAY, batch_ref: now + 2 * DAY, lapsed: now}
     held = hold_locked(plan, locks, now)
     kept = {ref for group, _ in held.locked for info in group.sets.values() for ref in [info.ref]}
     # The locked increment keeps its whole chain (the full and the other increment); the batch stays alone.
