@@ -9,6 +9,7 @@ import uuid
 import pytest
 
 from dmf.blocks import S3Repository
+from dmf.core.errors import InputError
 from dmf.flows.backup_copy import backup_copy
 from dmf.flows.backup_purge import backup_purge
 from dmf.flows.backup_snapshot import backup_snapshot
@@ -37,6 +38,8 @@ def complete(block_name: str) -> set[str]:
 
 def test_a_chain_copied_to_two_stores_survives_its_primary_and_a_purge_there(testbed, cluster_block, repository_block,
                                                                                moto_repository, tmp_path):
+    with pytest.raises(InputError, match="^object_lock: governance refused for bucket .* object lock is not enabled"):
+        repository_block.model_copy(update={"object_lock": "governance", "keep_days": 1}).refuse_unsupported_lock()
     tag = uuid.uuid4().hex[:8]
     here = saved(repository_block, f"copy-b-{tag}", f"dmf-copy-b-{tag}")
     there = saved(moto_repository, f"copy-m-{tag}", f"dmf-copy-m-{tag}")
