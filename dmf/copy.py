@@ -191,10 +191,12 @@ def naming_copies(primary: S3Settings, name: str, target: DbTarget, at: datetime
     try:
         yield
     except StorageError as exc:
+        if not primary.copy_to:
+            raise
         what = (f"a set of repository {name!r} fails verification ({exc})" if isinstance(exc, VerificationError)
                 else f"repository {name!r} cannot be read ({exc})")
-        raise StorageError(copies_line(what, copies_holding({c: load(c) for c in primary.copy_to}, target, at))) \
-            from None
+        holding = copies_holding({c: load(c) for c in primary.copy_to}, target, at)
+        raise type(exc)(copies_line(what, holding)) from None
 
 
 def copy_all(copier: Copier, name: str, refs: list[SetRef]) -> CopyResult:
