@@ -212,6 +212,10 @@ def test_a_restore_that_cannot_read_its_primary_names_the_copies_that_hold_its_p
     line = str(failed.value)
     assert "\n" not in line and line.startswith("repository 'default' cannot be read (")
     assert line.endswith("; copies that hold it: dr (restore from one with --repository-block dr)")
+    with pytest.raises(StorageError) as alone:  # a repository without copies keeps its own error
+        with naming_copies(primary.storage.repository, "default", target, at, load):
+            next(primary.newest_first(end=at))
+    assert "NoSuchBucket" in str(alone.value) and "cop" not in str(alone.value)
     # The copy serves the same chain the primary did.
     chain = resolve_chain(copy.snapshot_catalog(FULLS[1]), target, at)
     assert chain.full.snapshot_ts == FULLS[1] and [g.time for g in chain.increments] == [FULLS[1] + timedelta(days=1)]
