@@ -75,7 +75,7 @@ class HeldLease:
                 self.lost = "was removed from the bucket"
                 return False
             lease = self.lease.renewed(self.clocks.utcnow())
-            self.storage.put_bytes(lease.key, lease.to_json(), "application/json")
+            self.storage.put_bytes(lease.key, lease.to_json(), "application/json", lockable=False)
         except DmfError as exc:  # tried again soon: the deadline leaves room for a few misses
             log.warning("could not renew the lease %s: %s", self.lease.key, exc)
             return False
@@ -120,7 +120,7 @@ def bucket_lease(storage: Storage, cluster_name: str, holder: str, wait_s: float
     while True:
         started = clocks.monotonic()
         mine = Lease.new(cluster_name, holder, token, clocks.utcnow(), ttl_s)  # a fresh expiry every attempt
-        storage.put_bytes(mine.key, mine.to_json(), "application/json")
+        storage.put_bytes(mine.key, mine.to_json(), "application/json", lockable=False)
         leases = _read_leases(storage, cluster_name)
         others = blocking(leases, mine.key)
         if others == []:

@@ -326,7 +326,8 @@ class Repository:
         snapshot_ts, entries, nodes = change
         key = catalog_key(snapshot_ts) if nodes is None else closed_key(snapshot_ts)
         try:
-            self.storage.put_bytes(key, format_index(snapshot_ts, entries, nodes), content_type="application/json")
+            self.storage.put_bytes(key, format_index(snapshot_ts, entries, nodes), content_type="application/json",
+                                   lockable=False)
         except StorageError as exc:
             log.warning("catalog index not updated (%s): listings keep reading its manifests", exc)
 

@@ -228,11 +228,17 @@ class Storage:
         return StoredObject(key, size, sha256.hexdigest()) if matches else None
 
     # ---- small objects ------------------------------------------------------------------
-    def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> StoredObject:
+    def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream",
+                  lockable: bool = True) -> StoredObject:
+        """`lockable`: False for objects rewritten and deleted by design (leases, the catalog index), which
+        never carry the repository's object lock."""
         digest = hashlib.sha256(data)
+        params = self.repository.write_params()
+        if not lockable:
+            params = {k: v for k, v in params.items() if not k.startswith("ObjectLock")}
         try:
             response = self.s3.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type,
-                                          Metadata={SHA256_META: digest.hexdigest()}, **self.repository.write_params(),
+                                          Metadata={SHA256_META: digest.hexdigest()}, **params,
                                           **self._checksum_request(digest.digest()), **self._lock_md5(data))
         except (ClientError, BotoCoreError) as exc:
             raise self._fail("put", key, exc) from None

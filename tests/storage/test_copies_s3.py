@@ -252,3 +252,17 @@ def test_a_nodes_presigned_uploads_carry_the_lock(tmp_path):
             assert before + span <= until <= datetime.now(timezone.utc) + span + timedelta(seconds=1)
     finally:
         server.stop()
+
+
+def test_leases_and_the_catalog_index_carry_no_lock():
+    """They are rewritten and deleted by design: locked, each rewrite would pile up a version for the span."""
+    with mock_aws():
+        repo = repository("dmf-idx", lock=True, **LOCKED)
+        seeded(repo.storage.s3, "dmf-idx")
+        with bucket_lease(repo.storage, "lock-test", "storage test", 0) as held:
+            assert repo.storage.lock_of(held.lease.key) is None
+        repo.listing_catalog()
+        index = [o["Key"] for o in repo.storage.list_objects("") if o["Key"].endswith(("catalog.json", "closed.json"))]
+        assert index and all(repo.storage.lock_of(key) is None for key in index)
+        repo.write_schema(FULLS[0], "CREATE TABLE ks.t (id int PRIMARY KEY)")
+        assert repo.storage.lock_of(schema_key(FULLS[0])) is not None

@@ -37,7 +37,7 @@ class FakeStore:
         self.time, self.objects, self.failing = time, {}, False
         self.lock = threading.Lock()
 
-    def put_bytes(self, key, data, content_type=None):
+    def put_bytes(self, key, data, content_type=None, lockable=True):
         if self.failing:
             raise StorageError(f"S3 put s3://b/{key} failed: 503: Slow Down")
         with self.lock:
@@ -150,9 +150,9 @@ def test_a_renewal_that_lands_after_the_deadline_loses_the_lease(store, time):
     with bucket_lease(store, "prod", "holder", wait_s=0, ttl_s=TTL, clocks=time.clocks()) as held:
         put = store.put_bytes
 
-        def stalled(key, data, content_type=None):
+        def stalled(key, data, content_type=None, lockable=True):
             time.advance(TTL)
-            put(key, data, content_type)
+            put(key, data, content_type, lockable)
         store.put_bytes = stalled
         time.advance(TTL / 3)
         assert not held.renew()
