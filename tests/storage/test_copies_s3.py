@@ -19,7 +19,7 @@ from pydantic import SecretStr
 
 from dmf import purge, verify
 from dmf.blocks import S3Repository
-from dmf.copy import Copier, SourceDamaged, copy_all, naming_copies
+from dmf.copy import Copier, SourceDamaged, copy_all, copy_lags, naming_copies
 from dmf.core.catalog import KIND_NAMES, Catalog, resolve_chain
 from dmf.core.copies import sets_to_copy
 from dmf.core.errors import InputError
@@ -85,6 +85,8 @@ def test_a_copy_holds_every_complete_set_byte_for_byte(pair, server_side):
     copier = Copier(primary, copy)
     assert copier.server_side  # one store, one identity
     copier.server_side = server_side
+    [behind] = copy_lags(primary.listing_catalog(), {"dr": copy.storage.repository})
+    assert behind["missing"] == len(copier.plan()) > 0 and behind["line"].startswith("copy dr: ")
     result = run(copier)
     assert not result.failed and len(result.sets) == len({r for r in result.sets})
     assert listing(copy) == {k: [row for row in v if row[1]] for k, v in listing(primary).items()}
@@ -93,6 +95,8 @@ def test_a_copy_holds_every_complete_set_byte_for_byte(pair, server_side):
         assert copy.storage.get_bytes(ref.manifest_key) == primary.storage.get_bytes(ref.manifest_key)
     assert copy.storage.get_bytes(schema_key(FULLS[0])) == primary.storage.get_bytes(schema_key(FULLS[0]))
     assert run(Copier(primary, copy)).sets == []  # nothing left to copy
+    [level] = copy_lags(primary.listing_catalog(), {"dr": copy.storage.repository})
+    assert (level["missing"], level["lag_seconds"]) == (0, 0) and "up to date" in level["line"]
 
 
 def test_a_copy_killed_midway_lists_nothing_complete_before_its_manifest_and_a_rerun_finishes(pair, monkeypatch):
