@@ -1,4 +1,4 @@
-"""Copies on the bed: a chain backed up to a bucket of its own, copied to another s3proxy bucket (one
+"""Copies on the bed (and s3proxy's bucket refusing object_lock in one line): a chain backed up to a bucket of its own, copied to another s3proxy bucket (one
 store: server-side) and to moto's server (another store: streamed); a purge of the primary leaves the
 copies' sets alone; the primary bucket deleted, a restore from it names the copies in one line, and a
 restore to a time from the moto copy brings back exactly the rows of then."""
