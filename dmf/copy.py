@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -62,12 +62,6 @@ def one_store(primary: S3Settings, copy: S3Settings) -> bool:
 
 def policy_of(repo: S3Settings) -> RetentionPolicy | None:
     return RetentionPolicy(repo.keep_fulls, repo.keep_days) if repo.keep_fulls or repo.keep_days else None
-
-
-def _hashed(chunks: Iterable[bytes], digest) -> Iterator[bytes]:
-    for chunk in chunks:
-        digest.update(chunk)
-        yield chunk
 
 
 @dataclass
@@ -124,8 +118,8 @@ class Copier:
         if self.server_side:
             self._server_side(key, entry)
         else:
-            digest = hashlib.sha256()
-            stored = dest.upload_stream(key, _hashed(self.primary.storage.iter_object(key), digest), entry.size)
+            # upload_stream hashes the bytes on their way through, and verifies what the copy stored.
+            stored = dest.upload_stream(key, self.primary.storage.iter_object(key), entry.size)
             if stored.sha256 != entry.sha256:
                 raise SourceDamaged(f"s3://{self.primary.storage.bucket}/{key} does not match its manifest's "
                                     "SHA-256 on the primary: not copied (`dmf backup verify --deep` there)")
