@@ -152,8 +152,11 @@ class ScratchNode:
         procs.stop(self.pid_file, marker=str(self.home))
 
     def create_schema(self, statements: list[str]) -> None:
-        from cassandra.cluster import Cluster
-        cluster = Cluster(["127.0.0.1"], port=self.ports.native, protocol_version=5)
+        from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
+        from cassandra.policies import RoundRobinPolicy
+        profile = ExecutionProfile(load_balancing_policy=RoundRobinPolicy())
+        cluster = Cluster(["127.0.0.1"], port=self.ports.native, protocol_version=5,
+                          execution_profiles={EXEC_PROFILE_DEFAULT: profile})
         try:
             session = cluster.connect()
             for statement in statements:
@@ -212,7 +215,12 @@ def replay(root: Path, version: str, schema: list[str], tables: list[str], targe
                 raise ScratchError(f"segments of {host_id}: no 'Log replay complete' line in {node.system_log}")
             shutil.rmtree(restore_dir)
             _move_sstables(node, tables, host_id)
-            result.nodes[host_id] = {"segments": len(listed), "segments_read": len(set(_SEGMENT_READ.findall(log))),
+            names = {s.name for s in listed}
+            read = {PurePosixPath(p).name for p in _SEGMENT_READ.findall(log)} & names
+            if read != names:
+                raise ScratchError(f"segments of {host_id}: Cassandra read {len(read)} of the {len(names)} restored "
+                                   f"(not: {', '.join(sorted(names - read)[:3])}); see {node.system_log}")
+            result.nodes[host_id] = {"segments": len(listed), "segments_read": len(read),
                                      "mutations": sum(counts), "seconds": round(time.monotonic() - started, 1)}
             progress(host_id, result.nodes[host_id])
         for table in tables:
