@@ -45,7 +45,9 @@ def replay_and_load(scratch: ScratchPlan, cluster, host_list: tuple[str, ...], r
         targets = {t: t for t in sorted({f"{u.keyspace}.{u.table}" for u in plan.units})}
     nodes, loads = replay_in_scratch(cluster, root, scratch.version, cql, targets, plan.segments, at)
     replayed_at = time.monotonic()
-    loaded = [load_table_sstableloader(cluster, host_list, root, load) for load in loads]
+    for load in loads:
+        load_table_sstableloader(cluster, host_list, root, load)
+    loaded = [f"{load.keyspace}.{load.table} (replayed from {load.sets} node(s))" for load in loads]
     return {"on": "scratch", "cassandra_version": scratch.version, "nodes": nodes, "loaded": loaded,
             "replay_seconds": round(replayed_at - started, 1),
             "load_seconds": round(time.monotonic() - replayed_at, 1)}
