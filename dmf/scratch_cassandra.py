@@ -32,12 +32,12 @@ from pathlib import Path, PurePosixPath
 
 from dmf import cassandra_jvm, procs
 from dmf.core.errors import DmfError, InputError
-from dmf.core.scratch import Layout, Ports, batches, check_ports, load_names, replay_list_option, scratch_yaml
+from dmf.core.scratch import (Layout, Ports, batches, check_ports, load_names, replay_list_option, scratch_yaml,
+                              segments_read)
 from dmf.replay import check_filter_reached, replay_properties
 
 PROPERTIES = "commitlog_archiving.properties"
 _REPLAYED = re.compile(r"Log replay complete, (\d+) replayed mutations")
-_SEGMENT_READ = re.compile(r"Replaying (\S+CommitLog-\S+\.log)")
 START_TIMEOUT_S = 600
 
 
@@ -212,14 +212,16 @@ def replay(root: Path, version: str, schema: list[str], tables: list[str], targe
             check_filter_reached(log, tables, f"scratch Cassandra (segments of {host_id})")
             counts = [int(n) for n in _REPLAYED.findall(log)]
             if not counts:
-                raise ScratchError(f"segments of {host_id}: no 'Log replay complete' line in {node.system_log}")
+                raise ScratchError(f"segments of {host_id}: no 'Log replay complete' line in "
+                                   f"{root / 'scratch-cassandra-system.log'}")
             shutil.rmtree(restore_dir)
             _move_sstables(node, tables, host_id)
             names = {s.name for s in listed}
-            read = {PurePosixPath(p).name for p in _SEGMENT_READ.findall(log)} & names
+            read = segments_read(log) & names
             if read != names:
                 raise ScratchError(f"segments of {host_id}: Cassandra read {len(read)} of the {len(names)} restored "
-                                   f"(not: {', '.join(sorted(names - read)[:3])}); see {node.system_log}")
+                                   f"(not: {', '.join(sorted(names - read)[:3])}); see "
+                                   f"{root / 'scratch-cassandra-system.log'}")
             result.nodes[host_id] = {"segments": len(listed), "segments_read": len(read),
                                      "mutations": sum(counts), "seconds": round(time.monotonic() - started, 1)}
             progress(host_id, result.nodes[host_id])
@@ -230,6 +232,13 @@ def replay(root: Path, version: str, schema: list[str], tables: list[str], targe
             result.loads.append((target_keyspace, target_table,
                                  [(Path(str(p)), new) for p, new in load_names(files)]))
     except BaseException:
+        keep_log(node, root)
         remove_leftovers(node.home)
         raise
     return result
+
+
+def keep_log(node: ScratchNode, root: Path) -> None:
+    """The scratch node's log outlives its folder: PATH/scratch-cassandra-system.log, for the operator."""
+    if node.system_log.exists():
+        shutil.copyfile(node.system_log, root / "scratch-cassandra-system.log")

@@ -194,6 +194,22 @@ def load_names(files: list[PurePosixPath]) -> list[tuple[PurePosixPath, str]]:
     return links
 
 
+_SEGMENT_NAME = re.compile(r"CommitLog-\d+-\d+\.log$")
+
+
+def segments_read(log: str) -> set[str]:
+    """The segment names Cassandra says it replays, from its one line at start-up
+    (`Replaying /cl/CommitLog-7-1.log, /cl/CommitLog-7-2.log`)."""
+    names = set()
+    for line in log.splitlines():
+        if " - Replaying " in line:
+            for path in line.split(" - Replaying ", 1)[1].split(", "):
+                name = PurePosixPath(path.strip()).name
+                if _SEGMENT_NAME.match(name):
+                    names.add(name)
+    return names
+
+
 def disk_needed(segment_sizes: dict[str, int]) -> int:
     """Bytes the scratch replay may take in PATH beyond the downloads: one node's segments copied
     into its commit-log folder at a time, the target tables' replayed SSTables (never more than the

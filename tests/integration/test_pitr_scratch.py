@@ -1,6 +1,7 @@
 """Point-in-time recovery in a scratch Cassandra (issue 25), through the CLI: the shipped segments of
 all three nodes replayed up to a second on the worker, then loaded after the snapshot: in place after
-a DROP, and --into a copy while the live table takes writes. No node of the cluster restarts."""
+a DROP, --into a copy while the live table takes writes, and into the one-node second cluster. No
+node of the source cluster restarts."""
 from __future__ import annotations
 
 import os
@@ -31,9 +32,9 @@ def node_pids(testbed) -> list[str]:
     return [node.dir("cassandra.pid").read_text().strip() for node in testbed.nodes(3)]
 
 
-def cli_restore(testbed, path, target: str, at: str, *extra: str) -> str:
+def cli_restore(testbed, path, target: str, at: str, *extra: str, hosts: str = HOSTS) -> str:
     env = {**os.environ, "DMF_CACHE_DIR": str(testbed.cache)}
-    result = subprocess.run([sys.executable, "-m", "dmf.cli", "restore", "snapshot", HOSTS, str(path), target,
+    result = subprocess.run([sys.executable, "-m", "dmf.cli", "restore", "snapshot", hosts, str(path), target,
                              "--time", at, "--replay-commitlogs", *extra], capture_output=True, text=True,
                             timeout=900, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -114,4 +115,15 @@ def test_in_place_after_a_drop(testbed, cluster_block, history, tmp_path):
     pids = node_pids(testbed)
     cli_restore(testbed, tmp_path, history["table"], history["at"], "--schema")
     assert state(cluster_block, history["table"]) == history["expected"]
+    assert node_pids(testbed) == pids
+
+
+def test_into_the_one_node_second_cluster(testbed, cluster_block, solo_cluster, history, tmp_path):
+    """Another cluster: its one node has none of the source's host IDs, which a scratch replay needs not."""
+    solo_cluster.save("pitr-solo", overwrite=True)
+    pids = node_pids(testbed)
+    cli_restore(testbed, tmp_path, history["table"], history["at"], "--schema", "--replication",
+                "{'class': 'SimpleStrategy', 'replication_factor': 1}", "--cluster-block", "pitr-solo",
+                hosts="127.0.0.4")
+    assert state(solo_cluster, history["table"]) == history["expected"]
     assert node_pids(testbed) == pids

@@ -9,7 +9,7 @@ import pytest
 from dmf.core.errors import InputError
 from dmf.core.scratch import (DISK_OVERHEAD_BYTES, Layout, Ports, batches, check_memory, check_ports, check_tables,
                               check_version, disk_needed, load_names, replay_list_option, scratch_schema,
-                              scratch_yaml)
+                              scratch_yaml, segments_read)
 
 TABLE_ID = "d3697900-ef6b-11f1-9293-556aa0459dfa"
 CQL = f"""CREATE KEYSPACE ks WITH replication = {{'class': 'NetworkTopologyStrategy', 'dc1': '3'}}  AND durable_writes = true;
@@ -130,3 +130,11 @@ def test_missing_java_is_one_line_naming_the_way_out(monkeypatch):
         require_java()
     assert "\n" not in str(refused.value) and "Java 17" in str(refused.value)
     assert "--replay-on nodes" in str(refused.value)
+
+
+def test_segments_read_come_from_cassandras_one_line_listing_them_all():
+    log = ("INFO  [main] 2026-12-04 04:07:09,547 CommitLog.java:206 - Replaying /s/commitlog/CommitLog-7-17.log, "
+           "/s/commitlog/CommitLog-7-18.log, /s/commitlog/CommitLog-7-9.log\n"
+           "INFO  [main] 2026-12-04 04:07:09,589 CommitLogReplayer.java:442 - Tables to be replayed: {ks=[t]}\n"
+           "INFO  [BatchlogTasks:1] 2026-12-04 04:07:11,000 BatchlogManager.java:1 - Replaying batches\n")
+    assert segments_read(log) == {"CommitLog-7-17.log", "CommitLog-7-18.log", "CommitLog-7-9.log"}
