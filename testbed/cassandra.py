@@ -8,6 +8,7 @@ from pathlib import Path
 
 from dmf import cassandra_jvm as jvm
 from dmf import procs
+from dmf.core.cassandra_yaml import yaml_head
 
 from . import tls
 from .layout import TOKENS, Node, Testbed
@@ -18,30 +19,9 @@ TOOLS = {"nodetool": jvm.NODETOOL,
 
 
 def _yaml(tb: Testbed, node: Node, seeds: str, token: str, cluster_name: str) -> str:
-    d = node.dir
-    return f"""\
-cluster_name: {cluster_name}
-num_tokens: 1
-initial_token: "{token}"
-partitioner: org.apache.cassandra.dht.Murmur3Partitioner
-data_file_directories: [{d('data')}]
-commitlog_directory: {d('commitlog')}
-saved_caches_directory: {d('saved_caches')}
-hints_directory: {d('hints')}
-cdc_raw_directory: {d('cdc_raw')}
-commitlog_sync: periodic
-commitlog_sync_period: 10000ms
+    return yaml_head(cluster_name, token, node.home, seeds, node.address, 7000, 9042) + f"""\
 # Small segments so closed (archived) segments follow writes closely: the shipped RPO.
 commitlog_segment_size: 1MiB
-seed_provider:
-  - class_name: org.apache.cassandra.locator.SimpleSeedProvider
-    parameters:
-      - seeds: "{seeds}"
-listen_address: {node.address}
-rpc_address: {node.address}
-storage_port: 7000
-native_transport_port: 9042
-start_native_transport: true
 # TLS on the CQL port (the product connects with TLS and verifies the certificate); plaintext is still
 # accepted (optional) for sstableloader, which the bed runs without a node's cassandra.yaml.
 client_encryption_options:
@@ -51,15 +31,12 @@ client_encryption_options:
     class_name: org.apache.cassandra.security.PEMBasedSslContextFactory
   keystore: {tls.node_keystore_path(tb)}
   truststore: {tls.ca_path(tb)}
-endpoint_snitch: SimpleSnitch
 incremental_backups: true
 authenticator: PasswordAuthenticator
 authorizer: AllowAllAuthorizer
-concurrent_compactors: 1
 memtable_heap_space: 64MiB
 memtable_offheap_space: 64MiB
 """
-
 
 
 LOGBACK_TOOLS = """\

@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+from dmf.core.cassandra_yaml import yaml_head
 from dmf.core.errors import InputError
 from dmf.core.paths import is_within
 from dmf.core.schema import object_name, split_statements
@@ -78,37 +79,16 @@ class Layout:
 
 
 def scratch_yaml(layout: Layout, ports: Ports, heap_mib: int = HEAP_MIB) -> str:
-    """A one-node cluster of its own name on loopback: no authentication (nothing but dmf connects,
-    to ports only this machine sees), no auto snapshot, memtables within a quarter of the heap."""
-    d = layout.dir
-    return f"""\
-cluster_name: {CLUSTER_NAME}
-num_tokens: 1
-initial_token: "-9223372036854775808"
-partitioner: org.apache.cassandra.dht.Murmur3Partitioner
-data_file_directories: [{d('data')}]
-commitlog_directory: {d('commitlog')}
-saved_caches_directory: {d('saved_caches')}
-hints_directory: {d('hints')}
-cdc_raw_directory: {d('cdc_raw')}
-commitlog_sync: periodic
-commitlog_sync_period: 10000ms
-seed_provider:
-  - class_name: org.apache.cassandra.locator.SimpleSeedProvider
-    parameters:
-      - seeds: "{ADDRESS}:{ports.storage}"
-listen_address: {ADDRESS}
-rpc_address: {ADDRESS}
-storage_port: {ports.storage}
-native_transport_port: {ports.native}
-start_native_transport: true
-endpoint_snitch: SimpleSnitch
+    """A one-node cluster of its own name on loopback, every folder under PATH: no authentication (nothing but dmf connects, to ports only this
+    machine sees), no auto snapshot, no hints, memtables within a quarter of the heap."""
+    head = yaml_head(CLUSTER_NAME, "-9223372036854775808", PurePosixPath(layout.home), f"{ADDRESS}:{ports.storage}",
+                     ADDRESS, ports.storage, ports.native)
+    return head + f"""\
 authenticator: AllowAllAuthenticator
 authorizer: AllowAllAuthorizer
 auto_snapshot: false
 incremental_backups: false
 hinted_handoff_enabled: false
-concurrent_compactors: 1
 compaction_throughput: 0MiB/s
 memtable_heap_space: {heap_mib // 4}MiB
 memtable_offheap_space: {heap_mib // 4}MiB
