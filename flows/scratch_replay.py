@@ -7,6 +7,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from prefect import get_run_logger
+
 from dmf.core.scratch import check_memory, check_version, disk_needed
 from dmf.core.targets import DbTarget
 from dmf.cql import NodeFacts
@@ -39,6 +41,10 @@ def replay_and_load(scratch: ScratchPlan, cluster, host_list: tuple[str, ...], r
                     target: DbTarget, copy_to: DbTarget | None, plan, at) -> dict:
     """Returns the report (per source node: segments, mutations, seconds) with the loads made."""
     started = time.monotonic()
+    if not plan.segments:
+        get_run_logger().warning("no commit log shipped up to %s since the snapshot: nothing to replay", at)
+        return {"on": "scratch", "cassandra_version": scratch.version, "nodes": {}, "loaded": [],
+                "replay_seconds": 0.0, "load_seconds": 0.0}
     if copy_to is not None:
         targets = {str(target): str(copy_to)}
     else:
