@@ -9,10 +9,12 @@ from pathlib import Path
 
 from prefect import get_run_logger
 
+from dmf import cassandra_jvm
+from dmf.core.errors import InputError
 from dmf.core.scratch import check_memory, check_version, disk_needed
 from dmf.core.targets import DbTarget
 from dmf.cql import NodeFacts
-from dmf.scratch_cassandra import available_memory, require_java
+from dmf.scratch_cassandra import available_memory, cache_dir, require_java
 from dmf.tasks.restore import load_table_sstableloader
 from dmf.tasks.scratch_replay import replay_in_scratch
 
@@ -24,11 +26,15 @@ class ScratchPlan:
 
 
 def preflight(facts: dict[str, NodeFacts], plan) -> ScratchPlan:
-    """Java, the worker's memory, the nodes' one Cassandra version, and the disk the replay takes
-    in PATH: each refused with one line before any download."""
+    """Java, the worker's memory, the nodes' one Cassandra version and its jars (fetched once into the
+    cache), and the disk the replay takes in PATH: each refused with one line before any download."""
     require_java()
     check_memory(available_memory())
     version = check_version({f.cassandra_version for f in facts.values()})
+    try:
+        cassandra_jvm.ensure_jars(cache_dir(), version)
+    except cassandra_jvm.JarsError as exc:
+        raise InputError(f"the scratch replay needs Cassandra {version}'s jars: {exc}") from None
     sizes: dict[str, int] = {}
     unpacked = {u.dest: u.size for u in plan.unpacks}
     fetched = {f.dest: f.size for f in plan.commitlog_fetches}
