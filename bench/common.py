@@ -60,10 +60,10 @@ def ensure_table(block) -> None:
                         "WITH compression = {'enabled': 'false'}")
 
 
-def write_rows(block, first: int, count: int) -> None:
+def write_rows(block, first: int, count: int, table: str = TABLE) -> None:
     """Incompressible 64 KiB rows, so bytes on disk follow bytes written."""
     with connect(block, timeout=120) as session:
-        insert = session.prepare(f"INSERT INTO {KEYSPACE}.{TABLE} (id, payload) VALUES (?, ?)")
+        insert = session.prepare(f"INSERT INTO {KEYSPACE}.{table} (id, payload) VALUES (?, ?)")
         for start in range(first, first + count, 256):
             batch = [(i, os.urandom(ROW_BYTES)) for i in range(start, min(start + 256, first + count))]
             execute_concurrent_with_args(session, insert, batch, concurrency=32, raise_on_first_error=True)

@@ -522,8 +522,12 @@ def restore_snapshot_cmd(
                                                  "--time into PATH/cassandra_commitlogs/<host_id>/ (always "
                                                  "kept: they are yours to use).")] = False,
     replay_commitlogs: Annotated[bool, typer.Option("--replay-commitlogs", help="Also replay the commit logs up "
-                                                    "to --time on each host (rolling restart; implies "
-                                                    "--get-commitlogs).")] = False,
+                                                    "to --time (implies --get-commitlogs): in a scratch "
+                                                    "Cassandra on this worker, then loaded like the backup "
+                                                    "(no node restarted; --into and other clusters too).")] = False,
+    replay_on: Annotated[str, typer.Option("--replay-on", help="Where --replay-commitlogs replays: scratch "
+                                           "(default) or nodes (each node restarted in turn with the replay "
+                                           "settings, in place only: for workers that cannot run Java).")] = "scratch",
     mode: Annotated[str, typer.Option("--mode", help="sstableloader (any topology) or import (nodetool import "
                                       "on the same hosts).")] = "sstableloader",
     keep_files: Annotated[bool, typer.Option("--keep-files", help="Keep the downloaded SSTables in PATH after a "
@@ -576,9 +580,11 @@ def restore_snapshot_cmd(
             parse_dc_map(dc_map)
         if replication is not None:
             parse_replication(replication)
+        if replay_on not in ("scratch", "nodes"):
+            raise InputError(f"invalid --replay-on {replay_on!r}: scratch or nodes")
         if into is not None:
             from dmf.core.restore_checks import check_into
-            into = str(check_into(DbTarget.parse(into), target, schema, replay_commitlogs))
+            into = str(check_into(DbTarget.parse(into), target, schema, replay_commitlogs and replay_on == "nodes"))
         if (dc_map or replication) and not schema:
             raise InputError("--dc-map and --replication rewrite the keyspace --schema creates: add --schema")
         if truncate_first and not yes:
@@ -593,6 +599,8 @@ def restore_snapshot_cmd(
                   keep_files=keep_files, allow_host_subset=allow_host_subset, dc_map=dc_map, replication=replication,
                   truncate_first=truncate_first, into=into, cluster_block=cluster_block,
                   repository_block=repository_block, max_download_mib_s=max_download_mib_s)
+    if replay_commitlogs:
+        params["replay_on"] = replay_on
     if run_async:
         return queue_and_exit("restore-snapshot", params)
     from dmf.flows.restore_snapshot import restore_snapshot
@@ -606,8 +614,10 @@ def restore_snapshot_cmd(
                + ("kept" if summary["kept_files"] else f"removed ({summary['removed_files']})"))
     if summary["commitlog_dir"]:
         typer.echo(f"{summary['commitlog_segments']} commit-log segment(s) in {summary['commitlog_dir']} (kept)")
+    scratch = (summary.get("replay") or {}).get("nodes", {})
     for host, count in summary["replayed_mutations"].items():
-        typer.echo(f"{host}: {count} mutation(s) replayed up to {summary['time']}")
+        segments = f" from {scratch[host]['segments']} segment(s) in a scratch Cassandra" if host in scratch else ""
+        typer.echo(f"{host}: {count} mutation(s) replayed up to {summary['time']}{segments}")
 
 
 @restore_app.command("drill")

@@ -1,7 +1,8 @@
 """restore-snapshot: check HOSTS (cluster block, then live ring members) and PATH → resolve the
 chain up to `time` → verified parallel download into PATH → schema (optional) → load
 (sstableloader, or nodetool import on the same hosts) → commit logs (fetched with get_commitlogs;
-replayed to the second with replay_commitlogs, node by node) → downloaded files removed unless
+replayed to the second with replay_commitlogs: in a scratch Cassandra on the worker whose SSTables are
+then loaded, or, replay_on="nodes", on the nodes one by one) → downloaded files removed unless
 keep_files (fetched commit logs always stay)."""
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ from dmf.restore_plan import COMMITLOG_DIR, download_dirs, plan_restore
 from dmf.storage import Storage
 from dmf.core.replay_state import (DONE, RESTARTING, STATE_FILE, ReplayState, continue_message,
                                    restarting_hosts)
+from dmf.flows import scratch_replay
+from dmf.tasks.scratch_replay import remove_scratch
 from dmf.tasks.restore import (apply_schema, create_copy, download, finish_interrupted_replay, load_table_sstableloader,
                                load_units_import, remove_downloaded, replay_commitlogs_on_host, ring_view,
                                truncate_tables, unpack_commitlogs)
@@ -115,7 +118,7 @@ def rerun_command(hosts: tuple[str, ...], path: Path, target: DbTarget, at, rest
                   max_download_mib_s: float | None = None) -> str:
     """The CLI command that continues this restore (the same run: it resumes where it stopped)."""
     words = ["dmf", "restore", "snapshot", ",".join(hosts), str(path), str(target), "--time", format_ts(at),
-             "--replay-commitlogs", *(["--schema"] if restore_schema else []), "--mode", mode,
+             "--replay-commitlogs", "--replay-on", "nodes", *(["--schema"] if restore_schema else []), "--mode", mode,
              *(["--allow-host-subset"] if allow_host_subset else []),
              *(["--max-download-mib-s", f"{max_download_mib_s:g}"] if max_download_mib_s is not None else []),
              "--cluster-block", cluster_block, "--repository-block", repository_block]
@@ -129,7 +132,8 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
                      replay_commitlogs: bool = False, keep_files: bool = False, allow_host_subset: bool = False,
                      dc_map: str | None = None, replication: str | None = None, truncate_first: bool = False,
                      into: str | None = None, cluster_block: str = DEFAULT_BLOCK, repository_block: str = DEFAULT_BLOCK,
-                     max_download_mib_s: float | None = None) -> dict:
+                     max_download_mib_s: float | None = None,
+                     replay_on: Literal["scratch", "nodes"] = "scratch") -> dict:
     """Restore DB_TARGET (keyspace or keyspace.table) into HOSTS as it was at `time` (UTC, default now).
 
     PATH must be absolute. The files downloaded into it are removed after a successful restore
@@ -141,7 +145,9 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
     loading: the backup's rows then replace whatever the tables hold. `into` (keyspace.table, in an
     existing keyspace) loads the table's backup into that table instead, created from the backup's
     schema if missing (new table ID, no indexes): the source table is not touched. `max_download_mib_s`
-    limits the download from S3 into PATH, in total (default: the repository block's)."""
+    limits the download from S3 into PATH, in total (default: the repository block's). `replay_on`:
+    where `replay_commitlogs` replays, a scratch Cassandra on the worker (default: no node restarted,
+    any target) or the nodes themselves (rolling restarts, in place only)."""
     logger = get_run_logger()
     started = clock.monotonic()
     host_list = parse_hosts(hosts)
@@ -155,7 +161,8 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
         raise InputError("--dc-map and --replication rewrite the keyspace --schema creates: add --schema")
     if renamed and replaced:
         raise InputError("--dc-map and --replication both rewrite the replication: give one")
-    copy_to = check_into(DbTarget.parse(into), target, restore_schema, replay_commitlogs) if into else None
+    on_nodes = replay_commitlogs and replay_on == "nodes"
+    copy_to = check_into(DbTarget.parse(into), target, restore_schema, on_nodes) if into else None
     root = Path(absolute_path(os.path.expanduser(path), cwd=None)).resolve()
     cluster = CassandraCluster.load(cluster_block)
     repository = S3Repository.load(repository_block).with_limits(max_download_mib_s=max_download_mib_s)
@@ -167,7 +174,7 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
     if copy_to is not None and copy_to.keyspace not in keyspaces:
         raise InputError(f"--into {copy_to}: keyspace {copy_to.keyspace} does not exist in this cluster; create it first")
     state_file = root / STATE_FILE
-    resuming = restarting_hosts(state_file.read_text() if replay_commitlogs and state_file.is_file() else None)
+    resuming = restarting_hosts(state_file.read_text() if on_nodes and state_file.is_file() else None)
     ring_address = check_hosts_in_ring(
         {a: addresses_of(a) | addresses_of(cluster.host(a).address) for a in host_list}, ring, resuming)
     storage = Storage(repository)
@@ -196,7 +203,8 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
     encryption_key = repository.client_key()
     authenticate([*chain.manifests, *(m for group in chain.commitlogs for m in group.manifests)],
                  expected(encryption_key))
-    if replay_commitlogs:
+    scratch = scratch_replay.preflight(facts, plan) if replay_commitlogs and not on_nodes else None
+    if on_nodes:
         check_replay_nodes({s.parent.name for s in plan.segments},
                            {a: facts[ring_address[a]].host_id for a in host_list})
     stored_schema = repo.read_schema(chain.full.snapshot_ts) if restore_schema or copy_to else None
@@ -214,7 +222,7 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
         if missing:
             raise InputError(f"--mode import places each host's own files on it: HOSTS must include "
                              f"{', '.join(missing)} (or use the default sstableloader mode)")
-    check_destination(root, bytes_missing(plan.fetches + plan.commitlog_fetches))
+    check_destination(root, bytes_missing(plan.fetches + plan.commitlog_fetches) + (scratch.disk if scratch else 0))
     logger.info("restoring %s at %s: full %s + %d increment(s), %d files, %.1f MiB into %s", target,
                 format_ts(at), format_ts(chain.full.snapshot_ts), len(chain.increments), len(plan.fetches),
                 plan.bytes / 2**20, root)
@@ -224,7 +232,7 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
         fetched = download(repository, root, plan.fetches + plan.commitlog_fetches)
     unpack_commitlogs(root, plan.unpacks)
     download_seconds = clock.monotonic() - started - resolve_seconds
-    cql = schema_cql(stored_schema, plan) if restore_schema or copy_to else ""
+    cql = schema_cql(stored_schema, plan) if restore_schema or copy_to or scratch else ""
     if restore_schema:
         apply_schema(cluster, cql, target)
     if copy_to is not None:
@@ -237,7 +245,7 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
 
     loaded: list[str] = []
     try:
-        if state_file.is_file() and replay_commitlogs:
+        if state_file.is_file() and on_nodes:
             # A replay under way means this restore's load completed: resume the replay alone (a node
             # it left down could not take a stream anyway).
             logger.info("resuming the replay recorded in %s; the data was loaded by the run that began it",
@@ -264,10 +272,17 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
             f"{exc}. Files in {root} are verified; rerun the same command to resume (downloads are skipped, "
             "reloading the same SSTables is harmless)") from None
 
+    replayed, replay_report = {}, None
+    if scratch:
+        # After the chain's load, before any index: the replayed SSTables are streamed like the chain's.
+        replay_report = scratch_replay.replay_and_load(scratch, cluster, host_list, root, cql, target, copy_to,
+                                                       plan, at)
+        loaded.extend(replay_report["loaded"])
+        replayed = {h: n["mutations"] for h, n in replay_report["nodes"].items()}
+        remove_scratch(root)
     if restore_schema:
         apply_schema(cluster, cql, target, after_load=True)
-    replayed = {}
-    if replay_commitlogs:
+    if on_nodes:
         command = rerun_command(host_list, root, target, at, restore_schema, mode, allow_host_subset,
                                 cluster_block, repository_block, max_download_mib_s)
         replayed = replay(cluster, host_list, plan, at, facts, ring_address, root, command)
@@ -290,7 +305,7 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
         "loaded": loaded, "seconds": round(seconds, 2),
         "commitlog_segments": len(plan.segments),
         "commitlog_dir": str(root / COMMITLOG_DIR) if plan.segments else None,
-        "replayed_mutations": replayed,
+        "replayed_mutations": replayed, "replay": replay_report,
         "path": str(root), "path_peak_bytes": plan.bytes, "kept_files": keep_files, "removed_files": removed,
     }
     logger.info("restore of %s complete: %s loaded in %.1fs; PATH needed %.1f MiB at peak, "

@@ -6,7 +6,9 @@ import sys
 
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from . import blocks, cassandra, maven, prefect_server, procs, s3, solo, sshd
+from dmf import procs
+
+from . import blocks, cassandra, maven, prefect_server, s3, solo, sshd
 from .layout import MAX_NODES, Testbed
 
 

@@ -6,47 +6,22 @@ import shlex
 import subprocess
 from pathlib import Path
 
-from . import jvm, procs, tls
+from dmf import cassandra_jvm as jvm
+from dmf import procs
+from dmf.core.cassandra_yaml import yaml_head
+
+from . import tls
 from .layout import TOKENS, Node, Testbed
 
-DAEMON = "org.apache.cassandra.service.CassandraDaemon"
 CLUSTER_NAME = "dmf-testbed"
-TOOLS = {"nodetool": "org.apache.cassandra.tools.NodeTool",
+TOOLS = {"nodetool": jvm.NODETOOL,
          "sstableloader": "org.apache.cassandra.tools.BulkLoader"}
 
 
-def jamm_jar(tb: Testbed) -> Path:
-    jars = sorted(tb.lib.glob("jamm-*.jar"))
-    if not jars:
-        raise procs.StartError(f"no jamm jar in {tb.lib}")
-    return jars[-1]
-
-
 def _yaml(tb: Testbed, node: Node, seeds: str, token: str, cluster_name: str) -> str:
-    d = node.dir
-    return f"""\
-cluster_name: {cluster_name}
-num_tokens: 1
-initial_token: "{token}"
-partitioner: org.apache.cassandra.dht.Murmur3Partitioner
-data_file_directories: [{d('data')}]
-commitlog_directory: {d('commitlog')}
-saved_caches_directory: {d('saved_caches')}
-hints_directory: {d('hints')}
-cdc_raw_directory: {d('cdc_raw')}
-commitlog_sync: periodic
-commitlog_sync_period: 10000ms
+    return yaml_head(cluster_name, token, node.home, seeds, node.address, 7000, 9042) + f"""\
 # Small segments so closed (archived) segments follow writes closely: the shipped RPO.
 commitlog_segment_size: 1MiB
-seed_provider:
-  - class_name: org.apache.cassandra.locator.SimpleSeedProvider
-    parameters:
-      - seeds: "{seeds}"
-listen_address: {node.address}
-rpc_address: {node.address}
-storage_port: 7000
-native_transport_port: 9042
-start_native_transport: true
 # TLS on the CQL port (the product connects with TLS and verifies the certificate); plaintext is still
 # accepted (optional) for sstableloader, which the bed runs without a node's cassandra.yaml.
 client_encryption_options:
@@ -56,25 +31,13 @@ client_encryption_options:
     class_name: org.apache.cassandra.security.PEMBasedSslContextFactory
   keystore: {tls.node_keystore_path(tb)}
   truststore: {tls.ca_path(tb)}
-endpoint_snitch: SimpleSnitch
 incremental_backups: true
 authenticator: PasswordAuthenticator
 authorizer: AllowAllAuthorizer
-concurrent_compactors: 1
 memtable_heap_space: 64MiB
 memtable_offheap_space: 64MiB
 """
 
-
-LOGBACK = """\
-<configuration scan="false">
-  <appender name="FILE" class="ch.qos.logback.core.FileAppender">
-    <file>${cassandra.logdir}/system.log</file>
-    <encoder><pattern>%-5level [%thread] %date{ISO8601} %F:%L - %msg%n</pattern></encoder>
-  </appender>
-  <root level="INFO"><appender-ref ref="FILE"/></root>
-</configuration>
-"""
 
 LOGBACK_TOOLS = """\
 <configuration scan="false">
@@ -102,7 +65,7 @@ def configure_node(tb: Testbed, node: Node, seeds: str, token: str, cluster_name
     conf = node.dir("conf")
     tls.ensure_certificates(tb)
     (conf / "cassandra.yaml").write_text(_yaml(tb, node, seeds, token, cluster_name))
-    (conf / "logback.xml").write_text(LOGBACK)
+    (conf / "logback.xml").write_text(jvm.LOGBACK)
     if not jvm_options_file(node).exists():
         jvm_options_file(node).write_text("# JVM options read at every start (as Cassandra's conf/jvm-server.options)\n")
     # Read as a classpath resource; commands are split on spaces and run without a shell.
@@ -156,20 +119,8 @@ def jvm_file_options(node: Node) -> list[str]:
 
 def start(tb: Testbed, node: Node, heap: str = "768m") -> None:
     """JVM_EXTRA_OPTS and conf/jvm-server.options are honoured as Cassandra's own start script does."""
-    conf = node.dir("conf")
-    argv = [
-        "java", f"-Xms{heap}", f"-Xmx{heap}", "-Xss256k", *jvm.SERVER_GC,
-        f"-javaagent:{jamm_jar(tb)}", *jvm.SERVER_JPMS, *jvm.QUICK_START,
-        f"-Dcassandra.config={(conf / 'cassandra.yaml').as_uri()}",
-        f"-Dcassandra.storagedir={node.home}",
-        f"-Dcassandra.logdir={node.dir('logs')}",
-        f"-Dlogback.configurationFile={(conf / 'logback.xml').as_uri()}",
-        "-Dcassandra-foreground=yes",
-        f"-Dcassandra.jmx.local.port={node.jmx_port}",
-        *jvm_file_options(node),
-        *shlex.split(os.environ.get("JVM_EXTRA_OPTS", "")),
-        "-cp", f"{conf}:{tb.lib}/*", DAEMON,
-    ]
+    argv = jvm.server_argv("java", tb.lib, node.dir("conf"), node.home, node.dir("logs"), heap, node.jmx_port,
+                           [*jvm_file_options(node), *shlex.split(os.environ.get("JVM_EXTRA_OPTS", ""))])
     procs.spawn(argv, log_file=_log_file(node), pid_file=_pid_file(node))
 
 

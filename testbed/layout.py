@@ -5,6 +5,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from dmf.cassandra_jvm import lib_dir
+
 CASSANDRA_VERSION = "5.0.9"
 S3PROXY_VERSION = "2.6.0"
 BUCKET = "dmf-backups"
@@ -64,7 +66,7 @@ class Testbed:
 
     @property
     def lib(self) -> Path:
-        return self.cache / f"cassandra-{CASSANDRA_VERSION}" / "lib"
+        return lib_dir(self.cache, CASSANDRA_VERSION)
 
     @property
     def s3proxy_jar(self) -> Path:

@@ -16,7 +16,8 @@ from pathlib import Path
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL, load_current_profile, temporary_settings, update_current_profile
 
-from . import procs
+from dmf import procs
+
 from .layout import Testbed
 
 

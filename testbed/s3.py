@@ -10,7 +10,8 @@ from pathlib import Path
 import boto3
 from botocore.config import Config
 
-from . import procs
+from dmf import procs
+
 from .layout import BUCKET, S3_ACCESS_KEY, S3_SECRET_KEY, Testbed
 
 LOGBACK = """\

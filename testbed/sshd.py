@@ -5,7 +5,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from . import procs
+from dmf import procs
+
 from .layout import MAX_NODES, Testbed
 
 SSHD_CANDIDATES = ("/usr/sbin/sshd", "/usr/bin/sshd")

@@ -136,5 +136,6 @@ def check_into(into: DbTarget, target: DbTarget, restore_schema: bool, replay_co
     if restore_schema:
         raise InputError("--into creates the copy from the backup's schema itself: leave --schema out")
     if replay_commitlogs:
-        raise InputError("--into cannot replay commit logs: Cassandra replays them into the original table only")
+        raise InputError("--into cannot replay commit logs on the nodes (they replay into the original table "
+                         "only): leave --replay-on nodes out to replay in a scratch Cassandra")
     return into

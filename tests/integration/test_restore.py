@@ -111,7 +111,7 @@ def test_restore_errors_are_clear(history, tmp_path):
     # Segments of the three host IDs are needed; one host cannot replay the others' (nothing downloaded).
     with pytest.raises(InputError, match="no host of HOSTS \\(127.0.0.1\\) has that host ID"):
         restore_snapshot(hosts="127.0.0.1", path=str(tmp_path), db_target=history["target"],
-                         time=history["between_t3a_t3b"], replay_commitlogs=True)
+                         time=history["between_t3a_t3b"], replay_commitlogs=True, replay_on="nodes")
     assert not any(tmp_path.iterdir())
     with pytest.raises(InputError, match="no complete backup covers nosuchks"):
         restore_snapshot(hosts=HOSTS, path=str(tmp_path), db_target="nosuchks.t")
@@ -196,7 +196,8 @@ def test_replay_recovers_to_the_second_and_resumes_after_a_failed_start_and_a_ki
     flag.write_text("")
     with pytest.raises(RestoreFailed) as stopped:
         restore_snapshot(hosts=HOSTS, path=str(path), db_target=history["target"], restore_schema=True,
-                         time=history["between_t3a_t3b"], replay_commitlogs=True, cluster_block="flaky-start")
+                         time=history["between_t3a_t3b"], replay_commitlogs=True, replay_on="nodes",
+                         cluster_block="flaky-start")
     message = str(stopped.value)
     assert "replay stopped at 127.0.0.2" in message and "start refused" in message
     assert "Replayed: 127.0.0.1; not replayed: 127.0.0.2, 127.0.0.3" in message
@@ -220,7 +221,8 @@ def test_replay_recovers_to_the_second_and_resumes_after_a_failed_start_and_a_ki
     run.wait()
 
     summary = restore_snapshot(hosts=HOSTS, path=str(path), db_target=history["target"], restore_schema=True,
-                               time=history["between_t3a_t3b"], replay_commitlogs=True, cluster_block="flaky-start")
+                               time=history["between_t3a_t3b"], replay_commitlogs=True, replay_on="nodes",
+                               cluster_block="flaky-start")
     assert rows(cluster_block, history["keyspace"], history["table"]) == set(range(170))
     assert set(summary["replayed_mutations"]) == set(HOSTS.split(","))
     assert all(n >= 20 for n in summary["replayed_mutations"].values()), summary["replayed_mutations"]

@@ -39,3 +39,12 @@ def test_without_async_a_relative_path_is_resolved_before_the_flow_starts(monkey
 
     result = runner.invoke(app, ["restore", "snapshot", "127.0.0.1", "/abs/restore", "ks.t", "--keep-files"])
     assert received["path"] == "/abs/restore" and received["keep_files"] is True
+
+
+def test_replay_on_is_scratch_or_nodes_and_into_replays_only_in_a_scratch_node():
+    result = runner.invoke(app, ["restore", "snapshot", "127.0.0.1", "/abs/r", "ks.t", "--replay-commitlogs",
+                                 "--replay-on", "elsewhere"])
+    assert result.exit_code == 2 and "invalid --replay-on 'elsewhere': scratch or nodes" in result.stderr
+    result = runner.invoke(app, ["restore", "snapshot", "127.0.0.1", "/abs/r", "ks.t", "--replay-commitlogs",
+                                 "--replay-on", "nodes", "--into", "ks.copy"])
+    assert result.exit_code == 2 and "leave --replay-on nodes out" in result.stderr

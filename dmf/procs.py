@@ -1,4 +1,5 @@
-"""Background processes the test bed starts, tracked by pid file so `down` stops only its own."""
+"""Processes started in the background (the test bed's services, a restore's scratch Cassandra), tracked by pid
+file so a stop ends only its own."""
 from __future__ import annotations
 
 import os

@@ -1,0 +1,129 @@
+"""Point-in-time recovery in a scratch Cassandra (issue 25), through the CLI: the shipped segments of
+all three nodes replayed up to a second on the worker, then loaded after the snapshot: in place after
+a DROP, --into a copy while the live table takes writes, and into the one-node second cluster. No
+node of the source cluster restarts."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from dmf.cql import connect
+from dmf.flows.backup_snapshot import backup_snapshot
+from dmf.flows.ship_commitlogs import ship_commitlogs
+
+from .helpers import HOSTS, insert_rows
+from .test_restore import tick
+
+pytestmark = pytest.mark.integration
+
+
+def state(cluster_block, table: str) -> dict[int, tuple]:
+    with connect(cluster_block) as session:
+        return {r.id: (r.payload, frozenset(r.tags or ()), r.ttl is not None)
+                for r in session.execute(f"SELECT id, payload, tags, TTL(payload) AS ttl FROM {table}")}
+
+
+def node_pids(testbed) -> list[str]:
+    """A restarted node has a new process: the pids before and after tell."""
+    return [node.dir("cassandra.pid").read_text().strip() for node in testbed.nodes(3)]
+
+
+def cli_restore(testbed, path, target: str, at: str, *extra: str, hosts: str = HOSTS) -> str:
+    env = {**os.environ, "DMF_CACHE_DIR": str(testbed.cache)}
+    result = subprocess.run([sys.executable, "-m", "dmf.cli", "restore", "snapshot", hosts, str(path), target,
+                             "--time", at, "--replay-commitlogs", *extra], capture_output=True, text=True,
+                            timeout=900, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def history(testbed, cluster_block):
+    """Rows, a collection, a TTL; a full; more writes; the restore point; deletes, updates and
+    inserts after it; the segments shipped. `expected` is the table as of the restore point."""
+    keyspace = f"pitr_{os.urandom(4).hex()}"
+    table = f"{keyspace}.events"
+    with connect(cluster_block) as session:
+        session.execute(f"CREATE KEYSPACE {keyspace} WITH replication = "
+                        "{'class': 'SimpleStrategy', 'replication_factor': 3}")
+        session.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, payload text, tags set<text>)")
+    insert_rows(cluster_block, keyspace, "events", range(0, 40))
+    backup_snapshot(hosts=HOSTS, db_target=table, backup_schema=True)
+    insert_rows(cluster_block, keyspace, "events", range(40, 60))
+    with connect(cluster_block) as session:
+        session.execute(f"UPDATE {table} SET payload = 'changed-before', tags = tags + {{'a'}} WHERE id = 5")
+        session.execute(f"UPDATE {table} SET tags = {{'x', 'y'}} WHERE id = 45")
+        session.execute(f"INSERT INTO {table} (id, payload) VALUES (1000, 'ttl') USING TTL 86400")
+        session.execute(f"DELETE FROM {table} WHERE id = 1")
+    at = tick()
+    with connect(cluster_block) as session:
+        for i in range(10, 20):
+            session.execute(f"DELETE FROM {table} WHERE id = {i}")
+        session.execute(f"UPDATE {table} SET payload = 'changed-after', tags = tags + {{'late'}} WHERE id = 45")
+        session.execute(f"UPDATE {table} SET tags = tags - {{'a'}} WHERE id = 5")
+    insert_rows(cluster_block, keyspace, "events", range(60, 80))
+    # Close the active segments (1 MiB each) so every write above is archived, then ship.
+    with connect(cluster_block) as session:
+        session.execute(f"CREATE TABLE {keyspace}.filler (id int PRIMARY KEY, payload text)")
+    insert_rows(cluster_block, keyspace, "filler", range(2500), payload="f" * 1000)
+    ship_commitlogs(hosts=HOSTS)
+    payload = "p" * 100
+    expected = {i: (payload, frozenset(), False) for i in range(0, 60) if i != 1}
+    expected[5] = ("changed-before", frozenset({"a"}), False)
+    expected[45] = (payload, frozenset({"x", "y"}), False)
+    expected[1000] = ("ttl", frozenset(), True)
+    return dict(keyspace=keyspace, table=table, at=at, expected=expected)
+
+
+def test_into_a_copy_while_the_live_table_takes_writes(testbed, cluster_block, history, tmp_path):
+    live_before = state(cluster_block, history["table"])
+    pids = node_pids(testbed)
+    writing, written = threading.Event(), []
+
+    def write_meanwhile():
+        with connect(cluster_block) as session:
+            i = 5000
+            while not writing.is_set():
+                session.execute(f"INSERT INTO {history['table']} (id, payload) VALUES ({i}, 'live')")
+                written.append(i)
+                i += 1
+                writing.wait(0.2)
+    writer = threading.Thread(target=write_meanwhile)
+    writer.start()
+    try:
+        out = cli_restore(testbed, tmp_path, history["table"], history["at"], "--into",
+                          f"{history['keyspace']}.copy")
+    finally:
+        writing.set()
+        writer.join()
+    assert state(cluster_block, f"{history['keyspace']}.copy") == history["expected"]
+    live_after = state(cluster_block, history["table"])
+    assert written and live_after == {**live_before, **{i: ("live", frozenset(), False) for i in written}}
+    assert node_pids(testbed) == pids
+    # Every node's segments replayed, each in a start of its own, the count shown per source node.
+    assert out.count("mutation(s) replayed up to") == 3 and "in a scratch Cassandra" in out
+    assert not (tmp_path / "scratch-cassandra").exists()
+
+
+def test_in_place_after_a_drop(testbed, cluster_block, history, tmp_path):
+    with connect(cluster_block) as session:
+        session.execute(f"DROP TABLE {history['table']}")
+    pids = node_pids(testbed)
+    cli_restore(testbed, tmp_path, history["table"], history["at"], "--schema")
+    assert state(cluster_block, history["table"]) == history["expected"]
+    assert node_pids(testbed) == pids
+
+
+def test_into_the_one_node_second_cluster(testbed, cluster_block, solo_cluster, history, tmp_path):
+    """Another cluster: its one node has none of the source's host IDs, which a scratch replay needs not."""
+    solo_cluster.save("pitr-solo", overwrite=True)
+    pids = node_pids(testbed)
+    cli_restore(testbed, tmp_path, history["table"], history["at"], "--schema", "--replication",
+                "{'class': 'SimpleStrategy', 'replication_factor': 1}", "--cluster-block", "pitr-solo",
+                hosts="127.0.0.4")
+    assert state(solo_cluster, history["table"]) == history["expected"]
+    assert node_pids(testbed) == pids
