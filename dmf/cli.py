@@ -501,8 +501,9 @@ def restore_snapshot_cmd(
     replay_commitlogs: Annotated[bool, typer.Option("--replay-commitlogs", help="Also replay the commit logs up "
                                                     "to --time on each host (rolling restart; implies "
                                                     "--get-commitlogs).")] = False,
-    mode: Annotated[str, typer.Option("--mode", help="sstableloader (any topology) or import (nodetool import "
-                                      "on the same hosts).")] = "sstableloader",
+    mode: Annotated[str, typer.Option("--mode", help="sstableloader (any topology), import (nodetool import "
+                                      "on the same hosts) or node (each node fetches its own files from S3 "
+                                      "and imports them: same tokens).")] = "sstableloader",
     keep_files: Annotated[bool, typer.Option("--keep-files", help="Keep the downloaded SSTables in PATH after a "
                                              "successful restore (default: removed; after a failure they always "
                                              "stay, so a rerun resumes). PATH/cassandra_commitlogs/ is always "
@@ -547,8 +548,8 @@ def restore_snapshot_cmd(
             raise InputError("DB_TARGET is required: keyspace or keyspace.table")
         if time is not None:
             parse_ts(time, name="--time")
-        if mode not in ("sstableloader", "import"):
-            raise InputError(f"invalid --mode {mode!r}: sstableloader or import")
+        if mode not in ("sstableloader", "import", "node"):
+            raise InputError(f"invalid --mode {mode!r}: sstableloader, import or node")
         if dc_map is not None:
             parse_dc_map(dc_map)
         if replication is not None:

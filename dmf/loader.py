@@ -7,12 +7,11 @@ import subprocess
 
 from dmf.blocks.cassandra_cluster import CassandraCluster
 from dmf.core.errors import DmfError
+from dmf.core.node_restore import SSTABLE_SUFFIXES as SSTABLE_COMPONENT
 from dmf.node import Node
 from dmf.restore_plan import LoadUnit, TableLoad
 from dmf.ssh import RemoteHost
 
-SSTABLE_COMPONENT = ("-Data.db", "-Index.db", "-Summary.db", "-Filter.db", "-Statistics.db", "-CompressionInfo.db",
-                     "-Digest.crc32", "-TOC.txt", "-CRC.db", "-Partitions.db", "-Rows.db")
 
 
 class LoadError(DmfError):
