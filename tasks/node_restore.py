@@ -153,4 +153,5 @@ class NodePath:
 
     def summary(self) -> dict:
         return {"nodes": self.fetched, "fallbacks": self.fallbacks,
-                "skipped_bytes": sum(f["skipped_bytes"] for f in self.fetched.values())}
+                "skipped_bytes": sum(f["skipped_bytes"] for f in self.fetched.values()),
+                "worker_bytes": sum(f.size for f in self.worker_fetches)}
