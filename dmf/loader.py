@@ -55,11 +55,17 @@ def import_unit(remote: RemoteHost, unit: LoadUnit) -> None:
             continue  # secondary-index SSTables are rebuilt by import, not placed
         with open(local, "rb") as source:
             remote.write_file(posixpath.join(staging, relative), source)
-    Node(remote).nodetool("import", unit.keyspace, unit.table, staging)
-    leftovers = remote.list_files(staging)
-    remote.run(["rm", "-rf", "--", staging])
+    import_folder(remote, unit.keyspace, unit.table, staging, unit.describe())
+
+
+def import_folder(remote: RemoteHost, keyspace: str, table: str, folder: str, label: str) -> None:
+    """`nodetool import` of the folder's SSTables into the table, then the folder removed; what the
+    import left behind (it refused) fails the load."""
+    Node(remote).nodetool("import", keyspace, table, folder)
+    leftovers = remote.list_files(folder)
+    remote.run(["rm", "-rf", "--", folder])
     if leftovers:
-        raise LoadError(f"nodetool import left {len(leftovers)} file(s) of {unit.describe()} unimported "
+        raise LoadError(f"nodetool import left {len(leftovers)} file(s) of {label} unimported "
                         "(see the node's system.log)")
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from dmf import node_agent, node_fetch_agent
 from dmf.core.node_restore import IMPORT_DIR, NodeFile, Room, StagedUnit
-from dmf.node import Node
+from dmf.loader import import_folder
 from dmf.node_upload import endpoint_header, node_presigner, start_agent
 from dmf.ssh import RemoteError, RemoteHost
 from dmf.storage import Storage
@@ -128,12 +128,7 @@ def import_staged(remote: RemoteHost, staging: str, unit: StagedUnit) -> None:
     remote.run(["mkdir", "-p", "--", folder])
     for start in range(0, len(unit.names), 500):  # argv stays well under the kernel's limit
         remote.run(["ln", "--", *(posixpath.join(source, n) for n in unit.names[start:start + 500]), folder])
-    Node(remote).nodetool("import", unit.keyspace, unit.table, folder)
-    leftovers = remote.list_files(folder)
-    remote.run(["rm", "-rf", "--", folder])
-    if leftovers:
-        raise RemoteError(f"nodetool import left {len(leftovers)} file(s) of {unit.label} unimported "
-                          "(see the node's system.log)")
+    import_folder(remote, unit.keyspace, unit.table, folder, unit.label)
 
 
 def remove_staged(remote: RemoteHost, staging: str, snapshot: str, keep_files: bool) -> None:
