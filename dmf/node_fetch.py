@@ -54,9 +54,10 @@ class NodeFetch:
 
     def __init__(self, remote: RemoteHost, storage: Storage, staging: str,
                  progress: Callable[[int], None] | None = None, max_bytes_per_s: float | None = None,
-                 backoff_s: float = 0.5):
+                 backoff_s: float = 0.5, skipped: Callable[[int], None] | None = None):
         self.remote, self.storage, self.staging, self.backoff_s = remote, storage, staging, backoff_s
         self.progress = progress or (lambda _: None)
+        self.skipped = skipped or (lambda _: None)  # bytes found already staged and verified
         self.max_bytes_per_s = max_bytes_per_s
         self._presigner = node_presigner(storage)
 
@@ -94,6 +95,8 @@ class NodeFetch:
                     channel.sendall(self._job(next(jobs, None)))
                 elif "id" in message:
                     results[message["id"]] = message
+                    if "skipped" in message:
+                        self.skipped(message["skipped"])
                 elif message.get("done"):
                     rss = message["rss_kib"]
             status = channel.recv_exit_status()

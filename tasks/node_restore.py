@@ -30,12 +30,16 @@ LOG_EVERY_S = 10.0
 
 class NodeProgress:
     """A node's bytes fetched: the progress artifact (and CLI bar), and a log line with the ETA
-    every LOG_EVERY_S."""
+    every LOG_EVERY_S, from the rate of the bytes fetched (those found staged take no time)."""
 
     def __init__(self, address: str, total: int):
         self.address, self.total = address, total
         self.done, self.started, self.logged = 0, time.monotonic(), time.monotonic()
         self.bar = TransferProgress(f"fetch on {address}", total)
+
+    def skipped(self, nbytes: int) -> None:
+        self.total -= nbytes
+        self.bar(nbytes)
 
     def __call__(self, nbytes: int) -> None:
         self.done += nbytes
@@ -78,9 +82,10 @@ def preflight_nodes(cluster: CassandraCluster, repository: S3Repository, shares:
 def fetch_on_node(cluster: CassandraCluster, repository: S3Repository, address: str, share: NodeShare) -> dict:
     """The node's share into its staging folder; a retry (or a rerun) skips what is already verified."""
     rate = repository.max_download_mib_s
+    progress = NodeProgress(address, share.bytes)
     with RemoteHost(cluster, cluster.host(address)) as remote:
-        fetched = NodeFetch(remote, Storage(repository), _staging(cluster, address), NodeProgress(address, share.bytes),
-                            None if rate is None else rate * MIB).run(share.files)
+        fetched = NodeFetch(remote, Storage(repository), _staging(cluster, address), progress,
+                            None if rate is None else rate * MIB, skipped=progress.skipped).run(share.files)
     get_run_logger().info("%s: %d file(s), %.1f MiB fetched and verified by the node; %d (%.1f MiB) already staged "
                           "and verified, skipped; agent peak RSS %.1f MiB", address, fetched.fetched_files,
                           fetched.fetched_bytes / MIB, fetched.skipped_files, fetched.skipped_bytes / MIB,

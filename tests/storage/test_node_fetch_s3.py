@@ -35,10 +35,10 @@ def storage():
     server.stop()
 
 
-def local_fetch(storage: Storage, staging) -> NodeFetch:
+def local_fetch(storage: Storage, staging, **callbacks) -> NodeFetch:
     remote = SimpleNamespace(host=SimpleNamespace(python=sys.executable, address="127.0.0.1"),
                              start=lambda argv: LocalChannel(argv))
-    return NodeFetch(remote, storage, str(staging), backoff_s=0.01)
+    return NodeFetch(remote, storage, str(staging), backoff_s=0.01, **callbacks)
 
 
 def stored(storage: Storage, name: str, data: bytes) -> NodeFile:
@@ -67,8 +67,10 @@ def test_a_share_is_staged_verified_and_a_rerun_fetches_only_what_is_not(storage
     (staged / "nb-3-big-Data.db.part").write_bytes(b"half")
     kept = (staged / "nb-1-big-Data.db").stat().st_ino
     assert local_fetch(storage, staging).preflight(files).present == 1234
-    again = local_fetch(storage, staging).run(files)
+    progress, skipped = [], []
+    again = local_fetch(storage, staging, progress=progress.append, skipped=skipped.append).run(files)
     assert (again.fetched_files, again.skipped_files, again.skipped_bytes) == (2, 2, 1234)
+    assert sorted(skipped) == [0, 1234] and sum(progress) == 3 * MIB + 5 + 300
     assert (staged / "nb-1-big-Data.db").stat().st_ino == kept
     for name, data in blobs.items():
         assert (staged / name).read_bytes() == data
