@@ -1,8 +1,9 @@
 """Restore benchmark on the test bed: raw boto3 download of the objects of the latest full
 backup of bench.data (every object submitted at once to one boto3 transfer manager) vs the
 restore's download phase (after the chain is resolved, before loading; every file verified), and
-the whole restore time with sstableloader and with `--mode import` (file placement + nodetool import),
-against cassandra-medusa's `restore-node --use-sstableloader` of the same data (its own backup of it).
+the whole restore time with sstableloader, with `--mode import` (file placement + nodetool import) and
+with `--mode node` (each node fetches its own files from S3 and imports them: no restored byte
+through the worker), with the bytes that passed through the worker and the node agent's peak RSS, against cassandra-medusa's `restore-node --use-sstableloader` of the same data (its own backup of it).
 
     .venv/bin/python bench/backup.py   # first: it creates the backups
     .venv/bin/python bench/restore.py
@@ -68,8 +69,11 @@ def phase_dmf(params: dict) -> dict:
                                    db_target=f"{KEYSPACE}.{TABLE}", allow_host_subset=True, mode=params["mode"])
     finally:
         shutil.rmtree(target)
+    nodes = summary.get("nodes", {}).values()
     return {"bytes": summary["bytes"], "download_seconds": summary["download_seconds"],
-            "seconds": summary["seconds"], "rss": peak_rss_mib()}
+            "seconds": summary["seconds"], "rss": peak_rss_mib(),
+            "worker_bytes": summary.get("worker_bytes", summary["bytes"]),
+            "agent_rss": max((n["agent_rss_kib"] / 1024 for n in nodes), default=None)}
 
 
 def main() -> None:
@@ -81,22 +85,25 @@ def main() -> None:
     raw = run_child("raw")
     raw_rate = raw["bytes"] / MIB / raw["seconds"]
     rows = [["raw boto3 (one transfer manager, all objects)", f"{raw['bytes'] / MIB:.0f}", f"{raw['seconds']:.1f}",
-             f"{raw_rate:.1f}", "1.00", "", f"{raw['rss']:.0f}"]]
+             f"{raw_rate:.1f}", "1.00", "", f"{raw['bytes'] / MIB:.0f}", f"{raw['rss']:.0f}", ""]]
     whole = {}
-    for mode in ("sstableloader", "import"):
+    for mode in ("sstableloader", "import", "node"):
         dmf = run_child("dmf", mode=mode)
         whole[mode] = dmf["seconds"]
         dmf_rate = dmf["bytes"] / MIB / dmf["download_seconds"]
         rows.append([f"dmf restore --mode {mode}: download+verify phase", f"{dmf['bytes'] / MIB:.0f}",
                      f"{dmf['download_seconds']:.1f}", f"{dmf_rate:.1f}", f"{dmf_rate / raw_rate:.2f}",
-                     f"{dmf['seconds']:.1f}", f"{dmf['rss']:.0f}"])
+                     f"{dmf['seconds']:.1f}", f"{dmf['worker_bytes'] / MIB:.1f}", f"{dmf['rss']:.0f}",
+                     "" if dmf["agent_rss"] is None else f"{dmf['agent_rss']:.0f}"])
     medusa_rate = medusa["bytes"] / MIB / medusa["download_seconds"]
     rows.append(["medusa restore-node --use-sstableloader: download", f"{medusa['bytes'] / MIB:.0f}",
                  f"{medusa['download_seconds']:.1f}", f"{medusa_rate:.1f}", f"{medusa_rate / raw_rate:.2f}",
-                 f"{medusa['seconds']:.1f}", f"{medusa['rss']:.0f}"])
-    print(table(rows, ["method", "MiB", "s", "MiB/s", "ratio", "whole restore s", "peak RSS MiB"]))
+                 f"{medusa['seconds']:.1f}", f"{medusa['bytes'] / MIB:.0f}", f"{medusa['rss']:.0f}", ""])
+    print(table(rows, ["method", "MiB", "s", "MiB/s", "ratio", "whole restore s", "MiB via worker",
+                       "peak RSS MiB", "agent RSS MiB"]))
     print(f"whole restore, medusa / dmf (sstableloader): {medusa['seconds'] / whole['sstableloader']:.2f}x "
-          f"(dmf --mode import: {medusa['seconds'] / whole['import']:.2f}x)")
+          f"(--mode import: {medusa['seconds'] / whole['import']:.2f}x, --mode node: "
+          f"{medusa['seconds'] / whole['node']:.2f}x)")
 
 
 if __name__ == "__main__":

@@ -528,8 +528,9 @@ def restore_snapshot_cmd(
     replay_on: Annotated[str, typer.Option("--replay-on", help="Where --replay-commitlogs replays: scratch "
                                            "(default) or nodes (each node restarted in turn with the replay "
                                            "settings, in place only: for workers that cannot run Java).")] = "scratch",
-    mode: Annotated[str, typer.Option("--mode", help="sstableloader (any topology) or import (nodetool import "
-                                      "on the same hosts).")] = "sstableloader",
+    mode: Annotated[str, typer.Option("--mode", help="sstableloader (any topology), import (nodetool import "
+                                      "on the same hosts) or node (each node fetches its own files from S3 "
+                                      "and imports them: same tokens).")] = "sstableloader",
     keep_files: Annotated[bool, typer.Option("--keep-files", help="Keep the downloaded SSTables in PATH after a "
                                              "successful restore (default: removed; after a failure they always "
                                              "stay, so a rerun resumes). PATH/cassandra_commitlogs/ is always "
@@ -574,8 +575,8 @@ def restore_snapshot_cmd(
             raise InputError("DB_TARGET is required: keyspace or keyspace.table")
         if time is not None:
             parse_ts(time, name="--time")
-        if mode not in ("sstableloader", "import"):
-            raise InputError(f"invalid --mode {mode!r}: sstableloader or import")
+        if mode not in ("sstableloader", "import", "node"):
+            raise InputError(f"invalid --mode {mode!r}: sstableloader, import or node")
         if dc_map is not None:
             parse_dc_map(dc_map)
         if replication is not None:

@@ -7,12 +7,11 @@ import subprocess
 
 from dmf.blocks.cassandra_cluster import CassandraCluster
 from dmf.core.errors import DmfError
+from dmf.core.node_restore import SSTABLE_SUFFIXES as SSTABLE_COMPONENT
 from dmf.node import Node
 from dmf.restore_plan import LoadUnit, TableLoad
 from dmf.ssh import RemoteHost
 
-SSTABLE_COMPONENT = ("-Data.db", "-Index.db", "-Summary.db", "-Filter.db", "-Statistics.db", "-CompressionInfo.db",
-                     "-Digest.crc32", "-TOC.txt", "-CRC.db", "-Partitions.db", "-Rows.db")
 
 
 class LoadError(DmfError):
@@ -56,11 +55,17 @@ def import_unit(remote: RemoteHost, unit: LoadUnit) -> None:
             continue  # secondary-index SSTables are rebuilt by import, not placed
         with open(local, "rb") as source:
             remote.write_file(posixpath.join(staging, relative), source)
-    Node(remote).nodetool("import", unit.keyspace, unit.table, staging)
-    leftovers = remote.list_files(staging)
-    remote.run(["rm", "-rf", "--", staging])
+    import_folder(remote, unit.keyspace, unit.table, staging, unit.describe())
+
+
+def import_folder(remote: RemoteHost, keyspace: str, table: str, folder: str, label: str) -> None:
+    """`nodetool import` of the folder's SSTables into the table, then the folder removed; what the
+    import left behind (it refused) fails the load."""
+    Node(remote).nodetool("import", keyspace, table, folder)
+    leftovers = remote.list_files(folder)
+    remote.run(["rm", "-rf", "--", folder])
     if leftovers:
-        raise LoadError(f"nodetool import left {len(leftovers)} file(s) of {unit.describe()} unimported "
+        raise LoadError(f"nodetool import left {len(leftovers)} file(s) of {label} unimported "
                         "(see the node's system.log)")
 
 

@@ -66,6 +66,47 @@ def url_expiry_s(end: int, concurrency: int) -> int:
     return min(MAX_URL_EXPIRY_S, URL_MARGIN_S + math.ceil(end * concurrency / MIN_NODE_RATE))
 
 
+def endpoint_header(presigner: Any) -> dict:
+    """Where the agent finds S3 (it probes it before taking any job)."""
+    endpoint = urllib.parse.urlsplit(presigner.meta.endpoint_url)
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    return {"endpoint": [endpoint.hostname, port], "tls": endpoint.scheme == "https"}
+
+
+def node_presigner(storage: Storage) -> Any:
+    """The client whose URLs the nodes use: for the endpoint as they reach it."""
+    repository = storage.repository
+    return repository.client(repository.node_endpoint_url) if repository.node_endpoint_url else storage.s3
+
+
+def start_agent(remote: RemoteHost, bootstrap: str, payload: bytes, header: dict
+                ) -> tuple[paramiko.Channel, Any, dict] | str:
+    """Runs `bootstrap` with the node's python, sends it `payload` (the agent's source) and `header`,
+    and waits for the agent's first line: (channel, its lines, that message) once it is ready, else
+    why the node cannot run it (then nothing ran and the channel is closed)."""
+    channel = None
+    try:
+        channel = remote.start(command_argv(remote.host.python, "-c", bootstrap))
+        channel.settimeout(READY_TIMEOUT_S)
+        channel.sendall(payload + json.dumps(header).encode() + b"\n")
+        lines = channel.makefile("rb")
+        # What a login shell's profile printed before the agent's first line is skipped.
+        message = next((json.loads(line) for line in lines if line.startswith(b"{")), None)
+    except (OSError, paramiko.SSHException) as exc:
+        if channel is not None:
+            channel.close()
+        return f"the node's python did not start: {exc}"
+    if message is None:
+        err = channel.recv_stderr(4096).decode(errors="replace").strip().splitlines()
+        channel.close()
+        return f"`{remote.host.python}` on the node failed" + (f": {err[-1][:200]}" if err else "")
+    if "unreachable" in message:
+        channel.close()
+        return f"the node cannot reach S3 at {message['unreachable']}"
+    channel.settimeout(None)
+    return channel, lines, message
+
+
 class NodeUpload:
     """One agent on one node, for one set's files."""
 
@@ -73,45 +114,20 @@ class NodeUpload:
                  progress: Callable[[int], None] | None = None):
         self.remote, self.storage, self.set_ref = remote, storage, set_ref
         self.progress = progress or (lambda _: None)
-        repository = storage.repository
-        self._presigner = repository.client(repository.node_endpoint_url) if repository.node_endpoint_url \
-            else storage.s3
+        self._presigner = node_presigner(storage)
         self._channel: paramiko.Channel | None = None
         self._lines: Any = None
 
     def start(self) -> str | None:
         """Starts the agent; None when it is ready, else why the node cannot upload (then nothing ran)."""
-        endpoint = urllib.parse.urlsplit(self._presigner.meta.endpoint_url)
-        port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
-        script = Path(node_agent.__file__).read_bytes()
         limit = self.storage.repository.max_upload_mib_s
-        header = {"endpoint": [endpoint.hostname, port], "tls": endpoint.scheme == "https",
-                  "concurrency": self.storage.repository.max_concurrency,
+        header = {**endpoint_header(self._presigner), "concurrency": self.storage.repository.max_concurrency,
                   "max_bytes_per_s": None if limit is None else limit * MIB}
-        try:
-            self._channel = self.remote.start(command_argv(self.remote.host.python, "-c", BOOTSTRAP))
-            self._channel.settimeout(READY_TIMEOUT_S)
-            self._channel.sendall(b"%d\n" % len(script) + script + json.dumps(header).encode() + b"\n")
-            self._lines = self._channel.makefile("rb")
-            message = self._first_message()
-        except (OSError, paramiko.SSHException) as exc:
-            self.close()
-            return f"the node's python did not start: {exc}"
-        if message is None:
-            err = self._channel.recv_stderr(4096).decode(errors="replace").strip().splitlines()
-            self.close()
-            return f"`{self.remote.host.python}` on the node failed" + (f": {err[-1][:200]}" if err else "")
-        if "unreachable" in message:
-            self.close()
-            return f"the node cannot reach S3 at {message['unreachable']}"
-        self._channel.settimeout(None)
-        return None
-
-    def _first_message(self) -> dict | None:
-        """The agent's first line; what a login shell's profile printed before it is skipped."""
-        for line in self._lines:
-            if line.startswith(b"{"):
-                return json.loads(line)
+        script = Path(node_agent.__file__).read_bytes()
+        started = start_agent(self.remote, BOOTSTRAP, b"%d\n" % len(script) + script, header)
+        if isinstance(started, str):
+            return started
+        self._channel, self._lines, _ = started
         return None
 
     def run(self, files: list[SourceFile], match_existing: Callable[[str, SourceFile], FileEntry | None]

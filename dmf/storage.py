@@ -346,6 +346,11 @@ class Storage:
             "put_object", Params={"Bucket": self.bucket, "Key": key, **self.repository.write_params(now)},
             ExpiresIn=expires_s)
 
+    def presign_get(self, key: str, expires_s: int, client: Any | None = None) -> str:
+        """A URL that lets its holder (a node) GET the object; checked when the GET starts, never logged."""
+        return (client or self.s3).generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": key, **self._key}, ExpiresIn=expires_s)
+
     def presign_part(self, key: str, upload_id: str, number: int, expires_s: int, client: Any | None = None) -> str:
         """As presign_put, for one part of a multipart upload."""
         return (client or self.s3).generate_presigned_url(

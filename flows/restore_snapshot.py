@@ -42,6 +42,7 @@ from dmf.tasks.scratch_replay import remove_scratch
 from dmf.tasks.restore import (apply_schema, create_copy, download, finish_interrupted_replay, load_table_sstableloader,
                                load_units_import, remove_downloaded, replay_commitlogs_on_host, ring_view,
                                truncate_tables, unpack_commitlogs)
+from dmf.tasks.node_restore import NodePath
 
 
 LOADERS_AT_ONCE = 3
@@ -128,7 +129,7 @@ def rerun_command(hosts: tuple[str, ...], path: Path, target: DbTarget, at, rest
 @flow(name="restore-snapshot")
 def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_schema: bool = False,
                      time: str | int | None = None, get_commitlogs: bool = False,
-                     mode: Literal["sstableloader", "import"] = "sstableloader",
+                     mode: Literal["sstableloader", "import", "node"] = "sstableloader",
                      replay_commitlogs: bool = False, keep_files: bool = False, allow_host_subset: bool = False,
                      dc_map: str | None = None, replication: str | None = None, truncate_first: bool = False,
                      into: str | None = None, cluster_block: str = DEFAULT_BLOCK, repository_block: str = DEFAULT_BLOCK,
@@ -222,14 +223,19 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
         if missing:
             raise InputError(f"--mode import places each host's own files on it: HOSTS must include "
                              f"{', '.join(missing)} (or use the default sstableloader mode)")
-    check_destination(root, bytes_missing(plan.fetches + plan.commitlog_fetches) + (scratch.disk if scratch else 0))
+    # --mode node: each node fetches its own share (dmf.tasks.node_restore); the worker only the fallbacks'.
+    node_path = NodePath.prepare(cluster, repository, plan, root, chain, facts, host_list) if mode == "node" else None
+    worker_fetches = node_path.worker_fetches if node_path else plan.fetches
+    check_destination(root, bytes_missing(worker_fetches + plan.commitlog_fetches) + (scratch.disk if scratch else 0))
     logger.info("restoring %s at %s: full %s + %d increment(s), %d files, %.1f MiB into %s", target,
                 format_ts(at), format_ts(chain.full.snapshot_ts), len(chain.increments), len(plan.fetches),
                 plan.bytes / 2**20, root)
 
     resolve_seconds = clock.monotonic() - started
     with primary_read():
-        fetched = download(repository, root, plan.fetches + plan.commitlog_fetches)
+        fetched = download(repository, root, worker_fetches + plan.commitlog_fetches)
+        if node_path:
+            node_path.fetch()
     unpack_commitlogs(root, plan.unpacks)
     download_seconds = clock.monotonic() - started - resolve_seconds
     cql = schema_cql(stored_schema, plan) if restore_schema or copy_to or scratch else ""
@@ -260,6 +266,8 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
                 finished = next(as_completed(running))
                 running.remove(finished)
                 loaded.append(finished.result())
+        elif node_path:
+            loaded.extend(node_path.load(plan.units))
         else:
             futures = [load_units_import.submit(cluster, address, [u for u in plan.units if u.host == address])
                        for address in host_list if any(u.host == address for u in plan.units)]
@@ -291,8 +299,10 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
     # resumes from them. Dies just before: the files stay as with keep_files (a rerun reloads them,
     # harmless). Dies just after, or midway: the data is loaded; a rerun downloads what is gone again.
     # The load folders' links go either way: --keep-files keeps the downloads, and a rerun relinks them.
-    removed = remove_downloaded(root, [] if keep_files else [f.dest for f in plan.fetches], plan.load_links,
+    removed = remove_downloaded(root, [] if keep_files else [f.dest for f in worker_fetches], plan.load_links,
                                 download_dirs(plan, root))
+    if node_path:
+        node_path.clean_up(keep_files)
 
     seconds = clock.monotonic() - started
     summary = {
@@ -307,6 +317,7 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
         "commitlog_dir": str(root / COMMITLOG_DIR) if plan.segments else None,
         "replayed_mutations": replayed, "replay": replay_report,
         "path": str(root), "path_peak_bytes": plan.bytes, "kept_files": keep_files, "removed_files": removed,
+        **(node_path.summary() if node_path else {}),
     }
     logger.info("restore of %s complete: %s loaded in %.1fs; PATH needed %.1f MiB at peak, "
                 "downloaded files %s", target, "; ".join(loaded) or "nothing", seconds, plan.bytes / 2**20,

@@ -1,0 +1,118 @@
+"""restore --mode node on the bed: each node fetches its own share from S3 and imports it. A restore
+to a time (exact rows), one killed midway and run again (no verified file fetched twice), and a node
+without python falling back to the worker path."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dmf.cql import connect
+from dmf.flows.backup_snapshot import backup_snapshot
+from dmf.flows.restore_snapshot import restore_snapshot
+from dmf.testbed import prefect_server
+
+from .helpers import HOSTS, ids, insert_rows, new_table
+from .test_restore import tick
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def backed_up(testbed, cluster_block):
+    """Rows 0-299 in a full, a time mark, rows 300-399 in an increment."""
+    keyspace, table = new_table(cluster_block, rows=300, prefix="n")
+    target = f"{keyspace}.{table}"
+    backup_snapshot(hosts=HOSTS, db_target=target, backup_schema=True)
+    mark = tick()
+    insert_rows(cluster_block, keyspace, table, range(300, 400))
+    backup_snapshot(hosts=HOSTS, db_target=target)
+    return dict(target=target, mark=mark)
+
+
+def staged_files(cluster_block) -> dict[str, Path]:
+    """Every verified file staged on the nodes (they share this machine), by path."""
+    return {str(p): p for host in cluster_block.hosts for p in Path(host.restore_staging_dir).rglob("*")
+            if p.is_file() and ".import" not in p.parts and not p.name.endswith(".part")}
+
+
+def test_node_path_restores_to_a_time(backed_up, cluster_block, tmp_path):
+    with connect(cluster_block) as session:
+        session.execute(f"DROP TABLE {backed_up['target']}")
+    summary = restore_snapshot(hosts=HOSTS, path=str(tmp_path), db_target=backed_up["target"], restore_schema=True,
+                               time=backed_up["mark"], mode="node")
+    assert ids(cluster_block, backed_up["target"]) == set(range(300))
+    assert summary["fallbacks"] == {} and set(summary["nodes"]) == set(HOSTS.split(","))
+    assert all(n["fetched_bytes"] > 0 and n["skipped_files"] == 0 for n in summary["nodes"].values())
+    assert not staged_files(cluster_block), "the staged files are removed after a successful restore"
+
+
+# The restore, held once each node has been handed two files: the kill then lands with some files
+# staged and verified on every node and the rest not fetched.
+HELD_RESTORE = """
+import sys, time
+from dmf.node_fetch import NodeFetch
+job = NodeFetch._job
+def held(self, item, _count={}):
+    _count[id(self)] = _count.get(id(self), 0) + 1
+    if _count[id(self)] > 2:
+        time.sleep(3600)
+    return job(self, item)
+NodeFetch._job = held
+from dmf.flows.restore_snapshot import restore_snapshot
+restore_snapshot(**__import__("json").loads(sys.argv[1]))
+"""
+
+
+def test_a_killed_node_restore_resumes_without_fetching_verified_files_again(backed_up, testbed, cluster_block,
+                                                                            tmp_path):
+    arguments = dict(hosts=HOSTS, path=str(tmp_path), db_target=backed_up["target"], mode="node")
+    run = subprocess.Popen([sys.executable, "-c", HELD_RESTORE, json.dumps(arguments)], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, start_new_session=True,
+                           env={**os.environ, "PREFECT_API_URL": prefect_server.api_url(testbed)})
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and run.poll() is None:
+            staged = staged_files(cluster_block)
+            if all(any(h.restore_staging_dir in p for p in staged) for h in cluster_block.hosts):
+                time.sleep(1)  # each node's second file lands too
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the restore ended, or staged nothing on some node, before the kill")
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+        run.wait()
+    before = {path: (p.stat().st_ino, p.stat().st_size) for path, p in staged_files(cluster_block).items()}
+    try:
+        summary = restore_snapshot(**arguments, truncate_first=True, keep_files=True)
+        after = staged_files(cluster_block)
+        assert ids(cluster_block, backed_up["target"]) == set(range(400))
+        assert {path: (after[path].stat().st_ino, after[path].stat().st_size) for path in before} == before
+        assert summary["skipped_bytes"] == sum(size for _, size in before.values()) > 0
+        assert sum(n["skipped_files"] for n in summary["nodes"].values()) == len(before)
+        assert sum(n["fetched_files"] + n["skipped_files"] for n in summary["nodes"].values()) == len(after)
+    finally:
+        for host in cluster_block.hosts:
+            shutil.rmtree(host.restore_staging_dir, ignore_errors=True)
+            os.makedirs(host.restore_staging_dir, exist_ok=True)
+
+
+def test_a_node_without_python_falls_back_to_the_worker_path(backed_up, cluster_block, tmp_path):
+    hosts = [h.model_copy(update={"python": "/nonexistent/python3"}) if h.address == "127.0.0.2" else h
+             for h in cluster_block.hosts]
+    cluster_block.model_copy(update={"hosts": hosts}).save("one-node-without-python", overwrite=True)
+    summary = restore_snapshot(hosts=HOSTS, path=str(tmp_path), db_target=backed_up["target"], mode="node",
+                               truncate_first=True, cluster_block="one-node-without-python")
+    assert ids(cluster_block, backed_up["target"]) == set(range(400))
+    assert list(summary["fallbacks"]) == ["127.0.0.2"] and "/nonexistent/python3" in summary["fallbacks"]["127.0.0.2"]
+    assert set(summary["nodes"]) == {"127.0.0.1", "127.0.0.3"}
+    assert summary["downloaded_files"] > 0  # 127.0.0.2's share, through the worker
