@@ -16,8 +16,9 @@ def shared_chain(testbed, cluster_block):
     shipped. `between_t2_t3a` and `between_t3a_t3b` are restore points between those writes.
 
     Readers add no backup of its target and leave its objects as they found them. Its table is live,
-    and a test may restore into it: it first drops (restoring the schema) or truncates the table, so
-    what it asserts never depends on what an earlier test left there."""
+    and a test may restore into it: it first drops the table (and restores the schema), so what it
+    asserts never depends on what an earlier test left there. Never TRUNCATE it: the truncation's
+    record would make a later commit-log replay of the table skip the writes before it."""
     keyspace, table = new_table(cluster_block, prefix="r")
     target = f"{keyspace}.{table}"
     from dmf.flows.backup_snapshot import backup_snapshot

@@ -5,7 +5,8 @@ only reads a chain or a restore's result reuses one instead of making its own:
 - `shared_chain` (session, tests/integration/conftest.py): one chain of a live table: full +
   incremental + shipped commit logs, with restore points between the writes. Read it (list, status
   of its rows, verify, restore to a time, deployment runs); add no backup of its target; put back any
-  object you change; drop (and restore with the schema) or truncate its table before restoring into it.
+  object you change; drop its table (and restore with the schema) before restoring into it, never
+  TRUNCATE it (the record would hide its writes from a later commit-log replay).
 - `testbed`, `cluster_block`, `repository_block`, `solo_cluster`, `moto_repository`, `any_s3`
   (session, tests/conftest.py).
 - `new_table` + `insert_rows` (concurrent, CL ALL) for a table of a test's own; `tick()` for a restore
