@@ -12,13 +12,14 @@ import pytest
 from dmf.blocks import CassandraHost
 from dmf.core.errors import InputError
 from dmf.cql import connect
+from dmf.flows.backup_snapshot import backup_snapshot
 from dmf.flows.restore_snapshot import restore_snapshot
 
-from .helpers import HOSTS
+from .helpers import HOSTS, new_table
 
 pytestmark = pytest.mark.integration
 
-ROWS = 150  # the shared chain's t1 and t2 rows
+ROWS = 50
 OUTSIDER = "127.0.0.9"  # a loopback address this machine has, where no node runs
 
 
@@ -32,14 +33,11 @@ def mode(path) -> int:
 
 
 @pytest.fixture(scope="module")
-def backed_up(shared_chain) -> str:
-    """The session's shared chain: its latest restore point (full + increment) holds rows 0 to ROWS - 1."""
-    return shared_chain["target"]
-
-
-def dropped(cluster_block, target: str) -> None:
-    with connect(cluster_block) as session:
-        session.execute(f"DROP TABLE IF EXISTS {target}")
+def backed_up(testbed, cluster_block) -> str:
+    keyspace, table = new_table(cluster_block, rows=ROWS, prefix="s")
+    target = f"{keyspace}.{table}"
+    backup_snapshot(hosts=HOSTS, db_target=target)
+    return target
 
 
 def test_a_host_outside_the_ring_stops_the_restore_before_any_download(backed_up, cluster_block, tmp_path):
@@ -57,11 +55,10 @@ def test_a_host_outside_the_ring_stops_the_restore_before_any_download(backed_up
 
 
 def test_downloads_are_removed_after_a_successful_restore_unless_kept(backed_up, cluster_block, tmp_path):
-    # Dropped, not truncated: a truncation's record would make a later commit-log replay of the shared
-    # table skip the writes before it.
-    dropped(cluster_block, backed_up)
+    with connect(cluster_block) as session:
+        session.execute(f"TRUNCATE {backed_up}")
     removed_into = tmp_path / "removed"
-    summary = restore_snapshot(hosts=HOSTS, path=str(removed_into), db_target=backed_up, restore_schema=True)
+    summary = restore_snapshot(hosts=HOSTS, path=str(removed_into), db_target=backed_up)
     assert rows(cluster_block, backed_up) == set(range(ROWS))
     assert summary["kept_files"] is False and summary["removed_files"] == summary["files"] > 0
     assert summary["path"] == str(removed_into) and summary["path_peak_bytes"] == summary["bytes"] > 0
