@@ -46,13 +46,16 @@ def testbed(pytestconfig):
 
     tb = Testbed.from_env()
     starting = getattr(pytestconfig, "dmf_bed_starting", None)
-    if starting is not None:
-        starting.wait()  # whatever it left undone or failed at, up() below does again, or says why
+    # Whatever the background start left undone or failed at, up() below does again, or says why; a
+    # start that finished did all of up() moments ago (its ring checks and `prefect deploy` cost
+    # half a minute): not again.
+    started = starting is not None and starting.wait() == 0 and _bed_is_up(tb)
     was_up = getattr(pytestconfig, "dmf_bed_was_up", None)
     if was_up is None:
         was_up = _bed_is_up(tb)
     try:
-        up(tb, 3)
+        if not started:
+            up(tb, 3)
     except BaseException:
         if not was_up:
             down(tb)  # leave no half-started bed behind

@@ -1,11 +1,26 @@
-"""Shared helpers for integration tests: data written through CQL, the bucket read through boto3."""
+"""Shared helpers for integration tests: data written through CQL, the bucket read through boto3.
+
+Each backup run costs ~12 s of fixed cost and each restore starts sstableloader JVMs, so a test that
+only reads a chain or a restore's result reuses one instead of making its own:
+- `shared_chain` (session, tests/integration/conftest.py): one chain of a live table: full +
+  incremental + shipped commit logs, with restore points between the writes. Read it (list, status
+  of its rows, verify, restore to a time, deployment runs); add no backup of its target; put back any
+  object you change; drop its table (and restore with the schema) before restoring into it, never
+  TRUNCATE it (the record would hide its writes from a later commit-log replay).
+- `testbed`, `cluster_block`, `repository_block`, `solo_cluster`, `moto_repository`, `any_s3`
+  (session, tests/conftest.py).
+- `new_table` + `insert_rows` (concurrent, CL ALL) for a table of a test's own; `tick()` for a restore
+  point strictly between two writes (polls the clock, no fixed sleep).
+"""
 from __future__ import annotations
 
+import time
 import uuid
 
 from cassandra import ConsistencyLevel
 from cassandra.concurrent import execute_concurrent_with_args
 
+from dmf.core.timestamps import format_ts, utcnow
 from dmf.cql import connect
 
 HOSTS = "127.0.0.1,127.0.0.2,127.0.0.3"
@@ -29,6 +44,22 @@ def insert_rows(cluster_block, keyspace: str, table: str, ids, payload: str = "p
         insert.consistency_level = ConsistencyLevel.ALL
         execute_concurrent_with_args(session, insert, [(i, payload) for i in ids], concurrency=64,
                                      raise_on_first_error=True)
+
+
+def next_second() -> str:
+    """The timestamp (1 s resolution) of the first moment of the next second, once the clock is past it."""
+    now = format_ts(utcnow())
+    while (later := format_ts(utcnow())) == now:
+        time.sleep(0.02)
+    return later
+
+
+def tick() -> str:
+    """A timestamp strictly between what happened before and what happens after (1 s resolution):
+    the next second, returned once the one after it has begun (about 1.5 s, not a fixed 2.2 s)."""
+    mark = next_second()
+    next_second()
+    return mark
 
 
 def keys_under(repository_block, prefix: str) -> list[str]:

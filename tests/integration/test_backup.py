@@ -13,6 +13,8 @@ import time
 from datetime import timedelta
 
 import pytest
+from cassandra import ConsistencyLevel
+from cassandra.concurrent import execute_concurrent_with_args
 
 from dmf.blocks import S3Repository
 from dmf.core.catalog import SEGMENTS_CLOSED_AT
@@ -341,13 +343,23 @@ def test_registry_backup_masks_secrets(testbed, repository_block):
 
 
 def write_large_rows(cluster_block, prefix: str) -> tuple[str, str]:
-    """A table with ~11 MiB of incompressible rows per replica: a Data.db of two 5 MiB parts and more."""
+    """A table with ~11 MiB of incompressible rows per replica: a Data.db of two 5 MiB parts and more.
+    Written concurrently, every row on every replica (one at a time cost seconds per table)."""
     keyspace, table = new_table(cluster_block, prefix=prefix)
     with connect(cluster_block) as session:
         insert = session.prepare(f"INSERT INTO {keyspace}.{table} (id, payload) VALUES (?, ?)")
-        for i in range(700):
-            session.execute(insert, (i, os.urandom(8000).hex()))
+        insert.consistency_level = ConsistencyLevel.ALL
+        execute_concurrent_with_args(session, insert, [(i, os.urandom(8000).hex()) for i in range(700)],
+                                     concurrency=16, raise_on_first_error=True)
     return keyspace, table
+
+
+@pytest.fixture(scope="module")
+def large_table(testbed, cluster_block) -> str:
+    """One large table for the tests of how large files travel: each takes a full of it (`new=True`),
+    on a host and through a block of its own, so they need not write ~11 MiB per replica each."""
+    keyspace, table = write_large_rows(cluster_block, "large")
+    return f"{keyspace}.{table}"
 
 
 def assert_multipart_and_intact(repository_block, recorder, prefix: str) -> list:
@@ -367,22 +379,20 @@ def assert_multipart_and_intact(repository_block, recorder, prefix: str) -> list
     return big
 
 
-def test_large_files_go_in_parallel_parts(testbed, cluster_block, repository_block, monkeypatch):
+def test_large_files_go_in_parallel_parts(testbed, large_table, repository_block, monkeypatch):
     """Through the manager (node uploads off), files larger than a part are streamed once and uploaded
     as multipart, parts in parallel; an injected part failure is retried."""
-    keyspace, table = write_large_rows(cluster_block, "p")
     repository_block.model_copy(update={"part_size_mib": 5, "upload_from_nodes": False}).save(
         "small-parts", overwrite=True)
     recorder = S3Recorder(monkeypatch, fail_op="UploadPart", fail_times=1)
-    summary = backup_snapshot(hosts="127.0.0.1", db_target=f"{keyspace}.{table}", repository_block="small-parts")
+    summary = backup_snapshot(hosts="127.0.0.1", db_target=large_table, repository_block="small-parts", new=True)
     assert recorder.failures_left == 0
     assert_multipart_and_intact(repository_block, recorder, f"{summary['snapshot_ts']}/127.0.0.1/snapshots/")
 
 
-def test_large_files_uploaded_by_the_node(testbed, cluster_block, repository_block, monkeypatch):
+def test_large_files_uploaded_by_the_node(testbed, large_table, repository_block, monkeypatch):
     """By default files of 8 MiB and more go from the node straight to S3 (presigned part URLs): no
     part passes through the manager. A part S3 refuses fails the attempt; the retry completes."""
-    keyspace, table = write_large_rows(cluster_block, "n")
     repository_block.model_copy(update={"part_size_mib": 5}).save("node-parts", overwrite=True)
     recorder = S3Recorder(monkeypatch)
     original, spoiled = Storage.presign_part, []
@@ -393,7 +403,7 @@ def test_large_files_uploaded_by_the_node(testbed, cluster_block, repository_blo
             upload_id = "no-such-upload"
         return original(self, key, upload_id, number, expires_s, client)
     monkeypatch.setattr(Storage, "presign_part", presign)
-    summary = backup_snapshot(hosts="127.0.0.2", db_target=f"{keyspace}.{table}", repository_block="node-parts")
+    summary = backup_snapshot(hosts="127.0.0.2", db_target=large_table, repository_block="node-parts", new=True)
     assert spoiled
     assert "CompleteMultipartUpload" in recorder.operations and "UploadPart" not in recorder.operations
     prefix = f"{summary['snapshot_ts']}/127.0.0.2/snapshots/"
@@ -409,9 +419,8 @@ def test_large_files_uploaded_by_the_node(testbed, cluster_block, repository_blo
 
 
 @pytest.mark.parametrize("cause", ["no python", "S3 unreachable from the node"])
-def test_node_that_cannot_upload_streams_through_the_manager(testbed, cluster_block, repository_block,
+def test_node_that_cannot_upload_streams_through_the_manager(testbed, cluster_block, repository_block, large_table,
                                                              monkeypatch, cause):
-    keyspace, table = write_large_rows(cluster_block, "m")
     cluster_name, repository_update = "default", {"part_size_mib": 5}
     if cause == "no python":
         hosts = [h.model_copy(update={"python": "/nonexistent/python3"}) for h in cluster_block.hosts]
@@ -420,8 +429,8 @@ def test_node_that_cannot_upload_streams_through_the_manager(testbed, cluster_bl
         repository_update["node_endpoint_url"] = "http://127.0.0.1:1"  # nothing listens there
     repository_block.model_copy(update=repository_update).save("fallback", overwrite=True)
     recorder = S3Recorder(monkeypatch)
-    summary = backup_snapshot(hosts="127.0.0.3", db_target=f"{keyspace}.{table}", cluster_block=cluster_name,
-                              repository_block="fallback")
+    summary = backup_snapshot(hosts="127.0.0.3", db_target=large_table, cluster_block=cluster_name,
+                              repository_block="fallback", new=True)
     assert "UploadPart" in recorder.operations  # the manager sent the large file's parts itself
     assert_multipart_and_intact(repository_block, recorder, f"{summary['snapshot_ts']}/127.0.0.3/snapshots/")
 

@@ -12,9 +12,7 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
-from dmf.core.timestamps import format_ts, utcnow
 from dmf.cql import connect
-from dmf.flows.backup_snapshot import backup_snapshot
 from dmf.testbed import prefect_server
 
 from .helpers import HOSTS, new_table
@@ -58,23 +56,22 @@ def test_deployments_and_schedules_registered(testbed):
     assert schedules["backup-purge/daily"][0].schedule.cron == "45 3 * * *"
 
 
-def test_prefect_deployment_run_restores(testbed, cluster_block, tmp_path):
-    keyspace, table = new_table(cluster_block, rows=60, prefix="d")
-    backup_snapshot(hosts=HOSTS, db_target=f"{keyspace}.{table}", backup_schema=True)
-    time.sleep(1.1)
-    point = format_ts(utcnow())
+def test_prefect_deployment_run_restores(testbed, cluster_block, shared_chain, tmp_path):
+    """The session's shared chain, restored by the deployment to a point between its increment and
+    the writes after it: exactly the rows up to that point."""
+    target = shared_chain["target"]
     with connect(cluster_block) as session:
-        session.execute(f"TRUNCATE {keyspace}.{table}")
+        session.execute(f"DROP TABLE IF EXISTS {target}")
     # The time goes in as JSON, i.e. an int: the flow must accept it.
     result = subprocess.run(
-        [PREFECT, "deployment", "run", "restore-snapshot/restore", "--param", f"time={point}",
-         "--param", f"hosts={HOSTS}", "--param", f"path={tmp_path}", "--param", f"db_target={keyspace}.{table}",
-         "--watch", "--watch-timeout", "600"],
+        [PREFECT, "deployment", "run", "restore-snapshot/restore", "--param", f"time={shared_chain['between_t2_t3a']}",
+         "--param", f"hosts={HOSTS}", "--param", f"path={tmp_path}", "--param", f"db_target={target}",
+         "--param", "restore_schema=true", "--watch", "--watch-timeout", "600"],
         capture_output=True, text=True, env=cli_env(testbed), timeout=700)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "Completed" in result.stdout
     with connect(cluster_block) as session:
-        assert session.execute(f"SELECT count(*) FROM {keyspace}.{table}").one().count == 60
+        assert {r.id for r in session.execute(f"SELECT id FROM {target}")} == set(range(150))
 
 
 def test_async_cli_returns_at_once_and_the_run_completes(testbed, cluster_block):

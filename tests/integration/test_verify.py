@@ -1,6 +1,7 @@
 """backup-verify on the bed: a real backup verifies clean (deep too); a byte flipped in one of its
 objects in S3 is found by --deep alone, named with the restore points it breaks, and
-`dmf backup verify` exits 1. The backup has its own keyspace and gets its bytes back at the end."""
+`dmf backup verify` exits 1. It reads the session's shared chain (a full and its increment), whose
+object gets its bytes back at the end."""
 from __future__ import annotations
 
 import os
@@ -11,24 +12,21 @@ import pytest
 
 from dmf.core.keys import SetRef
 from dmf.core.timestamps import parse_ts
-from dmf.flows.backup_snapshot import backup_snapshot
 from dmf.flows.backup_verify import backup_verify
 from dmf.repository import Repository
 from dmf.storage import Storage
 from dmf.testbed import prefect_server
 
-from .helpers import HOSTS, insert_rows, new_table
+from .helpers import HOSTS
 
 pytestmark = pytest.mark.integration
 
 
-def test_flipped_byte_is_found_deep_and_named_with_the_restore_points_it_breaks(testbed, cluster_block,
-                                                                               repository_block):
-    keyspace, table = new_table(cluster_block, rows=300, prefix="v")
-    target = f"{keyspace}.{table}"
-    snap = backup_snapshot(hosts=HOSTS, db_target=target, new=True)["snapshot_ts"]
-    insert_rows(cluster_block, keyspace, table, range(300, 310))
-    incr = backup_snapshot(hosts=HOSTS, db_target=target)
+def test_flipped_byte_is_found_deep_and_named_with_the_restore_points_it_breaks(testbed, repository_block,
+                                                                               shared_chain):
+    target = shared_chain["target"]
+    snap, incr = shared_chain["full"]["snapshot_ts"], shared_chain["incr"]
+    assert sorted(shared_chain["full"]["hosts"]) == HOSTS.split(",")
     assert incr["kind"] == "incremental" and incr["snapshot_ts"] == snap
     window = dict(start_time=snap, end_time=incr["set_ts"], db_target=target)
 
