@@ -11,6 +11,7 @@ repository block `bench-fixed`), so the bed's default bucket is left alone.
 from __future__ import annotations
 
 import argparse
+import os
 import functools
 import sys
 import threading
@@ -38,14 +39,14 @@ def fixed_block(repo):
     return block
 
 
-def tiny_table(cluster, rows: int = 20, first: int = 0) -> None:
+def tiny_table(cluster, rows: int = 20, first: int = 0, size: int = 100) -> None:
     with connect(cluster) as session:
         session.execute(f"CREATE KEYSPACE IF NOT EXISTS {KEYSPACE} WITH replication = "
                         "{'class': 'SimpleStrategy', 'replication_factor': 3}")
         session.execute(f"CREATE TABLE IF NOT EXISTS {KEYSPACE}.{TINY} (id int PRIMARY KEY, v text)")
         insert = session.prepare(f"INSERT INTO {KEYSPACE}.{TINY} (id, v) VALUES (?, ?)")
         for i in range(first, first + rows):
-            session.execute(insert, (i, "x" * 100))
+            session.execute(insert, (i, os.urandom(size // 2).hex()))
 
 
 def _timed(owner, name: str, label):
