@@ -50,10 +50,21 @@ def backups_dir_files(cluster_block, address: str, keyspace: str) -> list[str]:
 
 def snapshots_cassandra_lists(cluster_block, tag: str) -> dict[str, list[str]]:
     """Per node, the tables whose snapshot `tag` the node itself lists (system_views is node-local)."""
+    from cassandra.cluster import NoHostAvailable
+    listed = {}
     with connect(cluster_block) as session:
-        return {host.address: [f"{r.keyspace_name}.{r.table_name}" for r in session.execute(
-                    "SELECT name, keyspace_name, table_name FROM system_views.snapshots", host=host) if r.name == tag]
-                for host in session.cluster.metadata.all_hosts()}
+        for host in session.cluster.metadata.all_hosts():
+            for attempt in range(10):  # the driver may have marked a node down while the bed is loaded
+                try:
+                    rows = session.execute("SELECT name, keyspace_name, table_name FROM system_views.snapshots",
+                                           host=host)
+                    break
+                except NoHostAvailable:
+                    if attempt == 9:
+                        raise
+                    time.sleep(1)
+            listed[host.address] = [f"{r.keyspace_name}.{r.table_name}" for r in rows if r.name == tag]
+    return listed
 
 
 def test_full_then_incremental_then_new(testbed, cluster_block, repository_block):
