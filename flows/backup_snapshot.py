@@ -3,7 +3,7 @@
     full:        take-snapshot (backups/ listed, snapshot, listed) → upload-set → seal-set
                                                                     upload-set → clear-snapshot (beside the seal)
     incremental: flush-and-list-backups → upload-set → seal-set
-    deletes:     read-open-chains (once, beside the uploads) → per host select-deletable-backups
+    deletes:     read-open-chains (once, from the start) → per host select-deletable-backups
                  → (after every host's seal-set) delete-uploaded-backups
 
 The seed's rule: incremental when `new` is false and a complete full snapshot of the same
@@ -147,6 +147,8 @@ def backup_snapshot(hosts: str | list[str] | None = None, db_target: str | None 
         # critical path: under the lease no other dmf run is live, and neither sweep touches this run's
         # tag or objects, so they run beside the backup.
         finals = [abort_stale_uploads.submit(repository, now, incomplete_grace_minutes)]
+        chains = read_open_chains.submit(repository, host_list, snapshot_ts, now)
+        finals.append(chains)
         uploads, sealed, taken = {}, {}, {}
         steps: dict[str, list] = {}  # each host's steps up to its seal, in DAG order
         for address in host_list:
@@ -170,11 +172,10 @@ def backup_snapshot(hosts: str | list[str] | None = None, db_target: str | None 
         # A backup is complete only when every host's set is: until then no host deletes a backups/
         # file, so a run that fails anywhere deletes nothing anywhere and the next run carries them all.
         # Nor a file another open chain of the node still needs (an ad-hoc `ks.t` chain beside `ks`'s).
-        # The other open chains are read beside the uploads: under the lease no other run changes them,
-        # and this run's own chain is left out of what they hold. Only the deletes wait for every seal.
+        # The other open chains are read from the start, beside the rest: under the lease no other run
+        # changes them, and this run's own chain is left out of what they hold. Only the deletes wait
+        # for every seal.
         every_seal = list(sealed.values())
-        chains = read_open_chains.submit(repository, taken, snapshot_ts, now)
-        finals.append(chains)
         for address in host_list:
             removable = select_deletable.submit(address, taken[address], chains)
             finals.append(delete_files.submit(cluster, address, removable, wait_for=every_seal))

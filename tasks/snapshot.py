@@ -100,18 +100,15 @@ def clear_leftover_snapshots(cluster: CassandraCluster, address: str, keep: str 
 
 
 @task(name="read-open-chains", **TASK_DEFAULTS, **RETRY)
-def read_open_chains(repository: S3Repository, taken: dict[str, Taken], own_snapshot: datetime,
+def read_open_chains(repository: S3Repository, hosts: tuple[str, ...], own_snapshot: datetime,
                      now: datetime) -> dict[str, list[plan.ChainFiles]]:
-    """Per host with backups/ files to delete, what each other open chain holds of it: read once per
-    run, from the chains active in the last CHAIN_IDLE only. Beside the uploads: the run holds the
-    lease, so no other run changes those chains, and its own (`own_snapshot`) is left out."""
-    files = {address: t.backups for address, t in taken.items()}
-    if not any(files.values()):
-        return {}
+    """Per host, what each other open chain holds of it: read once per run, from the chains active in
+    the last CHAIN_IDLE only. From the run's start, beside its other steps: the run holds the lease,
+    so no other run changes those chains, and its own (`own_snapshot`) is left out."""
     repo = Repository(Storage(repository))
     catalog = repo.active_catalog(now - plan.CHAIN_IDLE)
     chains: dict[str, list[plan.ChainFiles]] = {}
-    for address in files:
+    for address in hosts:
         chains[address] = []
         for full in plan.open_chains(catalog, address, now, own_snapshot):
             held: set[str] = set()
