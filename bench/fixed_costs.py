@@ -79,7 +79,7 @@ class Case:
     def __init__(self, name: str, argv: list[str] | None, medusa=None, before_each=None):
         self.name, self.argv, self.medusa, self.before_each = name, argv, medusa, before_each
         self.times: dict[str, list[float]] = {}
-        self.beyond: dict[str, list[float]] = {}  # a backup's seconds beyond its transfer (its own summary)
+        self.beyond: dict[str, list[float]] = {}  # a backup flow's own seconds beyond its transfer
         self.codes: dict[str, int] = {}
 
     def run(self, variant: str, command: list[str] | None, env: dict) -> None:
@@ -90,8 +90,8 @@ class Case:
         seconds, out, code = timed_run(command, env)
         self.times.setdefault(variant, []).append(seconds)
         self.codes[variant] = code or self.codes.get(variant, 0)
-        if match := SUMMARY.search(out):
-            self.beyond.setdefault(variant, []).append(seconds - float(match.group(2)))
+        if match := SUMMARY.search(out):  # the flow's own seconds, as its summary gives them (no interpreter start)
+            self.beyond.setdefault(variant, []).append(float(match.group(1)) - float(match.group(2)))
 
     def cell(self, variant: str) -> str:
         if variant not in self.times:
@@ -182,7 +182,7 @@ def main() -> None:
         header.append(f"Medusa, median of {args.runs} s")
     print(table([[c.name, c.cell("after"), *([c.cell("before")] if args.before else []),
                   *([] if args.no_medusa else [c.cell("medusa")])] for c in cases], header))
-    print("(s): a backup's seconds beyond its transfer (the run's own summary). "
+    print("Wall clock of the command; (s): the backup flow's own seconds beyond its transfer, from its summary. "
           f"Load average at the end: {load:.1f} on {os.cpu_count()} CPU(s)")
 
 
