@@ -38,18 +38,20 @@ HOST_IDS = {h: f"4a1a7505-0842-4a5c-a7fc-0baf0bb43b1{i}" for i, h in enumerate(H
 SLOTS_PER_WEEK = 7 * 24 * 4  # 15-minute slots: the first takes the full, the others an increment
 
 
-def set_number(i: int) -> tuple[SetRef, str]:
-    """The i-th set of the history, in time order: host i % 3 at 15-minute slot i // 3."""
+def set_number(i: int, chain_slots: int = SLOTS_PER_WEEK, shift: int = 0) -> tuple[SetRef, str]:
+    """The i-th set of the history, in time order: host i % 3 at 15-minute slot i // 3. A full starts
+    each chain of `chain_slots` slots (a week's by default), the chains shifted back by `shift` slots
+    (so that the newest chain can be a whole one, however many sets there are)."""
     host, slot = HOSTS[i % len(HOSTS)], i // len(HOSTS)
-    week = parse_ts("20250106000000") + timedelta(weeks=slot // SLOTS_PER_WEEK)
-    in_week = slot % SLOTS_PER_WEEK
-    if in_week == 0:
-        return SetRef.snapshot(week, host), host
-    return SetRef.incremental(week, host, week + timedelta(minutes=15 * in_week)), host
+    chain, in_chain = divmod(slot + shift, chain_slots)
+    start = parse_ts("20250106000000") + timedelta(minutes=15 * (chain * chain_slots - shift))
+    if in_chain == 0:
+        return SetRef.snapshot(start, host), host
+    return SetRef.incremental(start, host, start + timedelta(minutes=15 * in_chain)), host
 
 
-def objects_of(i: int) -> list[tuple[str, bytes]]:
-    ref, host = set_number(i)
+def objects_of(i: int, **chains) -> list[tuple[str, bytes]]:
+    ref, host = set_number(i, **chains)
     files = tuple(FileEntry(f"ks/t-{'0' * 32}/nb-{n}-big-Data.db", 1 << 20, "ab" * 32) for n in range(20))
     manifest = Manifest(set=ref, files=files, host=host, host_id=HOST_IDS[host], created_at=ref.time,
                         db_target="ks.t", hosts=HOSTS)
@@ -60,10 +62,10 @@ def http_put(storage: Storage):
     return lambda key, body: storage.s3.put_object(Bucket=storage.bucket, Key=key, Body=body)
 
 
-def seed(put, first: int, count: int) -> None:
-    """Sets [first, count), each data object before its manifest, on parallel threads."""
+def seed(put, first: int, count: int, **chains) -> None:
+    """Sets [first, count), each data object before its manifest, on parallel threads (`chains`: set_number's)."""
     def one(i: int) -> None:
-        for key, body in objects_of(i):
+        for key, body in objects_of(i, **chains):
             put(key, body)
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(one, range(first, count)))

@@ -113,12 +113,12 @@ def run_medusa(tb, ini: Path, timed: str, *args: str) -> tuple[dict, float]:
     return json.loads(next(line for line in out.stdout.splitlines() if line.startswith("BENCH "))[6:]), run_seconds
 
 
-def backup_with_medusa(tb, ini: Path) -> tuple[str, dict, float]:
+def backup_with_medusa(tb, ini: Path, table: str = f"{KEYSPACE}.{TABLE}") -> tuple[str, dict, float]:
     name = f"bench-{int(time.time())}"
-    # Medusa snapshots every keyspace; a snapshot of bench.data alone, named as the backup for
+    # Medusa snapshots every keyspace; a snapshot of bench.data (`table`) alone, named as the backup for
     # --use-existing-snapshot, scopes it to the files raw and dmf upload. Medusa clears it when done.
     started = time.monotonic()
-    nodetool(tb, "snapshot", "-t", name, "-kt", f"{KEYSPACE}.{TABLE}")
+    nodetool(tb, "snapshot", "-t", name, "-kt", table)
     probe, _ = run_medusa(tb, ini, "backup_node:backup_snapshots", "backup-node", "--backup-name", name,
                           "--mode", "full", "--use-existing-snapshot")
     return name, probe, time.monotonic() - started

@@ -265,3 +265,40 @@ class NodeUpload:
         if self._channel is not None:
             self._channel.close()
             self._channel = None
+
+
+class EarlyAgent:
+    """A node agent started ahead of its files, on a connection of its own, while the node still
+    prepares them (a snapshot's JVM, commit-log compression): its SSH handshake and python start
+    (~1 s on the test bed) leave the critical path. `take()` hands it over ready, or None, and the
+    caller starts one as usual (which then says why the node cannot upload). `close()` always."""
+
+    def __init__(self, cluster, host, storage: Storage, set_ref: SetRef):
+        self._remote = RemoteHost(cluster, host)
+        self._agent: NodeUpload | None = None
+        self._taken = False
+        self._thread = threading.Thread(target=self._start, args=(storage, set_ref), daemon=True,
+                                        name=f"agent-{host.address}")
+        self._thread.start()
+
+    def _start(self, storage: Storage, set_ref: SetRef) -> None:
+        try:
+            agent = NodeUpload(self._remote.connect(), storage, set_ref)
+            if agent.start() is None:
+                self._agent = agent
+        except Exception:  # noqa: BLE001 — the caller starts its own agent, which reports the cause
+            pass
+
+    def take(self, progress: Callable[[int], None] | None = None) -> NodeUpload | None:
+        self._thread.join()
+        if self._agent is None or self._taken:
+            return None
+        self._taken = True
+        self._agent.progress = progress or (lambda _: None)
+        return self._agent
+
+    def close(self) -> None:
+        self._thread.join()
+        if self._agent is not None:
+            self._agent.close()
+        self._remote.close()

@@ -23,7 +23,7 @@ def clear_leftover_snapshots(node: Node, keep: str | None = None) -> list[str]:
     tags = leftover_snapshot_tags(node.snapshot_dirs(), keep)
     for tag in tags:
         check_lease(f"clearsnapshot of leftover {tag}")
-        node.clear_snapshot(tag)
+        node.remove_snapshot(tag)
     return tags
 
 

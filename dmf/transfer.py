@@ -27,7 +27,7 @@ from dmf.core.keys import SetRef
 from dmf.core.manifest import FileEntry, PlainFile
 from dmf.encryption import encrypt_chunks, encrypted_size
 from dmf.node import SourceFile
-from dmf.node_upload import NodeUpload
+from dmf.node_upload import EarlyAgent, NodeUpload
 from dmf.ssh import RemoteHost
 from dmf.storage import PartPool, Storage
 from dmf.throttle import TokenBucket, bucket_for, throttled
@@ -64,10 +64,11 @@ class ConnectionPool:
 
 def upload_files(cluster: CassandraCluster, host: CassandraHost, storage: Storage, set_ref: SetRef,
                  files: list[SourceFile], *, resume: bool, progress: Progress | None = None,
-                 logger: logging.Logger | logging.LoggerAdapter = log) -> list[FileEntry]:
+                 logger: logging.Logger | logging.LoggerAdapter = log, early: EarlyAgent | None = None
+                 ) -> list[FileEntry]:
     """Uploads every file to `set_ref`; with `resume`, keeps objects a previous attempt verified.
-    The node uploads them itself when the repository allows and the node can (dmf.node_upload);
-    otherwise they stream through this process."""
+    The node uploads them itself when the repository allows and the node can (dmf.node_upload),
+    through the `early` agent when it started; otherwise they stream through this process."""
     for source in files:  # a name outside the layout fails the set before any byte moves, and for good
         set_ref.file_key(source.relpath)
     pool = ConnectionPool(cluster, host)
@@ -91,8 +92,11 @@ def upload_files(cluster: CassandraCluster, host: CassandraHost, storage: Storag
         if refusal is not None and storage.repository.upload_from_nodes:
             logger.info("%s: %s; files stream through the manager", host.address, refusal)
         if refusal is None and files:
-            node_upload = NodeUpload(pool.get(), storage, set_ref, progress)
-            reason = node_upload.start()
+            node_upload = early.take(progress) if early is not None else None
+            reason = None
+            if node_upload is None:
+                node_upload = NodeUpload(pool.get(), storage, set_ref, progress)
+                reason = node_upload.start()
             if reason is None:
                 return sorted(node_upload.run(by_size, existing), key=lambda e: e.path)
             logger.warning("%s: %s; files stream through the manager instead", host.address, reason)

@@ -1,9 +1,10 @@
 """backup-snapshot: hosts in parallel; per host
-    both:        clear-leftover-snapshots (dmf snapshots of crashed runs), abort-stale-uploads (once)
-    full:        list-backups → take-snapshot → upload-set → seal-set → clear-snapshot
-                                  take-snapshot → list-superseded-backups → (after every host's seal-set) delete-uploaded-backups
-    incremental: flush-and-list-backups → upload-set → seal-set → (after every host's seal-set) delete-uploaded-backups
-    deletes:     (after every host's seal-set, once) read-open-chains → per host select-deletable-backups → delete
+    both:        clear-leftover-snapshots (dmf snapshots of crashed runs), abort-stale-uploads (once), beside the rest
+    full:        take-snapshot (backups/ listed, snapshot, listed) → upload-set → seal-set
+                                                                    upload-set → clear-snapshot (beside the seal)
+    incremental: flush-and-list-backups → upload-set → seal-set
+    deletes:     read-open-chains (once, from the start) → per host select-deletable-backups
+                 → (after every host's seal-set) delete-uploaded-backups
 
 The seed's rule: incremental when `new` is false and a complete full snapshot of the same
 db-target and host set is in the bucket; otherwise a new full snapshot. Bounded: a chain that has
@@ -15,6 +16,7 @@ import time
 from datetime import datetime
 
 from prefect import allow_failure, flow, get_run_logger
+from prefect.utilities.annotations import quote
 
 from dmf.blocks import DEFAULT_BLOCK, CassandraCluster, S3Repository
 from dmf.core.catalog import Group
@@ -31,8 +33,7 @@ from dmf.reporting import publish_summary
 from dmf.storage import Storage
 from dmf.core.sweep import check_grace, snapshot_tag
 from dmf.tasks.snapshot import (clear_leftover_snapshots, clear_snapshot, delete_files, flush_and_list_backups,
-                                list_backups, list_superseded_backups, read_open_chains, select_deletable,
-                                take_snapshot)
+                                read_open_chains, select_deletable, take_snapshot)
 from dmf.tasks.sweep import abort_stale_uploads
 from dmf.tasks.upload import seal_set, upload_set
 
@@ -142,43 +143,42 @@ def backup_snapshot(hosts: str | list[str] | None = None, db_target: str | None 
             repo.write_schema(snapshot_ts, schema)
 
         tag = snapshot_tag(now)
-        # What crashed runs left: multipart uploads past the grace, dmf snapshots on the nodes.
+        # What crashed runs left: multipart uploads past the grace, dmf snapshots on the nodes. Off the
+        # critical path: under the lease no other dmf run is live, and neither sweep touches this run's
+        # tag or objects, so they run beside the backup.
         finals = [abort_stale_uploads.submit(repository, now, incomplete_grace_minutes)]
-        uploads, sealed, deletable, snapshots = {}, {}, {}, {}
+        chains = read_open_chains.submit(repository, host_list, snapshot_ts, now)
+        finals.append(chains)
+        uploads, sealed, taken = {}, {}, {}
         steps: dict[str, list] = {}  # each host's steps up to its seal, in DAG order
         for address in host_list:
-            leftovers = clear_leftover_snapshots.submit(cluster, address, keep=tag)
-            finals.append(leftovers)
+            finals.append(clear_leftover_snapshots.submit(cluster, address, keep=tag))
             if incremental:
                 ref = SetRef.incremental(snapshot_ts, address, now)
-                files = flush_and_list_backups.submit(cluster, address, target, keyspaces)
-                deletable[address] = files
-                steps[address] = [files]
+                taken[address] = flush_and_list_backups.submit(cluster, address, target, keyspaces)
             else:
                 ref = SetRef.snapshot(now, address)
-                before = list_backups.submit(cluster, address, target)
-                files = take_snapshot.submit(cluster, address, tag, target, keyspaces,
-                                             wait_for=[before, allow_failure(leftovers)])
-                deletable[address] = list_superseded_backups.submit(cluster, address, target, before, files)
-                snapshots[address] = files
-                steps[address] = [before, files]
-            uploads[address] = upload_set.submit(cluster, repository, ref, files)
+                taken[address] = take_snapshot.submit(cluster, address, tag, target, keyspaces)
+            # Quoted: the upload starts beside the step before it (its agent starts meanwhile) and waits for it.
+            uploads[address] = upload_set.submit(cluster, repository, ref, quote(taken[address]))
             sealed[address] = seal_set.submit(repository, ref, uploads[address], facts[address], str(target), host_list)
-            steps[address] += [uploads[address], sealed[address]]
+            steps[address] = [taken[address], uploads[address], sealed[address]]
             if not incremental:
-                # Runs whether or not the upload worked: never leave hard links behind. The snapshot's
-                # files are still the node's live SSTables, so clearing the tag loses nothing.
-                finals.append(clear_snapshot.submit(cluster, address, tag, wait_for=[allow_failure(files),
-                                                                                      allow_failure(sealed[address])]))
+                # Once the upload ended, worked or not (never leave hard links behind), beside the seal,
+                # which reads only the bucket. The snapshot's files are still the node's live SSTables, so
+                # clearing the tag loses nothing; a seal that fails fails the run, whose rerun snapshots anew.
+                finals.append(clear_snapshot.submit(cluster, address, tag, wait_for=[allow_failure(taken[address]),
+                                                                                      allow_failure(uploads[address])]))
         # A backup is complete only when every host's set is: until then no host deletes a backups/
         # file, so a run that fails anywhere deletes nothing anywhere and the next run carries them all.
         # Nor a file another open chain of the node still needs (an ad-hoc `ks.t` chain beside `ks`'s).
+        # The other open chains are read from the start, beside the rest: under the lease no other run
+        # changes them, and this run's own chain is left out of what they hold. Only the deletes wait
+        # for every seal.
         every_seal = list(sealed.values())
-        chains = read_open_chains.submit(repository, deletable, snapshot_ts, now, wait_for=every_seal)
-        finals.append(chains)
         for address in host_list:
-            removable = select_deletable.submit(address, deletable[address], chains, snapshots.get(address))
-            finals.append(delete_files.submit(cluster, address, removable))
+            removable = select_deletable.submit(address, taken[address], chains)
+            finals.append(delete_files.submit(cluster, address, removable, wait_for=every_seal))
 
         failures = []
         for address in host_list:

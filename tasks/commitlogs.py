@@ -19,6 +19,7 @@ from dmf.core.timestamps import format_ts, utcnow
 from dmf.cql import NodeFacts
 from dmf.encryption import expected
 from dmf.node import Node, SourceFile
+from dmf.node_upload import EarlyAgent
 from dmf.replay import PROPERTIES
 from dmf.repository import Repository
 from dmf.ssh import RemoteFile, RemoteHost
@@ -86,16 +87,21 @@ def ship_host_commitlogs(cluster: CassandraCluster, repository: S3Repository, fa
         # Close times let a restore skip segments whose writes the snapshot already holds.
         extra: dict = {SEGMENTS_CLOSED_AT: {f.path: format_ts(closed_at(f)) for f in pending}}
         segments = [f"{archive_dir}/{f.path}" for f in pending]
-        if repository.commitlog_compression == "gzip":
-            sha256s = node.compress_segments(segments)
-            sizes = {f.path: f.size for f in remote.list_files(archive_dir) if "/" not in f.path}
-            sources = [SourceFile(f"{archive_dir}/{compressed_name(f.path)}", compressed_name(f.path),
-                                  sizes[compressed_name(f.path)]) for f in pending]
-            extra[SEGMENTS_COMPRESSED] = {compressed_name(f.path): compressed_record(
-                f.path, f.size, sha256s[f"{archive_dir}/{f.path}"]) for f in pending}
-        else:
-            sources = [SourceFile(path, f.path, f.size) for path, f in zip(segments, pending)]
-        entries = upload_files(cluster, host, storage, ref, sources, resume=True, logger=logger)
+        # The node's agent starts while the segments are compressed.
+        early = EarlyAgent(cluster, host, storage, ref) if repository.node_upload_refusal() is None else None
+        try:
+            if repository.commitlog_compression == "gzip":
+                sha256s, sizes = node.compress_segments(segments)
+                sources = [SourceFile(f"{archive_dir}/{compressed_name(f.path)}", compressed_name(f.path),
+                                      sizes[f"{archive_dir}/{compressed_name(f.path)}"]) for f in pending]
+                extra[SEGMENTS_COMPRESSED] = {compressed_name(f.path): compressed_record(
+                    f.path, f.size, sha256s[f"{archive_dir}/{f.path}"]) for f in pending}
+            else:
+                sources = [SourceFile(path, f.path, f.size) for path, f in zip(segments, pending)]
+            entries = upload_files(cluster, host, storage, ref, sources, resume=True, logger=logger, early=early)
+        finally:
+            if early is not None:
+                early.close()
         # Shipping takes no lease: the seal re-checks every object (a sweep may have removed them) and
         # refuses past seal_deadline (after which one may). Refused, the task fails and the segments stay
         # for the next run to ship in a new batch; this one is left manifest-less, swept past the grace.

@@ -1,11 +1,13 @@
 """On-node steps: snapshot, flush, list files, clear snapshot, delete uploaded backups, clear leftovers."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
+
 from prefect import get_run_logger, task
 from prefect.runtime import task_run
 
 from dmf.blocks.cassandra_cluster import CassandraCluster
-from datetime import datetime
 
 from dmf import sweep
 from dmf.blocks.s3_repository import S3Repository
@@ -25,57 +27,54 @@ def _log_files(address: str, what: str, files: list[SourceFile]) -> None:
                           sum(f.size for f in files) / 2**20)
 
 
-@task(name="list-backups", task_run_name="list-backups-{address}", **TASK_DEFAULTS, **RETRY)
-def list_backups(cluster: CassandraCluster, address: str, target: DbTarget) -> list[SourceFile]:
-    """The backups/ files present before a full snapshot (it makes them redundant)."""
-    with RemoteHost(cluster, cluster.host(address)) as remote:
-        return Node(remote).backup_files(target)
+@dataclass(frozen=True)
+class Taken:
+    """A host's files for this run: `files` to upload (a full's snapshot, or an incremental's backups/
+    files), and `backups`, the backups/ files the run may delete once every host is sealed (which of
+    them, select_deletable decides)."""
+    files: list[SourceFile]
+    backups: list[SourceFile]
+    full: bool
 
 
 @task(name="take-snapshot", task_run_name="take-snapshot-{address}", **TASK_DEFAULTS, **RETRY)
 def take_snapshot(cluster: CassandraCluster, address: str, tag: str, target: DbTarget,
-                  keyspaces: list[str]) -> list[SourceFile]:
+                  keyspaces: list[str]) -> Taken:
+    """One SSH session and one nodetool JVM: the backups/ files present before the snapshot (it makes
+    them redundant), the snapshot, then one listing for its files and the backups/ files of the very
+    SSTables it holds (its own flush adds them; a later flush's are kept)."""
     with RemoteHost(cluster, cluster.host(address)) as remote:
         node = Node(remote)
         node.check_data_dirs(target, keyspaces)
+        before = node.backup_files(target)
         if task_run.run_count > 1:  # a retried attempt starts from a clean tag; the first has none (it is this run's)
-            node.clear_snapshot(tag)
+            node.remove_snapshot(tag)
         node.snapshot(tag, target, keyspaces)
-        files = node.snapshot_files(tag, target)
+        files, after = node.snapshot_and_backup_files(tag, target)
     _log_files(address, f"snapshot {tag}", files)
-    return files
-
-
-@task(name="list-superseded-backups", task_run_name="list-superseded-{address}", **TASK_DEFAULTS, **RETRY)
-def list_superseded_backups(cluster: CassandraCluster, address: str, target: DbTarget,
-                            before: list[SourceFile], snapshot_files: list[SourceFile]) -> list[SourceFile]:
-    """backups/ files the new full snapshot may make redundant: those present before it, and those
-    of the very SSTables it holds (its own flush adds them). A later flush's files are kept; which
-    of these go is plan.superseded's (select_deletable), once every host is sealed."""
-    in_snapshot = {f.relpath for f in snapshot_files}
-    with RemoteHost(cluster, cluster.host(address)) as remote:
-        after = Node(remote).backup_files(target)
-    return [*before, *(f for f in after if f.relpath in in_snapshot and f not in before)]
+    in_snapshot = {f.relpath for f in files}
+    return Taken(files, [*before, *(f for f in after if f.relpath in in_snapshot and f not in before)], full=True)
 
 
 @task(name="flush-and-list-backups", task_run_name="flush-{address}", **TASK_DEFAULTS, **RETRY)
 def flush_and_list_backups(cluster: CassandraCluster, address: str, target: DbTarget,
-                           keyspaces: list[str]) -> list[SourceFile]:
+                           keyspaces: list[str]) -> Taken:
     with RemoteHost(cluster, cluster.host(address)) as remote:
         node = Node(remote)
         node.check_data_dirs(target, keyspaces)
         node.flush(target, keyspaces)
         files = node.backup_files(target)
     _log_files(address, "incremental backups", files)
-    return files
+    return Taken(files, files, full=False)
 
 
 @task(name="clear-snapshot", task_run_name="clear-snapshot-{address}", **TASK_DEFAULTS, **RETRY)
 def clear_snapshot(cluster: CassandraCluster, address: str, tag: str) -> None:
-    """This run's own tag: cleared even by a run that lost the lease (no other run uses the tag, and a
-    snapshot only links live SSTables), so it never pins the node's disk."""
+    """This run's own tag, once the host's upload ended (the seal reads only the bucket): cleared even
+    by a run that lost the lease (no other run uses the tag, and a snapshot only links live
+    SSTables), so it never pins the node's disk."""
     with RemoteHost(cluster, cluster.host(address)) as remote:
-        Node(remote).clear_snapshot(tag)
+        Node(remote).remove_snapshot(tag)
 
 
 @task(name="delete-uploaded-backups", task_run_name="delete-backups-{address}", **TASK_DEFAULTS, **RETRY)
@@ -101,16 +100,15 @@ def clear_leftover_snapshots(cluster: CassandraCluster, address: str, keep: str 
 
 
 @task(name="read-open-chains", **TASK_DEFAULTS, **RETRY)
-def read_open_chains(repository: S3Repository, files: dict[str, list[SourceFile]], own_snapshot: datetime,
+def read_open_chains(repository: S3Repository, hosts: tuple[str, ...], own_snapshot: datetime,
                      now: datetime) -> dict[str, list[plan.ChainFiles]]:
-    """Per host with backups/ files to delete, what each other open chain holds of it: read once per
-    run, after every host's seal, from the chains active in the last CHAIN_IDLE only."""
-    if not any(files.values()):
-        return {}
+    """Per host, what each other open chain holds of it: read once per run, from the chains active in
+    the last CHAIN_IDLE only. From the run's start, beside its other steps: the run holds the lease,
+    so no other run changes those chains, and its own (`own_snapshot`) is left out."""
     repo = Repository(Storage(repository))
     catalog = repo.active_catalog(now - plan.CHAIN_IDLE)
     chains: dict[str, list[plan.ChainFiles]] = {}
-    for address in files:
+    for address in hosts:
         chains[address] = []
         for full in plan.open_chains(catalog, address, now, own_snapshot):
             held: set[str] = set()
@@ -123,12 +121,12 @@ def read_open_chains(repository: S3Repository, files: dict[str, list[SourceFile]
 
 
 @task(name="select-deletable-backups", task_run_name="select-deletable-{address}", **TASK_DEFAULTS)
-def select_deletable(address: str, files: list[SourceFile], chains: dict[str, list[plan.ChainFiles]],
-                     snapshot_files: list[SourceFile] | None = None) -> list[SourceFile]:
+def select_deletable(address: str, taken: Taken, chains: dict[str, list[plan.ChainFiles]]) -> list[SourceFile]:
     """Of the backups/ files this run holds, those every other open chain on the node holds too. A
-    full (`snapshot_files`, what it uploaded) holds only the files its snapshot links, or another
+    full (its snapshot's files, what it uploaded) holds only the files its snapshot links, or another
     open chain does: the rest (a dropped table's, never uploaded) stay for the next incremental."""
     logger = get_run_logger()
+    files, snapshot_files = taken.backups, taken.files if taken.full else None
     node_chains = chains.get(address, [])
     relpaths = [f.relpath for f in files]
     if snapshot_files is not None:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from prefect import get_run_logger, task
+from prefect.futures import PrefectFuture
 from prefect.runtime import task_run
 
 from dmf.blocks.cassandra_cluster import CassandraCluster
@@ -17,7 +18,7 @@ from dmf.core.manifest import FileEntry, Manifest, unconfirmed
 from dmf.core.timestamps import format_ts, utcnow
 from dmf.cql import NodeFacts
 from dmf.encryption import DEFAULT_CHUNK, SCHEME, key_id, mac_key
-from dmf.node import SourceFile
+from dmf.node_upload import EarlyAgent
 from dmf.reporting import TransferProgress
 from dmf.repository import Repository
 from dmf.storage import Storage
@@ -33,14 +34,30 @@ class Uploaded:
     finished: float
 
 
+class NothingToUpload(PermanentError):
+    """The host's step before the upload failed (the flow names its cause); a retry would wait on it again."""
+
+
 @task(name="upload-set", task_run_name="upload-{set_ref.node}", **TASK_DEFAULTS, **RETRY)
-def upload_set(cluster: CassandraCluster, repository: S3Repository, set_ref: SetRef,
-               files: list[SourceFile]) -> Uploaded:
-    """Streams every file node → S3, verified; a retry keeps what the failed attempt verified."""
-    progress = TransferProgress(f"upload {set_ref.node}", sum(f.size for f in files))
-    started = time.time()
-    entries = upload_files(cluster, cluster.host(set_ref.node), Storage(repository), set_ref, files,
-                           resume=task_run.run_count > 1, progress=progress, logger=get_run_logger())
+def upload_set(cluster: CassandraCluster, repository: S3Repository, set_ref: SetRef, taken: PrefectFuture) -> Uploaded:
+    """Streams every file node → S3, verified; a retry keeps what the failed attempt verified. Starts
+    beside the step that finds the files (`taken`, its future, passed quoted): the node's agent
+    starts while the snapshot or flush runs, then the files come."""
+    storage = Storage(repository)
+    host = cluster.host(set_ref.node)
+    early = EarlyAgent(cluster, host, storage, set_ref) if repository.node_upload_refusal() is None else None
+    try:
+        try:
+            files = taken.result().files
+        except Exception as exc:  # noqa: BLE001 — the flow reports that step's own failure
+            raise NothingToUpload(f"{set_ref.node}: no files to upload: {exc}") from None
+        progress = TransferProgress(f"upload {set_ref.node}", sum(f.size for f in files))
+        started = time.time()
+        entries = upload_files(cluster, host, storage, set_ref, files, resume=task_run.run_count > 1,
+                               progress=progress, logger=get_run_logger(), early=early)
+    finally:
+        if early is not None:
+            early.close()
     finished = time.time()
     get_run_logger().info("%s: %d files, %.1f MiB uploaded and verified under %s in %.1fs", set_ref.node,
                           len(entries), sum(e.size for e in entries) / 2**20, set_ref.prefix, finished - started)

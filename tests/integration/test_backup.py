@@ -50,6 +50,25 @@ def backups_dir_files(cluster_block, address: str, keyspace: str) -> list[str]:
         return [f.path for f in remote.list_files(f"{host.data_dirs[0]}/{keyspace}") if "/backups/" in f.path]
 
 
+def snapshots_cassandra_lists(cluster_block, tag: str) -> dict[str, list[str]]:
+    """Per node, the tables whose snapshot `tag` the node itself lists (system_views is node-local)."""
+    from cassandra.cluster import NoHostAvailable
+    listed = {}
+    with connect(cluster_block) as session:
+        for host in session.cluster.metadata.all_hosts():
+            for attempt in range(10):  # the driver may have marked a node down while the bed is loaded
+                try:
+                    rows = session.execute("SELECT name, keyspace_name, table_name FROM system_views.snapshots",
+                                           host=host)
+                    break
+                except NoHostAvailable:
+                    if attempt == 9:
+                        raise
+                    time.sleep(1)
+            listed[host.address] = [f"{r.keyspace_name}.{r.table_name}" for r in rows if r.name == tag]
+    return listed
+
+
 def test_full_then_incremental_then_new(testbed, cluster_block, repository_block):
     keyspace, table = new_table(cluster_block, rows=500)
     target = f"{keyspace}.{table}"
@@ -68,6 +87,8 @@ def test_full_then_incremental_then_new(testbed, cluster_block, repository_block
             assert parse_key(key).set.node == address
         # The full snapshot retired the backups/ files it holds.
         assert backups_dir_files(cluster_block, address, keyspace) == []
+    # Its snapshot was removed as folders, without nodetool: Cassandra itself no longer lists it.
+    assert snapshots_cassandra_lists(cluster_block, f"dmf-{snap}") == {a: [] for a in HOSTS.split(",")}
     schema = repository_block.client().get_object(Bucket=repository_block.bucket, Key=f"{snap}/schema.cql")
     schema_text = schema["Body"].read().decode()
     assert f"CREATE TABLE {keyspace}.{table}" in schema_text and "ID = " in schema_text
@@ -184,7 +205,7 @@ def test_snapshot_retried_after_its_tag_was_taken_starts_from_a_clean_tag(testbe
                                                                           monkeypatch):
     """The first attempt snapshots, then fails listing: the retry clears the tag it left and snapshots again."""
     keyspace, table = new_table(cluster_block, rows=50)
-    original = Node.snapshot_files
+    original = Node.snapshot_and_backup_files
     failed = []
 
     def fail_once(self, tag, target):
@@ -192,7 +213,7 @@ def test_snapshot_retried_after_its_tag_was_taken_starts_from_a_clean_tag(testbe
             failed.append(tag)
             raise RemoteError("listing dropped")
         return original(self, tag, target)
-    monkeypatch.setattr(Node, "snapshot_files", fail_once)
+    monkeypatch.setattr(Node, "snapshot_and_backup_files", fail_once)
     summary = backup_snapshot(hosts="127.0.0.2", db_target=f"{keyspace}.{table}")
     assert failed and summary["files"] > 0
     assert full_group(repository_block, summary, f"{keyspace}.{table}").complete

@@ -17,7 +17,7 @@ from pydantic import SecretStr
 from dmf.blocks.cassandra_cluster import CassandraCluster
 from dmf.core.errors import InputError, failure_line
 from dmf.core.secrets import MASK, mask_document
-from dmf.node import PASSWORD_FILE_SHOWN, Node, jmx_password_command, jmx_password_file
+from dmf.node import PASSWORD_FILE_SHOWN, Node, jmx_password_command, jmx_password_file, with_java_options
 from dmf.ssh import CommandResult, RemoteError, RemoteHost, redact
 
 PASSWORD = "s3cr3t-Jmx!$`\"'pw"
@@ -75,7 +75,8 @@ class RecordingRemote:
 def test_without_credentials_nodetool_runs_as_before():
     remote = RecordingRemote(cluster())
     Node(remote).nodetool("status", timeout=60)
-    assert remote.calls == [(["nodetool", "-h", "127.0.0.1", "-p", "7199", "status"], {"timeout": 60})]
+    plain = ["nodetool", "-h", "127.0.0.1", "-p", "7199", "status"]
+    assert remote.calls == [(with_java_options(plain), {"timeout": 60, "shown": plain})]
 
 
 def test_with_credentials_the_password_goes_on_stdin_never_in_argv():
@@ -96,7 +97,8 @@ def test_with_credentials_the_password_goes_on_stdin_never_in_argv():
         assert f"trap 'exit {status}' {name}" in script
     assert 'cat > "$f"' in script
     last = script.rstrip("\n").splitlines()[-1]
-    assert last == 'nodetool -h 127.0.0.1 -p 7199 -u admin -pwf "$f" snapshot -t dmf-1 ks </dev/null'
+    assert last == (f'{shlex.join(with_java_options(["nodetool", "-h", "127.0.0.1", "-p", "7199"]))} '
+                    '-u admin -pwf "$f" snapshot -t dmf-1 ks </dev/null')
 
 
 def test_a_hostile_username_is_one_quoted_word():
