@@ -1,0 +1,87 @@
+"""The long-lived shipper's pure decisions (dmf.core.shipper)."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from dmf.core.errors import LayoutError
+from dmf.core.keys import heartbeat_key
+from dmf.core.shipper import (Heartbeat, batch_time, end_of_life, lag, lag_flags, recovery_point, seal_due,
+                              shipper_lease_name, to_ship)
+from dmf.core.lease import leases_prefix
+
+T0 = datetime(2026, 12, 4, 3, 0, 0, tzinfo=timezone.utc)
+HOST_ID = "4a1a7505-0842-4a5c-a7fc-0baf0bb43b1b"
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def test_a_batch_is_sealed_on_its_cadence_or_when_full():
+    assert not seal_due(None, 0, 100.0)
+    assert not seal_due(100.0, 0, 200.0)  # nothing in it
+    assert not seal_due(100.0, 3, 101.9, seal_every_s=2)
+    assert seal_due(100.0, 1, 102.0, seal_every_s=2)
+    assert seal_due(100.0, 64, 100.0, seal_every_s=2, max_segments=64)
+
+
+def test_batch_times_never_repeat_within_a_second():
+    first = batch_time(at(0.4), None)
+    assert first == T0
+    assert batch_time(at(0.9), first) == at(1)      # same second: the next one
+    assert batch_time(at(0.2), at(5)) == at(6)      # a clock stepped back: still later
+    assert batch_time(at(7.5), at(1)) == at(7)
+
+
+def test_a_run_hands_over_at_the_schedule_tick_after_its_lifetime():
+    assert end_of_life(at(10), 3600) == at(3660)    # 04:00:10 → the 04:01:00 tick
+    assert end_of_life(at(0), 3600) == at(3600)     # already on a tick
+    assert end_of_life(at(10.5), 5, tick_s=1) == at(16)
+
+
+def test_a_successor_deletes_what_is_sealed_and_ships_the_rest():
+    archived = [("CommitLog-7-1.log", 100), ("CommitLog-7-2.log", 100), ("CommitLog-7-3.log", 100)]
+    # 1 sealed by the dead run; 2 sealed with another size (a different file by that name): shipped again.
+    done, pending = to_ship(archived, {"CommitLog-7-1.log": 100, "CommitLog-7-2.log": 50})
+    assert done == ["CommitLog-7-1.log"] and pending == ["CommitLog-7-2.log", "CommitLog-7-3.log"]
+    assert to_ship([], {"CommitLog-7-1.log": 100}) == ([], [])
+
+
+def test_the_recovery_point_waits_for_the_oldest_unsealed_segment():
+    assert recovery_point(None, [], []) is None
+    assert recovery_point(None, [at(1), at(3)], []) == at(3)
+    assert recovery_point(None, [at(1), at(3)], [at(2)]) == at(1)  # 2 is not sealed: writes after 1 may be lost
+    assert recovery_point(at(5), [at(1)], []) == at(5)             # never moves back
+    assert recovery_point(at(5), [], [at(6)]) == at(5)
+    assert recovery_point(at(5), [at(8)], [at(9)]) == at(8)
+
+
+def beat(point: datetime | None, beat_at: datetime = T0) -> Heartbeat:
+    return Heartbeat("127.0.0.1", HOST_ID, beat_at, point, 0, "flow run x", at(3600))
+
+
+def test_lag_and_its_flags():
+    assert lag(at(30), beat(at(20))) == timedelta(seconds=10)
+    assert lag(at(30), beat(None)) is None
+    assert lag(at(30), beat(at(40))) == timedelta(0)  # the node's clock ahead of ours
+    assert lag_flags(at(10), beat(at(5), at(9))) == []
+    flags = lag_flags(at(400), beat(at(50), at(200)), threshold=timedelta(seconds=300))
+    assert flags == ["shipper silent for 200 s", "recovery point 350 s behind (threshold 300 s)"]
+
+
+def test_heartbeat_round_trip_and_refusal():
+    original = beat(at(20), at(25))
+    key = heartbeat_key("Test Cluster", HOST_ID)
+    assert key.startswith("shipper/Test_Cluster-") and key.endswith(f"/{HOST_ID}.json")
+    assert Heartbeat.from_json(key, original.to_json()) == original
+    assert Heartbeat.from_json(key, beat(None).to_json()).recovery_point is None
+    with pytest.raises(LayoutError):
+        Heartbeat.from_json(key, b'{"host": "x"}')
+    with pytest.raises(LayoutError):
+        heartbeat_key("Test Cluster", "../x")
+
+
+def test_the_shipper_lease_is_not_the_clusters():
+    assert leases_prefix(shipper_lease_name("Test Cluster")) != leases_prefix("Test Cluster")
