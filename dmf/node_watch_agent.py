@@ -4,7 +4,7 @@ only (Python 3.6+). It watches the commit-log archive folder and uploads what th
 to through presigned URLs; the manager decides what is shipped, sealed and deleted.
 
 Protocol, one JSON object per line, each request answered by one line:
-  stdin   header {"endpoint": [host, port], "tls", "max_bytes_per_s", "archive_dir", "gzip": bool},
+  stdin   header {"endpoint": [host, port], "tls", "probe", "max_bytes_per_s", "archive_dir", "gzip": bool},
           then requests:
             {"watch": seconds}  wait up to that long for archived segments not reported yet (each one
                                 stable over two looks: an archive_command that copies is done with it)
@@ -28,7 +28,8 @@ SEGMENT = re.compile(r"CommitLog-\d+-\d+\.log")
 GZ = ".gz"
 LOOK_EVERY_S = 0.1
 READ = 1024 * 1024
-agent = globals()["agent"]  # dmf.node_agent's namespace, which the bootstrap hands this one
+# dmf.node_agent's namespace, which the bootstrap hands this one (None where the manager imports it)
+agent = globals().get("agent")
 
 
 def reply(message):
@@ -129,7 +130,8 @@ def main():
     header = json.loads(sys.stdin.buffer.readline().decode())
     host, port = header["endpoint"]
     try:
-        agent["probe"](host, port, header.get("tls", False))
+        if header.get("probe", True):  # false when the bytes stream through the manager instead
+            agent["probe"](host, port, header.get("tls", False))
     except OSError as exc:
         reply({"unreachable": "%s:%s: %s" % (host, port, exc.strerror or exc)})
         return

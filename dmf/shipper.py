@@ -78,13 +78,11 @@ class WatchAgent:
         limit = self.storage.repository.max_upload_mib_s
         header = {"endpoint": [endpoint.hostname, port], "tls": endpoint.scheme == "https",
                   "max_bytes_per_s": None if limit is None else limit * MIB, "archive_dir": self.archive_dir,
-                  "gzip": self.compress}
+                  "gzip": self.compress, "probe": self.probe}  # no probe: it only watches, bytes go via us
         sources = b"".join(b"%d\n" % len(s) + s for s in (Path(m.__file__).read_bytes()
                                                            for m in (node_agent, node_watch_agent)))
         self._channel = self.remote.start(command_argv(self.remote.host.python, "-c", BOOTSTRAP))
         self._channel.settimeout(READY_TIMEOUT_S)
-        if not self.probe:  # the agent only watches: the node need not reach the store
-            header["endpoint"] = ["127.0.0.1", 0]
         self._channel.sendall(sources + json.dumps(header).encode() + b"\n")
         self._lines = self._channel.makefile("rb")
         for line in self._lines:  # what a login shell's profile printed first is skipped
