@@ -8,7 +8,8 @@ from prefect.artifacts import create_markdown_artifact
 
 from dmf.blocks import DEFAULT_BLOCK, S3Repository
 from dmf.core.status import status_markdown
-from dmf.status import prefect_request, read_facts, status_report
+from dmf.status import prefect_request, read_facts, read_heartbeats, status_report
+from dmf.storage import Storage
 from dmf.tasks.verify import read_catalog
 
 
@@ -21,7 +22,8 @@ def backup_status(expected_every: dict[str, float] | None = None, repository_blo
     repository = S3Repository.load(repository_block)
     with prefect_request() as request:
         facts = read_facts(request)
-    report = status_report(repository.full_every, read_catalog(repository), facts, expected_every)
+    report = status_report(repository.full_every, read_catalog(repository), facts, expected_every,
+                           read_heartbeats(Storage(repository)))
     logger = get_run_logger()
     for problem in report["problems"]:
         logger.warning("%s", problem)

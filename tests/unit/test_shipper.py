@@ -85,3 +85,17 @@ def test_heartbeat_round_trip_and_refusal():
 
 def test_the_shipper_lease_is_not_the_clusters():
     assert leases_prefix(shipper_lease_name("Test Cluster")) != leases_prefix("Test Cluster")
+
+
+def test_status_shows_each_nodes_lag_from_the_heartbeat_and_flags_it():
+    from dmf.core.catalog import Catalog
+    from dmf.core.status import Schedule, status, status_markdown
+
+    fresh = Heartbeat("127.0.0.1", HOST_ID, at(100), at(95), 0, "run a", at(3600))
+    behind = Heartbeat("127.0.0.2", "5b1a7505-0842-4a5c-a7fc-0baf0bb43b1b", at(99), at(-419), 2, "run a", at(3600))
+    report = status(Catalog.build([]), [], [], at(101), Schedule(), [behind, fresh])
+    first, second = report["shippers"]
+    assert (first["host"], first["lag"], first["flags"]) == ("127.0.0.1", "6 s", [])
+    assert second["lag"] == "8.7 min" and second["unsealed"] == 2
+    assert "commit-log shipper on 127.0.0.2: recovery point 520 s behind (threshold 300 s)" in report["problems"]
+    assert "| 127.0.0.2 | 20261204025301 | 8.7 min |" in status_markdown(report)
