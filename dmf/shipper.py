@@ -35,8 +35,8 @@ from dmf.core.errors import DmfError, LayoutError, PermanentError
 from dmf.core.keys import SetRef, heartbeat_key
 from dmf.core.manifest import FileEntry
 from dmf.core.segments import SEGMENTS_COMPRESSED, archiving_problem, compressed_record
-from dmf.core.shipper import (HEARTBEAT_EVERY_S, SEAL_EVERY_S, Heartbeat, batch_time, recovery_point, seal_due,
-                              to_ship)
+from dmf.core.shipper import (HEARTBEAT_EVERY_S, SEAL_EVERY_S, Heartbeat, batch_time, lag_flags, recovery_point,
+                              seal_due, to_ship)
 from dmf.core.sweep import seal_deadline
 from dmf.core.timestamps import format_ts, utcnow
 from dmf.cql import NodeFacts
@@ -56,6 +56,7 @@ WATCH_S = 0.5  # the longest one watch request waits: the loop seals and beats b
 # How often the full that batches go under is looked up again: a backup may take a new full meanwhile,
 # and a restore from it reads the batches under its own prefix.
 FULL_EVERY_S = 60.0
+LAG_EVENT_EVERY_S = 60.0  # the `dmf.commitlog.lag-exceeded` event, for deployments/automations.yaml
 # Reads dmf.node_agent's source, runs it as a module (not __main__), then the watch agent with it as `agent`.
 BOOTSTRAP = ("import sys;r=sys.stdin.buffer;a={'__name__':'dmf_node_agent'};"
              "exec(compile(r.read(int(r.readline())),'dmf-node-agent','exec'),a);"
@@ -154,6 +155,7 @@ class NodeShipper:
         self.point: datetime | None = None
         self.shipped = self.batches = 0
         self.full_checked = time.monotonic()
+        self.lag_reported = -LAG_EVENT_EVERY_S
         self.until = utcnow()
 
     def run(self, until: datetime) -> dict:
@@ -292,3 +294,9 @@ class NodeShipper:
                                    "application/json")
         except DmfError as exc:  # the next beat tries again; status sees it silent meanwhile
             log.warning("%s: heartbeat not written: %s", self.facts.address, exc)
+        if (flags := lag_flags(beat.beat_at, beat)) and time.monotonic() - self.lag_reported >= LAG_EVENT_EVERY_S:
+            from prefect.events import emit_event
+            emit_event("dmf.commitlog.lag-exceeded", payload={"flags": "; ".join(flags)},
+                       resource={"prefect.resource.id": f"dmf.node.{self.facts.host_id}",
+                                 "prefect.resource.name": self.facts.address})
+            self.lag_reported = time.monotonic()
