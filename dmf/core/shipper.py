@@ -15,14 +15,18 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from dmf.core.errors import LayoutError
 from dmf.core.timestamps import format_ts, parse_ts
 
 SEAL_EVERY_S = 2.0
+# CDC: the active segment's durable prefix is shipped at most this often (Cassandra moves it on each
+# commit-log sync: every commitlog_sync_period, 10 s by default, in periodic mode).
+CDC_EVERY_S = 3.0
 LIFETIME_S = 3600
 HEARTBEAT_EVERY_S = 5.0
 # A batch this full is sealed at once: its manifest stays small, and one seal never waits on a backlog.
@@ -68,6 +72,32 @@ def to_ship(archived: Iterable[tuple[str, int]], shipped: dict[str, int]) -> tup
     for name, size in archived:
         (done if shipped.get(name) == size else pending).append(name)
     return done, pending
+
+
+def prefix_due(offset: int, shipped: int, completed: bool, last_shipped: float | None, now: float,
+               every_s: float = CDC_EVERY_S) -> bool:
+    """Whether a CDC segment's durable prefix (`offset` bytes, as its `_cdc.idx` says) is shipped now: when
+    it grew past the prefix shipped last (`shipped` bytes, at `last_shipped` on a monotonic clock), at
+    most every `every_s`. A completed segment is not: Cassandra archives it whole, and that ships."""
+    if completed or offset <= shipped:
+        return False
+    return last_shipped is None or now - last_shipped >= every_s
+
+
+T = TypeVar("T")
+
+
+def keep_longest(items: Sequence[T], key: Callable[[T], Hashable], size: Callable[[T], int]) -> list[T]:
+    """Of the sealed copies of each segment (`key`: node and segment name), the longest, in the items'
+    order: a later upload of the same segment (a longer CDC prefix, or the closed segment) supersedes
+    an earlier prefix; every prefix starts where the segment does, so the longest holds all the others."""
+    best: dict[Hashable, int] = {}
+    for index, item in enumerate(items):
+        k = key(item)
+        if k not in best or size(item) > size(items[best[k]]):
+            best[k] = index
+    keep = set(best.values())
+    return [item for index, item in enumerate(items) if index in keep]
 
 
 def recovery_point(previous: datetime | None, sealed: Iterable[datetime],

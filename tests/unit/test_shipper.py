@@ -99,3 +99,49 @@ def test_status_shows_each_nodes_lag_from_the_heartbeat_and_flags_it():
     assert second["lag"] == "8.7 min" and second["unsealed"] == 2
     assert "commit-log shipper on 127.0.0.2: recovery point 520 s behind (threshold 300 s)" in report["problems"]
     assert "| 127.0.0.2 | 20261204025301 | 8.7 min |" in status_markdown(report)
+
+
+def test_a_cdc_prefix_is_shipped_when_it_grew_at_most_every_few_seconds():
+    from dmf.core.shipper import prefix_due
+    assert prefix_due(4096, 0, False, None, 100.0)
+    assert not prefix_due(4096, 4096, False, 90.0, 100.0)            # nothing new
+    assert not prefix_due(8192, 4096, False, 99.0, 100.0, every_s=3)  # too soon
+    assert prefix_due(8192, 4096, False, 97.0, 100.0, every_s=3)
+    assert not prefix_due(8192, 0, True, None, 100.0)                # closed: archived whole, shipped so
+
+
+def test_the_longest_sealed_copy_of_a_segment_supersedes_the_others():
+    from dmf.core.shipper import keep_longest
+    copies = [("n1", "CommitLog-7-5.log", 4096, "batch 1"), ("n1", "CommitLog-7-5.log", 9000, "batch 2"),
+              ("n2", "CommitLog-7-5.log", 100, "batch 2"), ("n1", "CommitLog-7-5.log", 8192, "batch 3"),
+              ("n1", "CommitLog-7-6.log", 10, "batch 3")]
+    kept = keep_longest(copies, key=lambda c: (c[0], c[1]), size=lambda c: c[2])
+    assert kept == [copies[1], copies[2], copies[4]]
+    assert keep_longest([], key=lambda c: c, size=len) == []
+
+
+def test_a_restore_fetches_the_longest_sealed_copy_of_each_segment():
+    from pathlib import Path
+
+    from dmf.core.catalog import SEGMENTS_CLOSED_AT, Catalog, SetInfo, resolve_chain
+    from dmf.core.keys import SetRef
+    from dmf.core.manifest import FileEntry, Manifest
+    from dmf.core.targets import DbTarget
+    from dmf.restore_plan import plan_restore
+
+    from .test_catalog import IDS, SHA, full, ts
+
+    def batch(shipped: str, sizes: dict[str, int]) -> SetInfo:
+        ref = SetRef.commitlog(ts("20250101120000"), IDS["10.0.0.1"], ts(shipped))
+        return SetInfo(ref, Manifest(set=ref, files=tuple(FileEntry(n, size, SHA) for n, size in sizes.items()),
+                                     host="10.0.0.1", host_id=IDS["10.0.0.1"], created_at=ts(shipped),
+                                     hosts=("10.0.0.1",), extra={SEGMENTS_CLOSED_AT: dict.fromkeys(sizes, shipped)}))
+
+    catalog = Catalog.build([*full("20250101120000"),
+                             batch("20250101120100", {"CommitLog-7-1.log": 4096}),              # a CDC prefix
+                             batch("20250101120103", {"CommitLog-7-1.log": 12288}),             # a longer one
+                             batch("20250101120106", {"CommitLog-7-1.log": 8192, "CommitLog-7-2.log": 5})])
+    chain = resolve_chain(catalog, DbTarget.parse("ks.t"), ts("20250101130000"))
+    fetches = plan_restore(chain, DbTarget.parse("ks.t"), Path("/restore"), with_commitlogs=True).commitlog_fetches
+    assert [(f.dest.name, f.size, f.key.split("/")[3]) for f in fetches] == [
+        ("CommitLog-7-1.log", 12288, "20250101120103"), ("CommitLog-7-2.log", 5, "20250101120106")]
