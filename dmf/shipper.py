@@ -35,8 +35,8 @@ from dmf.core.errors import DmfError, LayoutError, PermanentError
 from dmf.core.keys import SetRef, heartbeat_key
 from dmf.core.manifest import FileEntry
 from dmf.core.segments import SEGMENTS_COMPRESSED, archiving_problem, compressed_record
-from dmf.core.shipper import (HEARTBEAT_EVERY_S, SEAL_EVERY_S, Heartbeat, batch_time, lag_flags, recovery_point,
-                              seal_due, to_ship)
+from dmf.core.shipper import (HEARTBEAT_EVERY_S, SEAL_EVERY_S, SEGMENT_PREFIXES, Heartbeat, batch_time, drainable,
+                              lag_flags, prefix_due, recovery_point, seal_due, to_ship)
 from dmf.core.sweep import seal_deadline
 from dmf.core.timestamps import format_ts, utcnow
 from dmf.cql import NodeFacts
@@ -66,9 +66,10 @@ BOOTSTRAP = ("import sys;r=sys.stdin.buffer;a={'__name__':'dmf_node_agent'};"
 class WatchAgent:
     """The node's watching agent, over one SSH channel: a request, then its one-line answer."""
 
-    def __init__(self, remote: RemoteHost, storage: Storage, archive_dir: str, compress: bool, probe: bool):
+    def __init__(self, remote: RemoteHost, storage: Storage, archive_dir: str, compress: bool, probe: bool,
+                 cdc_dir: str | None = None):
         self.remote, self.storage = remote, storage
-        self.archive_dir, self.compress, self.probe = archive_dir, compress, probe
+        self.archive_dir, self.compress, self.probe, self.cdc_dir = archive_dir, compress, probe, cdc_dir
         self._channel: paramiko.Channel | None = None
         self._lines: Any = None
 
@@ -79,7 +80,7 @@ class WatchAgent:
         limit = self.storage.repository.max_upload_mib_s
         header = {"endpoint": [endpoint.hostname, port], "tls": endpoint.scheme == "https",
                   "max_bytes_per_s": None if limit is None else limit * MIB, "archive_dir": self.archive_dir,
-                  "gzip": self.compress, "probe": self.probe}  # no probe: it only watches, bytes go via us
+                  "gzip": self.compress, "probe": self.probe, "cdc_dir": self.cdc_dir}  # no probe: it only watches, bytes go via us
         sources = b"".join(b"%d\n" % len(s) + s for s in (Path(m.__file__).read_bytes()
                                                            for m in (node_agent, node_watch_agent)))
         self._channel = self.remote.start(command_argv(self.remote.host.python, "-c", BOOTSTRAP))
@@ -120,14 +121,20 @@ class Segment:
     name: str
     size: int
     closed_at: datetime
-    stored: str        # the file uploaded: the segment, or its .gz
+    stored: str        # its name in the batch: the segment's, or its .gz's
     stored_size: int
-    sha256: str | None  # the segment's own, when compressed
+    sha256: str | None  # the segment's own (or the prefix's), when compressed
+    local: str = ""    # the file uploaded, in the archive folder (default: `stored`)
+    prefix: bool = False  # a CDC segment's durable prefix: `size` bytes, written by `closed_at`
 
     @classmethod
     def of(cls, record: dict) -> Segment:
-        return cls(record["name"], record["size"], datetime.fromtimestamp(record["mtime"], timezone.utc),
-                   record["stored"], record["stored_size"], record["sha256"])
+        return cls(record["name"], record["size"], _time(record["mtime"]), record["stored"], record["stored_size"],
+                   record["sha256"], record["stored"])
+
+
+def _time(mtime: float) -> datetime:
+    return datetime.fromtimestamp(mtime, timezone.utc)
 
 
 @dataclass
@@ -156,6 +163,11 @@ class NodeShipper:
         self.shipped = self.batches = 0
         self.full_checked = time.monotonic()
         self.lag_reported = -LAG_EVENT_EVERY_S
+        # CDC: cdc_raw's segments (name → durable offset, completed, index mtime), the prefix staged last
+        # of each (offset, monotonic time), and the longest sealed copy of every segment seen.
+        self.cdc: dict[str, tuple[int, bool, datetime]] = {}
+        self.staged: dict[str, tuple[int, float]] = {}
+        self.sealed: dict[str, int] = {}
         self.until = utcnow()
 
     def run(self, until: datetime) -> dict:
@@ -168,15 +180,21 @@ class NodeShipper:
                 raise PermanentError(f"{properties}: {problem}: Cassandra archives no commit-log segment")
             presigner = NodeUpload(remote, self.storage, None)._presigner  # noqa: SLF001 — the same endpoint
             agent = WatchAgent(remote, self.storage, self.archive_dir,
-                               self.repository.commitlog_compression == "gzip", probe=not streaming)
+                               self.repository.commitlog_compression == "gzip", probe=not streaming,
+                               cdc_dir=self.host.cdc_raw_dir)
             agent.start(presigner.meta.endpoint_url)
             try:
-                self._resume(agent.call({"watch": 1.0})["segments"], agent)
+                first = agent.call({"watch": 1.0})
+                self._note_cdc(first["cdc"])
+                self._resume(first["segments"], agent)
                 beat = 0.0
                 while utcnow() < until:
                     wait = WATCH_S if self.batch is None else \
                         max(0.0, min(WATCH_S, self.batch.opened_at + self.seal_every_s - time.monotonic()))
-                    self.queue += [Segment.of(r) for r in agent.call({"watch": wait})["segments"]]
+                    seen = agent.call({"watch": wait})
+                    self._arrived([Segment.of(r) for r in seen["segments"]])
+                    self._note_cdc(seen["cdc"])
+                    self._stage_prefixes(agent)
                     self._upload_queued(remote, agent, streaming)
                     if self.batch and seal_due(self.batch.opened_at, len(self.batch.segments), time.monotonic(),
                                                self.seal_every_s):
@@ -198,27 +216,68 @@ class NodeShipper:
         """At start: segments a sealed batch already holds (a predecessor died before deleting them)
         are deleted unsent; the rest are queued."""
         seen = [Segment.of(r) for r in records]
-        files = [RemoteFile(s.name, s.size, s.closed_at.timestamp()) for s in seen]
-        done, pending = to_ship(((s.name, s.size) for s in seen),
-                                already_shipped(self.storage, self.facts.host_id, files, log))
+        files = [RemoteFile(s.name, s.size, s.closed_at.timestamp()) for s in seen] + \
+            [RemoteFile(name, offset, at.timestamp()) for name, (offset, _, at) in self.cdc.items()]
+        shipped = already_shipped(self.storage, self.facts.host_id, files, log)
+        done, pending = to_ship(((s.name, s.size) for s in seen), shipped)
         by_name = {s.name: s for s in seen}
         if done:
             agent.call({"delete": [n for name in done for n in {name, by_name[name].stored}]})
             log.info("%s: %d segment(s) already in sealed batches, deleted unsent", self.facts.address, len(done))
+        self.sealed.update(shipped)
+        self._drain(agent)
         self.queue = [by_name[n] for n in pending]
         self.point = recovery_point(self.point, [by_name[n].closed_at for n in done],
                                     [s.closed_at for s in self.queue])
 
+    def _arrived(self, segments: list[Segment]) -> None:
+        """Archived segments join the queue; each supersedes a queued prefix of itself."""
+        names = {s.name for s in segments}
+        self.queue = [q for q in self.queue if not (q.prefix and q.name in names)] + segments
+
+    def _note_cdc(self, entries: list[dict]) -> None:
+        for e in entries:
+            self.cdc[e["name"]] = (e["offset"], e["completed"], _time(e["mtime"]))
+
+    def _stage_prefixes(self, agent: WatchAgent) -> None:
+        """Queues the durable prefix of each CDC segment still written, when due (dmf.core.shipper)."""
+        for name, (offset, completed, at) in sorted(self.cdc.items()):
+            shipped, staged_at = self.staged.get(name, (0, None))
+            if any(q.name == name and not q.prefix for q in self.queue):
+                continue  # archived whole meanwhile: that copy supersedes any prefix
+            if not prefix_due(offset, max(shipped, self.sealed.get(name, 0)), completed, staged_at, time.monotonic()):
+                continue
+            answer = agent.call({"prefix": {"name": name, "offset": offset}})
+            if "error" in answer:
+                log.warning("%s: CDC prefix of %s not staged: %s", self.facts.address, name, answer["error"])
+                continue
+            self.staged[name] = (offset, time.monotonic())
+            prefix = Segment(name, offset, at, name + (".gz" if answer["stored"].endswith(".gz") else ""),
+                             answer["stored_size"], answer["sha256"], answer["stored"], prefix=True)
+            self.queue = [q for q in self.queue if not (q.prefix and q.name == name)] + [prefix]
+
+    def _drain(self, agent: WatchAgent) -> None:
+        """Deletes from cdc_raw what sealed copies hold in full, so that Cassandra's cdc_total_space never
+        fills (when it does, writes to CDC tables are refused)."""
+        if names := drainable({n: (o, c) for n, (o, c, _) in self.cdc.items()}, self.sealed):
+            agent.call({"drain": names})
+            for name in names:
+                self.cdc.pop(name, None)
+                self.staged.pop(name, None)
+
     def _upload_queued(self, remote: RemoteHost, agent: WatchAgent, streaming: bool) -> None:
         while self.queue:
             check_lease("a commit-log upload")
+            if self.batch and any(s.stored == self.queue[0].stored for s in self.batch.segments):
+                self._seal(agent)  # a longer copy of a segment in the open batch goes in the next one
             if self.batch is None:
                 self._refresh_full()
                 self.last_batch = batch_time(utcnow(), self.last_batch)
                 self.batch = Batch(SetRef.commitlog(self.snapshot_ts, self.facts.host_id, self.last_batch),
                                    time.monotonic())
             segment = self.queue[0]
-            source = SourceFile(f"{self.archive_dir}/{segment.stored}", segment.stored, segment.stored_size)
+            source = SourceFile(f"{self.archive_dir}/{segment.local or segment.stored}", segment.stored,
+                                segment.stored_size)
             try:
                 entry = self._upload(remote, agent, streaming, source)
             except DmfError as exc:  # tried again at the next turn (the segment stays on the node)
@@ -254,6 +313,8 @@ class NodeShipper:
                       if s.stored != s.name}
         if compressed:
             extra[SEGMENTS_COMPRESSED] = compressed
+        if prefixes := {s.name: s.size for s in batch.segments if s.prefix}:
+            extra[SEGMENT_PREFIXES] = prefixes
         try:
             seal_set.fn(self.repository, batch.ref, Uploaded(batch.entries, 0.0, 0.0), self.facts, "",
                         (self.facts.address,), extra=extra, seal_by=seal_deadline(batch.ref.time))
@@ -264,7 +325,10 @@ class NodeShipper:
         self.shipped += len(batch.segments)
         self.batches += 1
         # Dies here: the successor finds these segments sealed and deletes them unsent.
-        agent.call({"delete": [n for s in batch.segments for n in {s.name, s.stored}]})
+        agent.call({"delete": [n for s in batch.segments for n in ({s.local} if s.prefix else {s.name, s.stored})]})
+        for s in batch.segments:
+            self.sealed[s.name] = max(s.size, self.sealed.get(s.name, 0))
+        self._drain(agent)
         self.point = recovery_point(self.point, [s.closed_at for s in batch.segments],
                                     [s.closed_at for s in self.queue])
 

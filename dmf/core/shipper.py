@@ -27,6 +27,7 @@ SEAL_EVERY_S = 2.0
 # CDC: the active segment's durable prefix is shipped at most this often (Cassandra moves it on each
 # commit-log sync: every commitlog_sync_period, 10 s by default, in periodic mode).
 CDC_EVERY_S = 3.0
+SEGMENT_PREFIXES = "segment_prefixes"  # batch manifest `extra`: segment → bytes of its durable prefix shipped
 LIFETIME_S = 3600
 HEARTBEAT_EVERY_S = 5.0
 # A batch this full is sealed at once: its manifest stays small, and one seal never waits on a backlog.
@@ -82,6 +83,14 @@ def prefix_due(offset: int, shipped: int, completed: bool, last_shipped: float |
     if completed or offset <= shipped:
         return False
     return last_shipped is None or now - last_shipped >= every_s
+
+
+def drainable(cdc: dict[str, tuple[int, bool]], sealed: dict[str, int]) -> list[str]:
+    """The segments of cdc_raw (name → durable offset and whether completed, from its `_cdc.idx`) that
+    dmf may delete there: completed, and sealed in a copy at least as long as that offset (the archived
+    segment, or a prefix up to its end). Until then cdc_raw keeps them, and counts them against
+    cdc_total_space."""
+    return sorted(name for name, (offset, completed) in cdc.items() if completed and sealed.get(name, -1) >= offset)
 
 
 T = TypeVar("T")

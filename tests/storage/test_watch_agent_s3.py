@@ -64,3 +64,39 @@ def test_the_agent_reports_compresses_uploads_and_deletes_segments(tmp_path):
             agent.close()
     finally:
         server.stop()
+
+
+def test_the_agent_reports_cdc_indexes_stages_durable_prefixes_and_drains_cdc_raw(tmp_path):
+    archive, cdc = tmp_path / "archive", tmp_path / "cdc_raw"
+    archive.mkdir()
+    cdc.mkdir()
+    segment = os.urandom(1000) * 20
+    (cdc / "CommitLog-7-5.log").write_bytes(segment)
+    (cdc / "CommitLog-7-5_cdc.idx").write_text("4096")
+    (archive / ".dmf-prefix-CommitLog-7-4.log.gz").write_bytes(b"staged by a run that died")
+    storage = SimpleNamespace(repository=SimpleNamespace(max_upload_mib_s=None))
+    remote = SimpleNamespace(host=SimpleNamespace(python=sys.executable, address="127.0.0.1"),
+                             start=lambda argv: LocalChannel(argv))
+    agent = WatchAgent(remote, storage, str(archive), compress=True, probe=False, cdc_dir=str(cdc))
+    agent.start("http://127.0.0.1:1")
+    try:
+        seen = agent.call({"watch": 1})
+        assert seen["segments"] == [] and not (archive / ".dmf-prefix-CommitLog-7-4.log.gz").exists()
+        (entry,) = seen["cdc"]
+        assert (entry["name"], entry["offset"], entry["completed"]) == ("CommitLog-7-5.log", 4096, False)
+        staged = agent.call({"prefix": {"name": "CommitLog-7-5.log", "offset": 4096}})
+        path = archive / staged["stored"]
+        assert staged["stored"] == ".dmf-prefix-CommitLog-7-5.log.gz" and staged["size"] == 4096
+        assert gzip.decompress(path.read_bytes()) == segment[:4096] and staged["stored_size"] == path.stat().st_size
+        assert staged["sha256"] == hashlib.sha256(segment[:4096]).hexdigest()
+        assert "error" in agent.call({"prefix": {"name": "CommitLog-7-5.log", "offset": len(segment) + 1}})
+        assert agent.call({"watch": 0.2})["cdc"] == []  # unchanged: not reported again
+
+        (cdc / "CommitLog-7-5_cdc.idx").write_text("8192\nCOMPLETED\n")
+        (entry,) = agent.call({"watch": 1})["cdc"]
+        assert (entry["offset"], entry["completed"]) == (8192, True)
+        assert agent.call({"delete": [staged["stored"]]}) == {"deleted": 1}
+        assert agent.call({"drain": ["CommitLog-7-5.log", "../CommitLog-7-5.log"]}) == {"drained": 1}
+        assert list(cdc.iterdir()) == [] and list(archive.iterdir()) == []
+    finally:
+        agent.close()

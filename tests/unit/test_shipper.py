@@ -145,3 +145,13 @@ def test_a_restore_fetches_the_longest_sealed_copy_of_each_segment():
     fetches = plan_restore(chain, DbTarget.parse("ks.t"), Path("/restore"), with_commitlogs=True).commitlog_fetches
     assert [(f.dest.name, f.size, f.key.split("/")[3]) for f in fetches] == [
         ("CommitLog-7-1.log", 12288, "20250101120103"), ("CommitLog-7-2.log", 5, "20250101120106")]
+
+
+def test_cdc_raw_is_drained_once_a_sealed_copy_holds_the_completed_segment():
+    from dmf.core.shipper import drainable
+    cdc = {"CommitLog-7-1.log": (900, True), "CommitLog-7-2.log": (500, False), "CommitLog-7-3.log": (700, True),
+           "CommitLog-7-4.log": (800, True)}
+    sealed = {"CommitLog-7-1.log": 1048576, "CommitLog-7-2.log": 1048576, "CommitLog-7-3.log": 400,
+              "CommitLog-7-4.log": 800}
+    # 2 is still written; 3's sealed copy is a shorter prefix; 4's final prefix holds it all.
+    assert drainable(cdc, sealed) == ["CommitLog-7-1.log", "CommitLog-7-4.log"]
