@@ -155,3 +155,31 @@ def test_cdc_raw_is_drained_once_a_sealed_copy_holds_the_completed_segment():
               "CommitLog-7-4.log": 800}
     # 2 is still written; 3's sealed copy is a shorter prefix; 4's final prefix holds it all.
     assert drainable(cdc, sealed) == ["CommitLog-7-1.log", "CommitLog-7-4.log"]
+
+
+def test_a_restore_takes_batches_past_its_time_until_one_holds_a_later_write():
+    """A continuous shipper seals, after the restore time, a CDC prefix read at a sync before it: the
+    writes of the seconds before the restore time come in a later batch, which the chain must hold."""
+    from dmf.core.catalog import SEGMENTS_CLOSED_AT, Catalog, SetInfo, resolve_chain
+    from dmf.core.keys import SetRef
+    from dmf.core.manifest import FileEntry, Manifest
+    from dmf.core.targets import DbTarget
+
+    from .test_catalog import IDS, SHA, full, ts
+
+    def batch(shipped: str, closed: str | None) -> SetInfo:
+        ref = SetRef.commitlog(ts("20250101120000"), IDS["10.0.0.1"], ts(shipped))
+        return SetInfo(ref, Manifest(set=ref, files=(FileEntry("CommitLog-7-1.log", 5, SHA),), host="10.0.0.1",
+                                     host_id=IDS["10.0.0.1"], created_at=ts(shipped), hosts=("10.0.0.1",),
+                                     extra={SEGMENTS_CLOSED_AT: {"CommitLog-7-1.log": closed}} if closed else {}))
+
+    at = ts("20250101121000")
+    catalog = Catalog.build([*full("20250101120000"),
+                             batch("20250101121001", "20250101120955"),   # after `at`, durable before it
+                             batch("20250101121009", "20250101121005"),   # holds writes up to 12:10:05
+                             batch("20250101121020", "20250101121015")])
+    chain = resolve_chain(catalog, DbTarget.parse("ks.t"), at)
+    assert [g.time for g in chain.commitlogs] == [ts("20250101121001"), ts("20250101121009")]
+    # Batches without close times (shipped before they were recorded): the first after `at` ends it.
+    old = Catalog.build([*full("20250101120000"), batch("20250101121001", None), batch("20250101121009", None)])
+    assert [g.time for g in resolve_chain(old, DbTarget.parse("ks.t"), at).commitlogs] == [ts("20250101121001")]
