@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -64,7 +63,8 @@ def test_shipper_killed_mid_batch_then_restarted_loses_and_duplicates_nothing(te
         facts = node_facts(session)
         cluster_name = session.cluster.metadata.cluster_name
     host_ids = {facts[a].host_id for a in HOSTS.split(",")}
-    since = utcnow() - timedelta(seconds=1)
+    time.sleep(1.1)  # batch times are to the second: the one-shot's batch is before `since`
+    since = utcnow()
     storage = Storage(repository_block)
 
     first = start_shipper(testbed, tmp_path / "first.log", lifetime_s=600, seal_every_s=4, handover_tick_s=1)
