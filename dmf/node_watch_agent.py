@@ -219,6 +219,10 @@ def main():
     uploader = agent["Uploader"](None, None, agent["TokenBucket"](rate) if rate else None)
     watcher = Watcher(header["archive_dir"], header.get("gzip", False), header.get("cdc_dir"))
     watcher.drop_orphans()
+    # A first look: the first watch then reports every segment already there at once (the manager checks
+    # those against sealed batches), not only the first to be stable.
+    watcher.look()
+    time.sleep(LOOK_EVERY_S)
     reply({"ready": True})
     for line in sys.stdin.buffer:
         if not line.strip():

@@ -108,3 +108,74 @@ def test_shipper_killed_mid_batch_then_restarted_loses_and_duplicates_nothing(te
         with RemoteHost(cluster_block, host) as remote:
             left = [f.path for f in remote.list_files(host.commitlog_archive_dir) if "/" not in f.path]
         assert not [p for p in left if SEGMENT_NAME.fullmatch(p.removesuffix(".gz"))], (address, left)
+
+
+def ensure_cdc(testbed) -> None:
+    """cdc_enabled and a 2 s commit-log sync on every node, as testbed/cassandra.py writes them: a bed
+    configured before they were restarts its nodes here, once."""
+    from dmf.testbed.__main__ import node_start, node_stop
+    for node in testbed.nodes(3):
+        conf = node.dir("conf") / "cassandra.yaml"
+        text = conf.read_text()
+        if "cdc_enabled: true" in text:
+            continue
+        conf.write_text(text.replace("commitlog_sync_period: 10000ms", "commitlog_sync_period: 2000ms")
+                        + "cdc_enabled: true\n")
+        node_stop(testbed, node.index)
+        node_start(testbed, node.index)
+
+
+def test_pitr_to_a_second_written_10s_before_the_shipper_dies_restores_it_from_a_cdc_prefix(
+        testbed, cluster_block, repository_block, tmp_path):
+    """No segment closes (few writes, 1 MiB segments): only the CDC prefix of the active segment holds
+    the rows of the second before the restore time when the shipper is killed 10 s after it."""
+    from dmf.flows.restore_snapshot import restore_snapshot
+    from dmf.core.shipper import SEGMENT_PREFIXES
+
+    ensure_cdc(testbed)
+    hosts = [h.model_copy(update={"cdc_raw_dir": str(testbed.node(int(h.address.rsplit(".", 1)[1])).dir("cdc_raw"))})
+             for h in cluster_block.hosts]
+    cluster_block.model_copy(update={"hosts": hosts}).save("cdc-shipper", overwrite=True)
+    keyspace, table = new_table(cluster_block, prefix="cdc")
+    target = f"{keyspace}.{table}"
+    with connect(cluster_block) as session:
+        session.execute(f"ALTER TABLE {target} WITH cdc = true")
+    insert_rows(cluster_block, keyspace, table, range(0, 50))
+    backup_snapshot(hosts=HOSTS, db_target=target, backup_schema=True)
+    started = utcnow()
+    shipper = start_shipper(testbed, tmp_path / "cdc.log", cluster_block="cdc-shipper", lifetime_s=600,
+                            seal_every_s=1, handover_tick_s=1)
+    try:
+        storage = Storage(repository_block)
+        with connect(cluster_block) as session:
+            host_ids = [f.host_id for a, f in node_facts(session).items() if a in HOSTS.split(",")]
+            cluster_name = session.cluster.metadata.cluster_name
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # every node's shipper is up once it has beaten
+            beats = [storage.get_bytes(heartbeat_key(cluster_name, h), missing_ok=True)
+                     for h in host_ids]
+            if all(b and Heartbeat.from_json("", b).beat_at >= started for b in beats):
+                break
+            assert shipper.poll() is None, (tmp_path / "cdc.log").read_text()[-3000:]
+            time.sleep(1)
+        insert_rows(cluster_block, keyspace, table, range(50, 80))  # the second to recover
+        written = time.monotonic()
+        time.sleep(1.1)
+        at = utcnow().strftime("%Y%m%d%H%M%S")
+        time.sleep(1.1)
+        insert_rows(cluster_block, keyspace, table, range(80, 100))  # after the restore time
+        time.sleep(max(0.0, written + 10 - time.monotonic()))
+        shipper.send_signal(signal.SIGKILL)
+        shipper.wait(timeout=10)
+    finally:
+        if shipper.poll() is None:
+            shipper.kill()
+    prefixes = [m for g in Repository(storage).catalog(start=started, kinds={SetKind.COMMITLOG}).commitlogs
+                if g.complete for m in g.manifests if SEGMENT_PREFIXES in m.extra]
+    assert {m.host_id for m in prefixes} == set(host_ids), (tmp_path / "cdc.log").read_text()[-3000:]
+    with connect(cluster_block) as session:
+        session.execute(f"DROP TABLE {target}")
+    restore_snapshot(hosts=HOSTS, path=str(tmp_path / "restore"), db_target=target, restore_schema=True,
+                     time=at, replay_commitlogs=True, cluster_block="cdc-shipper")
+    with connect(cluster_block) as session:
+        assert {r.id for r in session.execute(f"SELECT id FROM {target}")} == set(range(80))
