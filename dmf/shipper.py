@@ -20,6 +20,7 @@ import json
 import logging
 import posixpath
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -74,7 +75,6 @@ class WatchAgent:
         self._lines: Any = None
 
     def start(self, endpoint_url: str) -> None:
-        import urllib.parse
         endpoint = urllib.parse.urlsplit(endpoint_url)
         port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
         limit = self.storage.repository.max_upload_mib_s
