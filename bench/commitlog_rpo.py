@@ -2,10 +2,11 @@
 every INTERVAL seconds (as its schedule would), then reads from the bucket how far behind the
 newest recoverable write each moment was. `--shipper` measures the long-lived shipper instead
 (`ship-commitlogs-continuous`, in a process of its own) at each of `--rates`: the lag at every
-second of the run, per node, from the batches' seal times and close times.
+second of the run, per node, from the batches' seal times and close times; `--cdc` with the table
+`cdc = true` and each host's cdc_raw_dir set (block `bench-cdc`), so CDC prefixes ship too.
 
     .venv/bin/dmf-testbed up && .venv/bin/python bench/commitlog_rpo.py [--intervals 15,60]
-    .venv/bin/python bench/commitlog_rpo.py --shipper --rates 256,4 --duration 600
+    .venv/bin/python bench/commitlog_rpo.py --shipper [--cdc] --rates 256,4 --duration 600
 
 Only closed segments are archived, so what S3 can restore at a moment is every write up to the
 close time of the newest segment shipped by then (batch manifests record close times). The lag
@@ -108,14 +109,14 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def measure_shipper(tb, block, repo: Repository, duration: int, rate_kib: int) -> dict:
+def measure_shipper(tb, block, repo: Repository, duration: int, rate_kib: int, cluster_block: str) -> dict:
     from dmf.testbed import prefect_server
     stop = threading.Event()
     writer = threading.Thread(target=write_steadily, args=(block, rate_kib, stop), daemon=True)
     ship_commitlogs()  # a clean start
     started = datetime.now(timezone.utc)
     code = ("from dmf.flows.ship_commitlogs_continuous import ship_commitlogs_continuous as f; "
-            f"f(lifetime_s={duration}, handover_tick_s=1)")
+            f"f(cluster_block={cluster_block!r}, lifetime_s={duration}, handover_tick_s=1)")
     shipper = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                env={**os.environ, "PREFECT_API_URL": prefect_server.api_url(tb)})
     writer.start()
@@ -138,6 +139,7 @@ def main() -> None:
         parser.add_argument("--duration", type=int, default=180, help="seconds of writes per interval"),
         parser.add_argument("--rate", type=int, default=256, help="KiB/s written (each node holds all of it)"),
         parser.add_argument("--shipper", action="store_true", help="measure the long-lived shipper instead"),
+        parser.add_argument("--cdc", action="store_true", help="with --shipper: the table with cdc = true"),
         parser.add_argument("--rates", default="256,4", help="with --shipper: KiB/s written, one pass each")))
     tb, block, repository = bed()
     ensure_table(block)
@@ -147,9 +149,17 @@ def main() -> None:
     repo = Repository(Storage(repository))
     rows = []
     if args.shipper:
+        cluster_block = "default"
+        with connect(block) as session:
+            session.execute(f"ALTER TABLE {KEYSPACE}.{RPO_TABLE} WITH cdc = {'true' if args.cdc else 'false'}")
+        if args.cdc:  # the bed's nodes run with cdc_enabled (testbed/cassandra.py)
+            cluster_block = "bench-cdc"
+            block.model_copy(update={"hosts": [h.model_copy(update={"cdc_raw_dir": str(
+                tb.node(int(h.address.rsplit(".", 1)[1])).dir("cdc_raw"))}) for h in block.hosts]}).save(
+                cluster_block, overwrite=True)
         for rate in (int(r) for r in args.rates.split(",")):
-            r = measure_shipper(tb, block, repo, args.duration, rate)
-            rows.append(["shipper", f"{rate}", "1 MiB", f"{1024 / rate:.0f}", f"{r['batches']}", f"{r['segments']}",
+            r = measure_shipper(tb, block, repo, args.duration, rate, cluster_block)
+            rows.append(["shipper + CDC" if args.cdc else "shipper", f"{rate}", "1 MiB", f"{1024 / rate:.0f}", f"{r['batches']}", f"{r['segments']}",
                          f"{r['p50']:.0f}", f"{r['p99']:.0f}", f"{r['max']:.0f}"])
         print(table(rows, ["mode", "writes KiB/s", "segment", "segment fills in s", "batches", "segments shipped",
                            "RPO p50 s", "RPO p99 s", "RPO max s"]))
