@@ -100,13 +100,15 @@ def test_segments_are_sealed_once_and_a_cdc_prefix_is_superseded_and_drained(nod
     (dirs["cdc_raw"] / "CommitLog-7-2.log").write_bytes(active)
     (dirs["cdc_raw"] / "CommitLog-7-2_cdc.idx").write_text("4096")
 
-    def cassandra() -> None:  # segment 2 fills, is archived and completed while the shipper runs
-        time.sleep(1.2)
+    def cassandra() -> None:  # once its prefix is sealed, segment 2 fills, is archived and completed
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline and not any(SEGMENT_PREFIXES in m.extra for m in sealed(block)):
+            time.sleep(0.1)
         (dirs["archive"] / "CommitLog-7-2.log").write_bytes(active)
         (dirs["cdc_raw"] / "CommitLog-7-2_cdc.idx").write_text("8000\nCOMPLETED\n")
     writer = threading.Thread(target=cassandra)
     writer.start()
-    result = ship(block, cluster, 3)
+    result = ship(block, cluster, 5)
     writer.join()
 
     batches = sealed(block)
