@@ -127,14 +127,14 @@ def test_a_successor_deletes_what_a_dead_run_sealed_and_ships_only_the_rest(node
     block, cluster, dirs = node
     data = os.urandom(2000)
     (dirs["archive"] / "CommitLog-7-1.log").write_bytes(data)
-    ship(block, cluster, 1.5)
+    ship(block, cluster, 2.5)
     # The run died after its seal, before its deletes: the segment is back on the node, as it was.
     (dirs["archive"] / "CommitLog-7-1.log").write_bytes(data)
     (dirs["archive"] / "CommitLog-7-1.log.gz").write_bytes(b"half made")
     (dirs["archive"] / "CommitLog-7-3.log").write_bytes(os.urandom(500))
     # A CDC index reported with the first look must not hide the segments from the check against sealed batches.
     (dirs["cdc_raw"] / "CommitLog-7-9_cdc.idx").write_text("10\nCOMPLETED\n")
-    second = ship(block, cluster, 1.5)
+    second = ship(block, cluster, 2.5)
     names = [s.segment for m in sealed(block) for s in shipped_segments(m)]
     assert sorted(names) == ["CommitLog-7-1.log", "CommitLog-7-3.log"] and second["segments"] == 1
     assert list(dirs["archive"].iterdir()) == []
