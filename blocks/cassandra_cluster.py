@@ -24,6 +24,8 @@ class CassandraHost(BaseModel):
     commitlog_dir: str = "/var/lib/cassandra/commitlog"
     commitlog_archive_dir: str = Field(default="/var/lib/cassandra/commitlog_archive",
                                        description="Where archive_command puts closed commit-log segments.")
+    cdc_raw_dir: str | None = Field(default=None, description="cassandra.yaml's cdc_raw_directory, on nodes with "
+                                    "cdc_enabled: the shipper ships CDC segments' durable prefixes and drains it.")
     config_dir: str = Field(default="/etc/cassandra", description="cassandra.yaml and friends (registry backup).")
     nodetool: str = Field(default="nodetool", description="nodetool command on the node.")
     python: str = Field(default="python3",

@@ -399,6 +399,12 @@ def backup_status_cmd(
                             f"{t['last_backup']} ({t['last_backup_age']})", t["restorable_until"],
                             t["recovery_point_lag"], Text("; ".join(t["flags"]) or "ok"))
         console.print(targets)
+        if report.get("shippers"):
+            shippers = Table("node (shipper)", "recovery point", "RPO lag", "heartbeat", "flags")
+            for n in report["shippers"]:
+                shippers.add_row(n["host"], n["recovery_point"] or "none yet", n["lag"], n["heartbeat"],
+                                 Text("; ".join(n["flags"]) or "ok"))
+            console.print(shippers)
         flows = Table("flow", "last run", "last completed", "flags")
         for f in report["flows"]:
             flows.add_row(f["flow"], f"{f['state']} {f['at'] or ''}", f["completed_at"] or "never",
@@ -484,13 +490,14 @@ def status_directly(prefect_api, repository_block: str) -> dict:
     from concurrent.futures import ThreadPoolExecutor
 
     from dmf.repository import Repository
-    from dmf.status import read_facts, status_report
+    from dmf.status import read_facts, read_heartbeats, status_report
     from dmf.storage import Storage
     with ThreadPoolExecutor(1) as pool:  # the API's facts are read while the catalog is
         facts = pool.submit(read_facts, prefect_api.request)
         repository = direct_repository(prefect_api, repository_block)
         catalog = Repository(Storage(repository)).listing_catalog()
-        report = status_report(repository.full_every, catalog, facts.result())
+        report = status_report(repository.full_every, catalog, facts.result(),
+                               heartbeats=read_heartbeats(Storage(repository)))
     from dmf.copy import copy_lags
     report["copies"] = copy_lags(catalog, {name: direct_repository(prefect_api, name) for name in repository.copy_to})
     return report

@@ -9,6 +9,7 @@ from dmf.core.catalog import Chain, segment_needed
 from dmf.core.keys import MANIFEST_NAME, SetKind, table_of
 from dmf.core.manifest import Manifest
 from dmf.core.segments import shipped_segments
+from dmf.core.shipper import keep_longest
 from dmf.core.targets import DbTarget
 from dmf.core.timestamps import format_ts
 from dmf.download import Fetch, Unpack, safe_join
@@ -121,18 +122,18 @@ def plan_restore(chain: Chain, target: DbTarget, root: Path, with_commitlogs: bo
                                  entry.size, entry.sha256, entry.plain))
     commitlogs, segments, unpacks = [], [], []
     if with_commitlogs:
-        for group in chain.commitlogs:
-            for manifest in group.manifests:
-                for shipped in shipped_segments(manifest):
-                    if shipped.stored == MANIFEST_NAME or not segment_needed(manifest, shipped.segment, chain.full):
-                        continue
-                    entry, stored = shipped.entry, safe_join(root, COMMITLOG_DIR, manifest.set.node, shipped.stored)
-                    commitlogs.append(Fetch(manifest.set.file_key(entry.path), stored, entry.size, entry.sha256,
-                                            entry.plain))
-                    segment = safe_join(root, COMMITLOG_DIR, manifest.set.node, shipped.segment)
-                    segments.append(segment)
-                    if shipped.compressed:
-                        unpacks.append(Unpack(stored, segment, shipped.size, shipped.sha256))
+        found = [(manifest, shipped) for group in chain.commitlogs for manifest in group.manifests
+                 for shipped in shipped_segments(manifest)
+                 if shipped.stored != MANIFEST_NAME and segment_needed(manifest, shipped.segment, chain.full)]
+        # A CDC prefix is superseded by a later, longer copy of its segment: the longest sealed one is used.
+        for manifest, shipped in keep_longest(found, key=lambda f: (f[0].set.node, f[1].segment),
+                                              size=lambda f: f[1].size):
+            entry, stored = shipped.entry, safe_join(root, COMMITLOG_DIR, manifest.set.node, shipped.stored)
+            commitlogs.append(Fetch(manifest.set.file_key(entry.path), stored, entry.size, entry.sha256, entry.plain))
+            segment = safe_join(root, COMMITLOG_DIR, manifest.set.node, shipped.segment)
+            segments.append(segment)
+            if shipped.compressed:
+                unpacks.append(Unpack(stored, segment, shipped.size, shipped.sha256))
     ordered = sorted(units.values(), key=lambda u: (u.set_name != "full", u.set_name, u.host))
     return Plan(fetches, ordered, _table_loads(ordered, fetches, root, snapshot), commitlogs, segments, unpacks)
 

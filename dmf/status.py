@@ -3,6 +3,7 @@ schedules, and the newest verify and drill reports, as the Prefect API's JSON (t
 client in the flow, dmf.prefect_api in the CLI's direct read); and the report from them."""
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -10,14 +11,18 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from dmf.core.catalog import Catalog
+from dmf.core.errors import LayoutError
+from dmf.core.keys import SHIPPER
 from dmf.core.lifecycle import FullEvery
+from dmf.core.shipper import Heartbeat
 from dmf.core.status import LastCheck, LastRun, Schedule, status
 from dmf.core.timestamps import utcnow
 
+log = logging.getLogger(__name__)
 Request = Callable[[str, str, "dict | None"], Any]  # (method, API path, JSON body) → the response's JSON
 
-FLOWS = ("backup-snapshot", "ship-commitlogs", "backup-purge", "backup-verify", "restore-drill", "backup-cleanup",
-         "backup-registry", "backup-copy")
+FLOWS = ("backup-snapshot", "ship-commitlogs", "ship-commitlogs-continuous", "backup-purge", "backup-verify",
+         "restore-drill", "backup-cleanup", "backup-registry", "backup-copy")
 CHECKS = ("backup-verify", "restore-drill")
 NOT_RUN = frozenset({"SCHEDULED", "PENDING", "PAUSED", "CANCELLING"})
 
@@ -99,8 +104,21 @@ def read_facts(request: Request) -> Facts:
     return Facts(scheduled_intervals(request), last_runs(request), last_checks(request))
 
 
+def read_heartbeats(storage) -> list[Heartbeat]:
+    """The long-lived shipper's heartbeat of each node it ships (dmf.core.shipper), of every cluster."""
+    beats = []
+    for obj in storage.list_objects(f"{SHIPPER}/"):
+        data = storage.get_bytes(obj["Key"], missing_ok=True)
+        try:
+            if data is not None:
+                beats.append(Heartbeat.from_json(obj["Key"], data))
+        except LayoutError as exc:
+            log.warning("%s; ignored", exc)
+    return beats
+
+
 def status_report(full_every: str, catalog: Catalog, facts: Facts,
-                  expected_every: dict[str, float] | None = None) -> dict:
+                  expected_every: dict[str, float] | None = None, heartbeats: list[Heartbeat] = ()) -> dict:
     """The report of dmf.core.status from the catalog and the API's facts. Late means older than twice
     what is expected: the deployments' active schedules, the repository's full_every, or `expected_every`
     (flow name, or `increment` for the target's backups, → seconds)."""
@@ -108,4 +126,4 @@ def status_report(full_every: str, catalog: Catalog, facts: Facts,
     intervals = {**facts.intervals, **overrides}
     schedule = Schedule.of(FullEvery.parse(full_every),
                            intervals.pop("increment", intervals.get("backup-snapshot", timedelta(hours=1))), intervals)
-    return status(catalog, facts.runs, facts.checks, utcnow(), schedule)
+    return status(catalog, facts.runs, facts.checks, utcnow(), schedule, heartbeats)

@@ -9,7 +9,8 @@ from prefect.artifacts import create_markdown_artifact
 from dmf.blocks import DEFAULT_BLOCK, S3Repository
 from dmf.copy import copy_lags
 from dmf.core.status import status_markdown
-from dmf.status import prefect_request, read_facts, status_report
+from dmf.status import prefect_request, read_facts, read_heartbeats, status_report
+from dmf.storage import Storage
 from dmf.tasks.verify import read_catalog
 
 
@@ -23,7 +24,7 @@ def backup_status(expected_every: dict[str, float] | None = None, repository_blo
     with prefect_request() as request:
         facts = read_facts(request)
     catalog = read_catalog(repository)
-    report = status_report(repository.full_every, catalog, facts, expected_every)
+    report = status_report(repository.full_every, catalog, facts, expected_every, read_heartbeats(Storage(repository)))
     report["copies"] = copy_lags(catalog, {name: S3Repository.load(name) for name in repository.copy_to})
     logger = get_run_logger()
     for problem in report["problems"]:

@@ -19,7 +19,11 @@ TOOLS = {"nodetool": jvm.NODETOOL,
 
 
 def _yaml(tb: Testbed, node: Node, seeds: str, token: str, cluster_name: str) -> str:
-    return yaml_head(cluster_name, token, node.home, seeds, node.address, 7000, 9042) + f"""\
+    # CDC on (costs nothing until a table says `cdc = true`), and a 2 s sync: a CDC segment's durable prefix,
+    # what the shipper ships, moves at each sync.
+    return yaml_head(cluster_name, token, node.home, seeds, node.address, 7000, 9042,
+                     commitlog_sync_period_ms=2000) + f"""\
+cdc_enabled: true
 # Small segments so closed (archived) segments follow writes closely: the shipped RPO.
 commitlog_segment_size: 1MiB
 # TLS on the CQL port (the product connects with TLS and verifies the certificate); plaintext is still

@@ -5,7 +5,7 @@ from pathlib import PurePath
 
 
 def yaml_head(cluster_name: str, token: str, home: PurePath, seeds: str, address: str, storage_port: int,
-              native_port: int) -> str:
+              native_port: int, commitlog_sync_period_ms: int = 10000) -> str:
     """What every one-token node of ours has in cassandra.yaml (the bed's and a scratch node): its name,
     token, folders under `home`, seeds and loopback ports; each adds its own lines after it."""
     return f"""\
@@ -19,7 +19,7 @@ saved_caches_directory: {home / 'saved_caches'}
 hints_directory: {home / 'hints'}
 cdc_raw_directory: {home / 'cdc_raw'}
 commitlog_sync: periodic
-commitlog_sync_period: 10000ms
+commitlog_sync_period: {commitlog_sync_period_ms}ms
 seed_provider:
   - class_name: org.apache.cassandra.locator.SimpleSeedProvider
     parameters:

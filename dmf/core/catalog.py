@@ -256,10 +256,10 @@ def resolve_chain(catalog: Catalog, target: DbTarget, at: datetime) -> Chain | N
     """The latest complete full snapshot at or before `at` covering `target`, its complete
     increments up to `at`, and the commit-log batches that can hold writes up to `at`.
 
-    A segment is shipped after it closes, so writes before `at` can sit in the first batch
-    shipped after `at`, possibly under a later snapshot: per host_id, every batch since the
-    full snapshot up to and including the first one after `at` is returned (the replay's
-    restore point drops what is later).
+    A segment is shipped after it closes, so writes before `at` can sit in a batch shipped after
+    `at`, possibly under a later snapshot: per host_id, every batch since the full snapshot up to
+    and including the first one after `at` that holds a segment closed after `at` is returned (the
+    replay's restore point drops what is later).
     """
     fulls = [g for g in catalog.fulls if g.complete and g.time <= at and covers(g.db_target, target)]
     if not fulls:
@@ -277,9 +277,22 @@ def resolve_chain(catalog: Catalog, target: DbTarget, at: datetime) -> Chain | N
         if node in past_at:
             continue
         batches.append(group)
-        if group.time > at:
+        if group.time > at and _reaches_past(group, at):
             past_at.add(node)
     return Chain(full, increments, tuple(batches))
+
+
+def _reaches_past(batch: Group, at: datetime) -> bool:
+    """Whether a batch holds a write made after `at`, so later batches cannot hold any made before: one of
+    its segments closed (or its CDC prefix was durable) after `at`. A batch shipped after `at` may hold
+    only what closed before it (a continuous shipper's prefix of the active segment, read at a sync before
+    `at`); batches without close times are taken to reach past `at`, as their shipping time says."""
+    try:
+        manifests = batch.manifests
+    except LookupError:  # listed from the catalog index (summaries): judged by its shipping time alone
+        return True
+    closes = [c for m in manifests for c in m.extra.get(SEGMENTS_CLOSED_AT, {}).values()]
+    return not closes or any(parse_ts(c, name="segment close time") > at for c in closes)
 
 
 def segment_needed(batch: Manifest, segment: str, full: Group) -> bool:

@@ -23,6 +23,7 @@ from enum import Enum
 from functools import lru_cache
 
 from dmf.core.errors import InputError, LayoutError, quote
+from dmf.core.lease import cluster_slug
 from dmf.core.targets import is_host, is_identifier
 from dmf.core.timestamps import format_ts, parse_ts
 
@@ -313,3 +314,16 @@ def closed_key(snapshot_ts: datetime) -> str:
 def registry_prefix(ts: datetime) -> str:
     return f"{REGISTRY}/{format_ts(ts)}/"
 
+
+
+SHIPPER = "shipper"
+
+
+def heartbeat_prefix(cluster_name: str) -> str:
+    """Where the commit-log shipper of a cluster writes each node's heartbeat (dmf.core.shipper)."""
+    return f"{SHIPPER}/{cluster_slug(cluster_name)}/"
+
+
+def heartbeat_key(cluster_name: str, host_id: str) -> str:
+    _check_node_text(SetKind.COMMITLOG, host_id)  # a host ID, as commit-log batches are keyed by
+    return f"{heartbeat_prefix(cluster_name)}{host_id}.json"

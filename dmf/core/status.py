@@ -6,11 +6,13 @@ may start late or take a while), or when the newest run of a flow failed.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from dmf.core.catalog import Catalog, chain_summaries
 from dmf.core.lifecycle import FullEvery, lineage
+from dmf.core.shipper import Heartbeat, lag, lag_flags
 from dmf.core.timestamps import format_ts
 
 LATE_FACTOR = 2.0
@@ -86,9 +88,10 @@ def human(span: timedelta | None) -> str:
 
 
 def status(catalog: Catalog, runs: list[LastRun], checks: list[LastCheck], now: datetime,
-           schedule: Schedule) -> dict:
+           schedule: Schedule, heartbeats: Sequence[Heartbeat] = ()) -> dict:
     """Per backed-up target and host set: its newest full and increment, each host's newest commit-log
-    batch, the restorable window and recovery point lag; per flow: its last run; the repository's size
+    batch, the restorable window and recovery point lag; per node the long-lived shipper ships, its
+    recovery-point lag from the shipper's heartbeat; per flow: its last run; the repository's size
     and growth. `problems` lists every flag, one line each."""
     chains = chain_summaries(catalog)
     problems: list[str] = []
@@ -122,6 +125,13 @@ def status(catalog: Catalog, runs: list[LastRun], checks: list[LastCheck], now: 
             "restorable_from": format_ts(chain.restorable_from), "restorable_until": format_ts(chain.restorable_until),
             "recovery_point_lag": human(now - chain.restorable_until), "chain_bytes": chain.bytes,
             "flags": flags})
+    shippers = []
+    for beat in sorted(heartbeats, key=lambda b: b.host):
+        flags = lag_flags(now, beat)
+        problems.extend(f"commit-log shipper on {beat.host}: {flag}" for flag in flags)
+        shippers.append({"host": beat.host, "host_id": beat.host_id, "heartbeat": format_ts(beat.beat_at),
+                         "recovery_point": format_ts(beat.recovery_point) if beat.recovery_point else None,
+                         "lag": human(lag(now, beat)), "unsealed": beat.unsealed, "flags": flags})
     flows = []
     for run in sorted(runs, key=lambda r: r.flow):
         interval = schedule.flows.get(run.flow)
@@ -145,7 +155,7 @@ def status(catalog: Catalog, runs: list[LastRun], checks: list[LastCheck], now: 
     groups = catalog.all_groups()
     total = sum(g.bytes for g in groups)
     growth = sum(g.bytes for g in groups if g.time >= now - GROWTH_WINDOW)
-    return {"time": format_ts(now), "targets": targets, "flows": flows, "checks": verified, "repository_bytes": total,
+    return {"time": format_ts(now), "targets": targets, "shippers": shippers, "flows": flows, "checks": verified, "repository_bytes": total,
             "growth_bytes_7d": growth, "problems": problems, "healthy": not problems}
 
 
@@ -159,6 +169,10 @@ def status_markdown(report: dict) -> str:
         lines.append(f"| {t['db_target'] or '(all)'} | {','.join(t['hosts'])} | {t['full']} ({t['full_age']}) | "
                      f"{t['last_backup']} ({t['last_backup_age']}) | {t['restorable_until']} | "
                      f"{t['recovery_point_lag']} | {'; '.join(t['flags']) or 'ok'} |")
+    if report.get("shippers"):
+        lines += ["", "| node (shipper) | recovery point | lag | heartbeat | flags |", "|---|---|---|---|---|"]
+        lines += [f"| {n['host']} | {n['recovery_point'] or 'none yet'} | {n['lag']} | {n['heartbeat']} | "
+                  f"{'; '.join(n['flags']) or 'ok'} |" for n in report["shippers"]]
     lines += ["", "| flow | last run | last completed | flags |", "|---|---|---|---|"]
     for f in report["flows"]:
         lines.append(f"| {f['flow']} | {f['state']} {f['at'] or ''} | {f['completed_at'] or 'never'} | "

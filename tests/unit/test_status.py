@@ -76,7 +76,8 @@ def test_the_declared_alerts_are_valid_prefect_automations():
     text = (Path(__file__).parents[2] / "deployments" / "automations.yaml").read_text()
     declared = yaml.safe_load(text.replace("NOTIFICATION_BLOCK_ID", str(uuid.uuid4())))["automations"]
     automations = [AutomationCore.model_validate(a) for a in declared]
-    assert [a.trigger.posture.value for a in automations] == ["Reactive", "Proactive", "Proactive"]
+    assert [a.trigger.posture.value for a in automations] == ["Reactive", "Proactive", "Proactive", "Reactive"]
+    assert automations[3].trigger.expect == {"dmf.commitlog.lag-exceeded"}  # dmf.shipper emits it
     assert all(a.actions[0].type == "send-notification" for a in automations)
     assert automations[1].trigger.within.total_seconds() == 300
 
