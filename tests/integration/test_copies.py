@@ -17,8 +17,7 @@ from dmf.flows.restore_snapshot import restore_snapshot
 from dmf.repository import Repository
 from dmf.storage import Storage, StorageError
 
-from .helpers import HOSTS, ids, insert_rows, new_table
-from .test_restore import tick
+from .helpers import HOSTS, ids, insert_rows, new_table, tick
 
 pytestmark = pytest.mark.integration
 

@@ -15,8 +15,7 @@ from dmf.cql import connect
 from dmf.flows.backup_snapshot import backup_snapshot
 from dmf.flows.ship_commitlogs import ship_commitlogs
 
-from .helpers import HOSTS, insert_rows
-from .test_restore import tick
+from .helpers import HOSTS, insert_rows, tick
 
 pytestmark = pytest.mark.integration
 

@@ -19,8 +19,7 @@ from dmf.flows.backup_snapshot import backup_snapshot
 from dmf.flows.restore_snapshot import restore_snapshot
 from dmf.testbed import prefect_server
 
-from .helpers import HOSTS, ids, insert_rows, new_table
-from .test_restore import tick
+from .helpers import HOSTS, ids, insert_rows, new_table, tick
 
 pytestmark = pytest.mark.integration
 
