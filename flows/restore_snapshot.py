@@ -11,7 +11,6 @@ import shlex
 import time as clock
 from functools import partial
 from pathlib import Path
-from typing import Literal
 
 from prefect import flow, get_run_logger
 from prefect.futures import as_completed
@@ -21,11 +20,10 @@ from dmf.core.catalog import Catalog, covers, resolve_chain
 from dmf.core.client_encryption import authenticate
 from dmf.core.errors import DmfError, InputError
 from dmf.core.keys import SetKind
-from dmf.core.restore_checks import (absolute_path, check_full_covers_ring, check_hosts_in_ring,
-                                     check_into, check_outside_node_dirs, datacenters)
-from dmf.core.topology import check_replay_nodes, fit_replication, parse_dc_map, parse_replication
-from dmf.core.targets import DbTarget, parse_hosts
-from dmf.core.timestamps import format_ts, parse_ts, utcnow
+from dmf.core.restore_checks import check_full_covers_ring, check_hosts_in_ring, check_outside_node_dirs, datacenters
+from dmf.core.topology import check_replay_nodes, fit_replication
+from dmf.core.targets import DbTarget
+from dmf.core.timestamps import format_ts, utcnow
 from dmf.cql import NodeFacts
 from dmf.download import bytes_missing, check_destination, write_private
 from dmf.encryption import expected
@@ -35,6 +33,7 @@ from dmf.repository import Repository
 from dmf.reporting import publish_summary
 from dmf.restore_plan import COMMITLOG_DIR, download_dirs, plan_restore
 from dmf.storage import Storage
+from dmf.core.restore_request import RestoreRequest
 from dmf.core.replay_state import (DONE, RESTARTING, STATE_FILE, ReplayState, continue_message,
                                    restarting_hosts)
 from dmf.flows import scratch_replay
@@ -129,12 +128,12 @@ def rerun_command(hosts: tuple[str, ...], path: Path, target: DbTarget, at, rest
 @flow(name="restore-snapshot")
 def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_schema: bool = False,
                      time: str | int | None = None, get_commitlogs: bool = False,
-                     mode: Literal["sstableloader", "import", "node"] = "sstableloader",
+                     mode: str = "sstableloader",
                      replay_commitlogs: bool = False, keep_files: bool = False, allow_host_subset: bool = False,
                      dc_map: str | None = None, replication: str | None = None, truncate_first: bool = False,
-                     into: str | None = None, cluster_block: str = DEFAULT_BLOCK, repository_block: str = DEFAULT_BLOCK,
-                     max_download_mib_s: float | None = None,
-                     replay_on: Literal["scratch", "nodes"] = "scratch") -> dict:
+                     yes: bool = False, into: str | None = None, cluster_block: str = DEFAULT_BLOCK,
+                     repository_block: str = DEFAULT_BLOCK, max_download_mib_s: float | None = None,
+                     replay_on: str = "scratch") -> dict:
     """Restore DB_TARGET (keyspace or keyspace.table) into HOSTS as it was at `time` (UTC, default now).
 
     PATH must be absolute. The files downloaded into it are removed after a successful restore
@@ -143,28 +142,25 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
     keyspace the cluster lacks is created with the backup's replication, checked against this cluster's
     datacenters first, renamed by `dc_map` (old:new,...) or replaced by `replication` (a CQL map).
     `truncate_first` empties the target's tables once the files are downloaded and verified, before
-    loading: the backup's rows then replace whatever the tables hold. `into` (keyspace.table, in an
+    loading: the backup's rows then replace whatever the tables hold; it needs `yes`. `into` (keyspace.table, in an
     existing keyspace) loads the table's backup into that table instead, created from the backup's
     schema if missing (new table ID, no indexes): the source table is not touched. `max_download_mib_s`
     limits the download from S3 into PATH, in total (default: the repository block's). `replay_on`:
     where `replay_commitlogs` replays, a scratch Cassandra on the worker (default: no node restarted,
     any target) or the nodes themselves (rolling restarts, in place only)."""
+    request = RestoreRequest.parse(hosts, os.path.expanduser(path), db_target, time=time, mode=mode,
+                                   restore_schema=restore_schema, get_commitlogs=get_commitlogs,
+                                   replay_commitlogs=replay_commitlogs, keep_files=keep_files,
+                                   allow_host_subset=allow_host_subset, dc_map=dc_map, replication=replication,
+                                   truncate_first=truncate_first, yes=yes, into=into,
+                                   max_download_mib_s=max_download_mib_s, replay_on=replay_on)
     logger = get_run_logger()
     started = clock.monotonic()
-    host_list = parse_hosts(hosts)
-    target = DbTarget.parse(db_target)
-    if target.keyspace is None:
-        raise InputError("DB_TARGET is required: keyspace or keyspace.table")
-    at = parse_ts(time, name="--time") if time is not None and time != "" else utcnow()
-    renamed = parse_dc_map(dc_map) if dc_map else None
-    replaced = parse_replication(replication) if replication else None
-    if (renamed or replaced) and not restore_schema:
-        raise InputError("--dc-map and --replication rewrite the keyspace --schema creates: add --schema")
-    if renamed and replaced:
-        raise InputError("--dc-map and --replication both rewrite the replication: give one")
-    on_nodes = replay_commitlogs and replay_on == "nodes"
-    copy_to = check_into(DbTarget.parse(into), target, restore_schema, on_nodes) if into else None
-    root = Path(absolute_path(os.path.expanduser(path), cwd=None)).resolve()
+    host_list, target, copy_to = request.hosts, request.target, request.into
+    renamed, replaced = request.dc_map, request.replication
+    on_nodes = request.replays_on_nodes
+    at = request.at or utcnow()
+    root = Path(request.path).resolve()
     cluster = CassandraCluster.load(cluster_block)
     repository = S3Repository.load(repository_block).with_limits(max_download_mib_s=max_download_mib_s)
     for address in host_list:
