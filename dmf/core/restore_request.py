@@ -59,14 +59,8 @@ class RestoreRequest:
             raise InputError(f"invalid --mode {mode!r}: sstableloader, import or node")
         if replay_on not in REPLAY_ON:
             raise InputError(f"invalid --replay-on {replay_on!r}: scratch or nodes")
-        renamed = parse_dc_map(dc_map) if dc_map else None
-        replaced = parse_replication(replication) if replication else None
-        copy_to = check_into(DbTarget.parse(into), target, restore_schema,
-                             replay_commitlogs and replay_on == "nodes") if into else None
-        if (renamed or replaced) and not restore_schema:
-            raise InputError("--dc-map and --replication rewrite the keyspace --schema creates: add --schema")
-        if renamed and replaced:
-            raise InputError("--dc-map and --replication both rewrite the replication: give one")
+        renamed, replaced, copy_to = _rewrites(target, dc_map, replication, into, restore_schema,
+                                               replay_commitlogs and replay_on == "nodes")
         if truncate_first and not yes:
             raise InputError(f"--truncate-first empties {target} (every row written since the backup is lost; "
                              "Cassandra's auto_snapshot keeps a copy on each node): add --yes to confirm")
@@ -100,3 +94,16 @@ class RestoreRequest:
     def reads_schema(self) -> bool:
         """The snapshot's schema is needed: to create the keyspace/table, or the --into copy."""
         return self.restore_schema or self.into is not None
+
+
+def _rewrites(target: DbTarget, dc_map: str | None, replication: str | None, into: str | None, restore_schema: bool,
+              replays_on_nodes: bool) -> tuple[dict | None, dict | None, DbTarget | None]:
+    """--dc-map or --replication (one, with --schema) and --into (no replay on the nodes), parsed."""
+    renamed = parse_dc_map(dc_map) if dc_map else None
+    replaced = parse_replication(replication) if replication else None
+    copy_to = check_into(DbTarget.parse(into), target, restore_schema, replays_on_nodes) if into else None
+    if (renamed or replaced) and not restore_schema:
+        raise InputError("--dc-map and --replication rewrite the keyspace --schema creates: add --schema")
+    if renamed and replaced:
+        raise InputError("--dc-map and --replication both rewrite the replication: give one")
+    return renamed, replaced, copy_to
