@@ -587,7 +587,11 @@ def restore_snapshot_cmd(
     if run_async:
         return queue_and_exit("restore-snapshot", params)
     from dmf.flows.restore_snapshot import restore_snapshot
-    summary = run_guarded(lambda: restore_snapshot(**params))
+    echo_restore(run_guarded(lambda: restore_snapshot(**params)))
+
+
+def echo_restore(summary: dict) -> None:
+    """The restore's summary, a few lines: what was restored, PATH's peak and files, the commit logs."""
     typer.echo(f"restored {summary['db_target']}" + (f" into {summary['into']}" if summary["into"] else "")
                + f" as of {summary['time']} (snapshot {summary['snapshot_ts']}, "
                f"{len(summary['increments'])} increment(s)) on {','.join(summary['hosts'])}: "
