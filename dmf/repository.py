@@ -28,9 +28,9 @@ from dmf.core.index import (
     IndexEntry, ManifestStamp, SnapshotListing, closable, format_index, parse_closed, parse_index, reconcile,
     set_infos, summarise,
 )
-from dmf.core.keys import (CATALOG_NAME, CLOSED_NAME, SetKind, SetRef, catalog_key, closed_key, kind_of_prefix, node_prefix,
-                           parse_set_prefix, parse_snapshot_prefix, registry_block_key, registry_manifest_key,
-                           registry_node_key, schema_key, sets_from, snapshot_prefix)
+from dmf.core.keys import (CATALOG_NAME, CLOSED_NAME, SetKind, SetRef, catalog_key, closed_key, kind_of_prefix,
+                           node_prefix, parse_set_prefix, parse_snapshot_prefix, registry_block_key,
+                           registry_manifest_key, registry_node_key, schema_key, sets_from, snapshot_prefix)
 from dmf.core.manifest import Manifest
 from dmf.core.timestamps import format_ts
 from dmf.encryption import mac_key
@@ -69,7 +69,8 @@ class Repository:
 
     def snapshot_times(self) -> list[datetime]:
         """The time of every `<snapshot_ts>/` prefix, whatever it holds."""
-        return sorted(ts for prefix in self.storage.list_prefixes("") if (ts := parse_snapshot_prefix(prefix)) is not None)
+        return sorted(ts for prefix in self.storage.list_prefixes("")
+                      if (ts := parse_snapshot_prefix(prefix)) is not None)
 
     def set_prefixes(self, start: datetime | None = None, end: datetime | None = None,
                      kinds: Collection[SetKind] = ALL_KINDS, node: str | None = None) -> list[SetRef]:

@@ -4,7 +4,8 @@ import pytest
 
 from dmf.core.errors import LayoutError
 from dmf.core.keys import (
-    MANIFEST_NAME, ObjectKey, SetKind, SetRef, catalog_key, kind_of_prefix, lease_key, leases_prefix, node_prefix, parse_key,
+    MANIFEST_NAME, ObjectKey, SetKind, SetRef, catalog_key, kind_of_prefix, lease_key, leases_prefix, node_prefix,
+    parse_key,
     parse_set_prefix, parse_snapshot_prefix, registry_block_key, registry_manifest_key, registry_node_key,
     registry_prefix, schema_key, set_prefix_of, sets_from, snapshot_prefix, split_table_dir, table_of, validate_relpath,
 )
@@ -236,7 +237,8 @@ def test_table_of_rejects_non_table_files(relpath):
 def test_schema_and_registry_keys():
     assert schema_key(SNAP) == "20181001122613/schema.cql"
     assert registry_prefix(SNAP) == "registry/20181001122613/"
-    assert registry_block_key(SNAP, "s3-repository", "default") == "registry/20181001122613/blocks/s3-repository/default.json"
+    assert registry_block_key(SNAP, "s3-repository", "default") == \
+        "registry/20181001122613/blocks/s3-repository/default.json"
     assert registry_node_key(SNAP, HOST, "cassandra.yaml") == f"registry/20181001122613/nodes/{HOST}/cassandra.yaml"
     assert registry_manifest_key(SNAP) == "registry/20181001122613/manifest.json"
     assert schema_key(datetime(2018, 10, 1, 14, 26, 13, tzinfo=timezone(timedelta(hours=2)))) == schema_key(SNAP)
