@@ -213,11 +213,6 @@ class RestorePlan:
     warnings: tuple[str, ...] = ()
 
     @property
-    def downloads(self) -> list[Fetch]:
-        """Every object fetched into PATH: the data files, then the commit logs."""
-        return self.files.fetches + self.files.commitlog_fetches
-
-    @property
     def node_fetches(self) -> dict[str, NodeShare]:
         """Each backup host's share of the data files (what its node fetches and stages on the node
         path, in plan order) and its units in load order."""
