@@ -16,8 +16,8 @@ from dmf.core.catalog import parse_kind
 from dmf.core.defaults import DEFAULT_BLOCK
 from dmf.core.errors import DmfError, InputError
 from dmf.core.targets import DbTarget, parse_hosts
-from dmf.core.timestamps import parse_ts, parse_window
-from dmf.throttle import check_limit
+from dmf.core.timestamps import parse_window
+from dmf.core.limits import check_limit
 
 app = typer.Typer(name="dmf", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   context_settings={"help_option_names": ["-h", "--help"]},
@@ -572,47 +572,26 @@ def restore_snapshot_cmd(
     """Restore DB_TARGET into HOSTS: the full snapshot and every increment up to --time."""
     import os
 
-    from dmf.core.restore_checks import absolute_path
-    from dmf.core.topology import parse_dc_map, parse_replication
+    from dmf.core.restore_request import RestoreRequest
     try:
-        host_list = parse_hosts(hosts)
-        target = DbTarget.parse(db_target)
-        check_limit(max_download_mib_s, "--max-download-mib-s")
-        if target.keyspace is None:
-            raise InputError("DB_TARGET is required: keyspace or keyspace.table")
-        if time is not None:
-            parse_ts(time, name="--time")
-        if mode not in ("sstableloader", "import", "node"):
-            raise InputError(f"invalid --mode {mode!r}: sstableloader, import or node")
-        if dc_map is not None:
-            parse_dc_map(dc_map)
-        if replication is not None:
-            parse_replication(replication)
-        if replay_on not in ("scratch", "nodes"):
-            raise InputError(f"invalid --replay-on {replay_on!r}: scratch or nodes")
-        if into is not None:
-            from dmf.core.restore_checks import check_into
-            into = str(check_into(DbTarget.parse(into), target, schema, replay_commitlogs and replay_on == "nodes"))
-        if (dc_map or replication) and not schema:
-            raise InputError("--dc-map and --replication rewrite the keyspace --schema creates: add --schema")
-        if truncate_first and not yes:
-            raise InputError(f"--truncate-first empties {target} (every row written since the backup is lost; "
-                             "Cassandra's auto_snapshot keeps a copy on each node): add --yes to confirm")
         # The flow run records an absolute PATH; a queued run has no working directory of ours to use.
-        path = absolute_path(path, None) if run_async else absolute_path(os.path.expanduser(path), os.getcwd())
+        request = RestoreRequest.parse(
+            hosts, path if run_async else os.path.expanduser(path), db_target, cwd=None if run_async else os.getcwd(),
+            time=time, mode=mode, restore_schema=schema, get_commitlogs=get_commitlogs,
+            replay_commitlogs=replay_commitlogs, keep_files=keep_files, allow_host_subset=allow_host_subset,
+            dc_map=dc_map, replication=replication, truncate_first=truncate_first, yes=yes, into=into,
+            max_download_mib_s=max_download_mib_s, replay_on=replay_on)
     except InputError as exc:
         fail(str(exc), 2)
-    params = dict(hosts=",".join(host_list), path=path, db_target=str(target), restore_schema=schema, time=time,
-                  get_commitlogs=get_commitlogs, replay_commitlogs=replay_commitlogs, mode=mode,
-                  keep_files=keep_files, allow_host_subset=allow_host_subset, dc_map=dc_map, replication=replication,
-                  truncate_first=truncate_first, into=into, cluster_block=cluster_block,
-                  repository_block=repository_block, max_download_mib_s=max_download_mib_s)
-    if replay_commitlogs:
-        params["replay_on"] = replay_on
+    params = dict(request.flow_params(), cluster_block=cluster_block, repository_block=repository_block)
     if run_async:
         return queue_and_exit("restore-snapshot", params)
     from dmf.flows.restore_snapshot import restore_snapshot
-    summary = run_guarded(lambda: restore_snapshot(**params))
+    echo_restore(run_guarded(lambda: restore_snapshot(**params)))
+
+
+def echo_restore(summary: dict) -> None:
+    """The restore's summary, a few lines: what was restored, PATH's peak and files, the commit logs."""
     typer.echo(f"restored {summary['db_target']}" + (f" into {summary['into']}" if summary["into"] else "")
                + f" as of {summary['time']} (snapshot {summary['snapshot_ts']}, "
                f"{len(summary['increments'])} increment(s)) on {','.join(summary['hosts'])}: "

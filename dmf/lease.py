@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from dmf.core.errors import DmfError, LayoutError, PermanentError
-from dmf.core.lease import (DEFAULT_TTL_S, Lease, blocking, cluster_slug, holder_deadline, lapsed, leases_prefix,
-                            renewal_delay)
+from dmf.core.keys import cluster_slug, leases_prefix
+from dmf.core.lease import DEFAULT_TTL_S, Lease, blocking, holder_deadline, lapsed, renewal_delay
 from dmf.core.timestamps import utcnow
 from dmf.storage import Storage
 

@@ -23,17 +23,18 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from dmf.core.catalog import Catalog, Group, SetInfo
 from dmf.core.client_encryption import opened_schema, signed_schema
-from dmf.core.errors import InputError, LayoutError, PermanentError
+from dmf.core.errors import LayoutError, PermanentError
 from dmf.core.index import (
     IndexEntry, ManifestStamp, SnapshotListing, closable, format_index, parse_closed, parse_index, reconcile,
     set_infos, summarise,
 )
-from dmf.core.keys import (CATALOG_NAME, CLOSED_NAME, SetKind, SetRef, catalog_key, closed_key, parse_set_prefix,
-                           schema_key)
+from dmf.core.keys import (CATALOG_NAME, CLOSED_NAME, SetKind, SetRef, catalog_key, closed_key, kind_of_prefix,
+                           node_prefix, parse_set_prefix, parse_snapshot_prefix, registry_block_key,
+                           registry_manifest_key, registry_node_key, schema_key, sets_from, snapshot_prefix)
 from dmf.core.manifest import Manifest
-from dmf.core.timestamps import format_ts, parse_ts
+from dmf.core.timestamps import format_ts
 from dmf.encryption import mac_key
-from dmf.storage import Storage, StorageError
+from dmf.storage import Storage, StorageError, StoredObject
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +60,6 @@ class SnapshotTop:
     names: frozenset[str]   # its own objects: schema.cql, catalog.json, closed.json
 
 
-def _snapshot_time(prefix: str) -> datetime | None:
-    """The time of a top-level `<snapshot_ts>/` prefix; None for anything else (e.g. registry/)."""
-    try:
-        return parse_ts(prefix.rstrip("/"), name="snapshot_ts")
-    except InputError:
-        return None
-
-
 class Repository:
     def __init__(self, storage: Storage, parallel: int = 16):
         self.storage = storage
@@ -76,7 +69,8 @@ class Repository:
 
     def snapshot_times(self) -> list[datetime]:
         """The time of every `<snapshot_ts>/` prefix, whatever it holds."""
-        return sorted(ts for prefix in self.storage.list_prefixes("") if (ts := _snapshot_time(prefix)) is not None)
+        return sorted(ts for prefix in self.storage.list_prefixes("")
+                      if (ts := parse_snapshot_prefix(prefix)) is not None)
 
     def set_prefixes(self, start: datetime | None = None, end: datetime | None = None,
                      kinds: Collection[SetKind] = ALL_KINDS, node: str | None = None) -> list[SetRef]:
@@ -91,31 +85,27 @@ class Repository:
     def _sets_under(self, snapshot_prefixes: Iterable[str], start: datetime | None, end: datetime | None,
                     kinds: Collection[SetKind], node: str | None) -> list[SetRef]:
         refs: list[SetRef] = []
-        for snapshot_prefix in snapshot_prefixes:
-            snapshot_time = _snapshot_time(snapshot_prefix)
+        for top in snapshot_prefixes:
+            snapshot_time = parse_snapshot_prefix(top)
             if snapshot_time is None or (end is not None and snapshot_time > end):
                 continue  # not a snapshot, or every set under it is later still
-            node_prefixes = ([f"{snapshot_prefix}{node}/"] if node is not None
-                             else self.storage.list_prefixes(snapshot_prefix))
+            node_prefixes = ([node_prefix(snapshot_time, node)] if node is not None
+                             else self.storage.list_prefixes(top))
             refs.extend(self._sets_under_nodes(node_prefixes, start, end, kinds))
         return refs
 
     def _sets_under_nodes(self, node_prefixes: Iterable[str], start: datetime | None, end: datetime | None,
                           kinds: Collection[SetKind]) -> list[SetRef]:
         refs: list[SetRef] = []
-        for node_prefix in node_prefixes:
-            for kind_prefix in self.storage.list_prefixes(node_prefix):
-                try:
-                    kind = SetKind(kind_prefix.rstrip("/").rsplit("/", 1)[-1])
-                except ValueError:
-                    continue
-                if kind not in kinds:
+        for under_node in node_prefixes:
+            for kind_prefix in self.storage.list_prefixes(under_node):
+                kind = kind_of_prefix(kind_prefix)
+                if kind is None or kind not in kinds:
                     continue
                 if kind is SetKind.SNAPSHOT:
                     candidates = [kind_prefix]
                 else:
-                    after = kind_prefix + format_ts(start) if start is not None else ""
-                    candidates = self.storage.list_prefixes(kind_prefix, start_after=after)
+                    candidates = self.storage.list_prefixes(kind_prefix, start_after=sets_from(kind_prefix, start))
                 for candidate in candidates:
                     try:
                         ref = parse_set_prefix(candidate)
@@ -127,13 +117,13 @@ class Repository:
 
     def snapshot_catalog(self, snapshot_ts: datetime, kinds: Collection[SetKind] = DATA_KINDS) -> Catalog:
         """The sets of `kinds` under one snapshot, manifests read."""
-        return self._catalog_of(self._sets_under([f"{format_ts(snapshot_ts)}/"], None, None, kinds, None))
+        return self._catalog_of(self._sets_under([snapshot_prefix(snapshot_ts)], None, None, kinds, None))
 
     def active_catalog(self, since: datetime, kinds: Collection[SetKind] = DATA_KINDS) -> Catalog:
         """Every set of `kinds` of the snapshots that hold one written at or after `since`: the chains
         still growing then, whole. Older snapshots cost a few listings each and no manifest read."""
         active = sorted({ref.snapshot_ts for ref in self.set_prefixes(start=since, kinds=kinds)})
-        return self._catalog_of(self._sets_under([f"{format_ts(ts)}/" for ts in active], None, None, kinds, None))
+        return self._catalog_of(self._sets_under([snapshot_prefix(ts) for ts in active], None, None, kinds, None))
 
     def read_manifest(self, ref: SetRef) -> Manifest | None:
         data = self.storage.get_bytes(ref.manifest_key, missing_ok=True)
@@ -148,8 +138,8 @@ class Repository:
                      kinds: Collection[SetKind] = DATA_KINDS) -> Iterator[Catalog]:
         """One catalog per snapshot (its sets of `kinds` up to `end`), the newest snapshot first:
         callers stop at the first that serves them, so a run does not pay for the whole history."""
-        for snapshot_prefix in sorted(self.storage.list_prefixes(""), reverse=True):
-            refs = self._sets_under([snapshot_prefix], None, end, kinds, None)
+        for top in sorted(self.storage.list_prefixes(""), reverse=True):
+            refs = self._sets_under([top], None, end, kinds, None)
             if refs:
                 yield self._catalog_of(refs)
 
@@ -181,10 +171,10 @@ class Repository:
         index is tested against).
         """
         snapshots = sorted(ts for prefix in self.storage.list_prefixes("")
-                           if (ts := _snapshot_time(prefix)) is not None and (up_to is None or ts <= up_to))
+                           if (ts := parse_snapshot_prefix(prefix)) is not None and (up_to is None or ts <= up_to))
         with ThreadPoolExecutor(self.parallel) as pool:
             if not use_index:
-                refs = self._sets_under([f"{format_ts(ts)}/" for ts in snapshots], None, None, ALL_KINDS, None)
+                refs = self._sets_under([snapshot_prefix(ts) for ts in snapshots], None, None, ALL_KINDS, None)
                 return Catalog.build(pool.map(self._summarise, refs))
             tops = list(pool.map(self._list_top, snapshots))
             summaries = [None] * len(snapshots) if rescan else list(pool.map(self._closed_summary, snapshots, tops))
@@ -230,7 +220,7 @@ class Repository:
 
     def _list_top(self, snapshot_ts: datetime) -> SnapshotTop:
         """One '/' listing of a snapshot's top level: its node prefixes and its own objects' names."""
-        prefix = f"{format_ts(snapshot_ts)}/"
+        prefix = snapshot_prefix(snapshot_ts)
         with _last_modified_unparsed(self.storage.s3):
             nodes, keys = self.storage.list_level(prefix)
         return SnapshotTop(frozenset(nodes), frozenset(key.removeprefix(prefix) for key in keys))
@@ -257,8 +247,8 @@ class Repository:
             return self._walk_snapshot(top)
         listing = SnapshotListing()
         with _last_modified_unparsed(self.storage.s3):
-            for node_prefix in sorted(top.nodes):
-                folded = self._folded_keys(node_prefix)
+            for under_node in sorted(top.nodes):
+                folded = self._folded_keys(under_node)
                 if folded is None:
                     return self._walk_snapshot(top)
                 for key, stamp in folded:
@@ -381,6 +371,17 @@ class Repository:
         keys = [o["Key"] for o in self.storage.list_objects(ref.prefix)]
         self.storage.delete_keys(keys)
         return len(keys)
+
+    # The registry (registry/<ts>/): the manager's blocks and the nodes' configuration, sealed by its manifest.
+    def write_registry_block(self, ts: datetime, block_type: str, name: str, document: bytes) -> StoredObject:
+        return self.storage.put_bytes(registry_block_key(ts, block_type, name), document, "application/json")
+
+    def write_registry_node_file(self, ts: datetime, host: str, file_name: str, data: bytes) -> StoredObject:
+        return self.storage.put_bytes(registry_node_key(ts, host, file_name), data)
+
+    def seal_registry(self, ts: datetime, manifest: bytes) -> StoredObject:
+        """Written last: the registry backup of `ts` is complete."""
+        return self.storage.put_bytes(registry_manifest_key(ts), manifest, "application/json")
 
 
 def _stamp(listed: dict) -> ManifestStamp:

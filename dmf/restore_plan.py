@@ -2,16 +2,24 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from dmf.core.catalog import Chain, segment_needed
+from dmf.core.client_encryption import Expected, authenticate
+from dmf.core.errors import InputError
 from dmf.core.keys import MANIFEST_NAME, SetKind, table_of
 from dmf.core.manifest import Manifest
+from dmf.core.node_restore import NodeShare, check_node_path, node_shares
+from dmf.core.restore_checks import RingNode, check_full_covers_ring, check_hosts_in_ring, datacenters
+from dmf.core.restore_request import RestoreRequest
 from dmf.core.segments import shipped_segments
 from dmf.core.shipper import keep_longest
 from dmf.core.targets import DbTarget
 from dmf.core.timestamps import format_ts
+from dmf.core.topology import check_replay_nodes, fit_replication
 from dmf.download import Fetch, Unpack, safe_join
 
 COMMITLOG_DIR = "cassandra_commitlogs"
@@ -51,6 +59,21 @@ class TableLoad:
         return f"{self.keyspace}.{self.table} ({self.sets} table sets)"
 
 
+def _renumbered(paths: list[Path], generation: int) -> tuple[list[tuple[Path, str]], int]:
+    """One table set's SSTables under fresh generations after `generation`: (file, new name) pairs, and
+    the last generation used. Only the folder's own SSTables: secondary-index ones (in .<index>/) are
+    rebuilt by the load, manifest.json and schema.cql are not data."""
+    parsed = [(m, path) for path in paths if (m := _SSTABLE_COMPONENT.fullmatch(path.name))]
+    links, renumbered = [], {}
+    for match, path in sorted(parsed, key=lambda mp: mp[1].name):
+        descriptor = f"{match['version']}-{match['id']}-{match['format']}"
+        if descriptor not in renumbered:
+            generation += 1
+            renumbered[descriptor] = generation
+        links.append((path, f"{match['version']}-{renumbered[descriptor]}-{match['format']}-{match['component']}"))
+    return links, generation
+
+
 def _table_loads(units: list[LoadUnit], fetches: list[Fetch], root: Path, snapshot: str) -> list[TableLoad]:
     files_in: dict[Path, list[Path]] = {}
     for fetch in fetches:
@@ -60,18 +83,8 @@ def _table_loads(units: list[LoadUnit], fetches: list[Fetch], root: Path, snapsh
         links, generation = [], 0
         table_units = [u for u in units if (u.keyspace, u.table) == (keyspace, table)]
         for unit in table_units:
-            # Only the folder's own SSTables: secondary-index ones (in .<index>/) are rebuilt by the
-            # load, manifest.json and schema.cql are not data.
-            parsed = [(m, path) for path in files_in.get(unit.directory, [])
-                      if (m := _SSTABLE_COMPONENT.fullmatch(path.name))]
-            renumbered: dict[str, int] = {}
-            for match, path in sorted(parsed, key=lambda mp: mp[1].name):
-                descriptor = f"{match['version']}-{match['id']}-{match['format']}"
-                if descriptor not in renumbered:
-                    generation += 1
-                    renumbered[descriptor] = generation
-                links.append((path, f"{match['version']}-{renumbered[descriptor]}-{match['format']}-"
-                                    f"{match['component']}"))
+            unit_links, generation = _renumbered(files_in.get(unit.directory, []), generation)
+            links.extend(unit_links)
         loads.append(TableLoad(keyspace, table, safe_join(root, snapshot, LOAD_DIR, keyspace, table), tuple(links),
                                len(table_units)))
     return loads
@@ -120,22 +133,28 @@ def plan_restore(chain: Chain, target: DbTarget, root: Path, with_commitlogs: bo
                              LoadUnit(manifest.set.node, name, keyspace, table, directory))
             fetches.append(Fetch(manifest.set.file_key(entry.path), safe_join(directory, *inner),
                                  entry.size, entry.sha256, entry.plain))
-    commitlogs, segments, unpacks = [], [], []
-    if with_commitlogs:
-        found = [(manifest, shipped) for group in chain.commitlogs for manifest in group.manifests
-                 for shipped in shipped_segments(manifest)
-                 if shipped.stored != MANIFEST_NAME and segment_needed(manifest, shipped.segment, chain.full)]
-        # A CDC prefix is superseded by a later, longer copy of its segment: the longest sealed one is used.
-        for manifest, shipped in keep_longest(found, key=lambda f: (f[0].set.node, f[1].segment),
-                                              size=lambda f: f[1].size):
-            entry, stored = shipped.entry, safe_join(root, COMMITLOG_DIR, manifest.set.node, shipped.stored)
-            commitlogs.append(Fetch(manifest.set.file_key(entry.path), stored, entry.size, entry.sha256, entry.plain))
-            segment = safe_join(root, COMMITLOG_DIR, manifest.set.node, shipped.segment)
-            segments.append(segment)
-            if shipped.compressed:
-                unpacks.append(Unpack(stored, segment, shipped.size, shipped.sha256))
+    commitlogs, segments, unpacks = _commitlog_files(chain, root) if with_commitlogs else ([], [], [])
     ordered = sorted(units.values(), key=lambda u: (u.set_name != "full", u.set_name, u.host))
     return Plan(fetches, ordered, _table_loads(ordered, fetches, root, snapshot), commitlogs, segments, unpacks)
+
+
+def _commitlog_files(chain: Chain, root: Path) -> tuple[list[Fetch], list[Path], list[Unpack]]:
+    """The commit-log objects the chain needs (fetches), the segments they give back, and the unpacks
+    of the compressed ones."""
+    commitlogs, segments, unpacks = [], [], []
+    found = [(manifest, shipped) for group in chain.commitlogs for manifest in group.manifests
+             for shipped in shipped_segments(manifest)
+             if shipped.stored != MANIFEST_NAME and segment_needed(manifest, shipped.segment, chain.full)]
+    # A CDC prefix is superseded by a later, longer copy of its segment: the longest sealed one is used.
+    for manifest, shipped in keep_longest(found, key=lambda f: (f[0].set.node, f[1].segment),
+                                          size=lambda f: f[1].size):
+        entry, stored = shipped.entry, safe_join(root, COMMITLOG_DIR, manifest.set.node, shipped.stored)
+        commitlogs.append(Fetch(manifest.set.file_key(entry.path), stored, entry.size, entry.sha256, entry.plain))
+        segment = safe_join(root, COMMITLOG_DIR, manifest.set.node, shipped.segment)
+        segments.append(segment)
+        if shipped.compressed:
+            unpacks.append(Unpack(stored, segment, shipped.size, shipped.sha256))
+    return commitlogs, segments, unpacks
 
 
 def download_dirs(plan: Plan, root: Path) -> list[Path]:
@@ -145,3 +164,125 @@ def download_dirs(plan: Plan, root: Path) -> list[Path]:
     dirs = {parent for dest in (*(f.dest for f in plan.fetches), *plan.load_links)
             for parent in dest.parents if root in parent.parents}
     return sorted(dirs, key=lambda d: (-len(d.parts), str(d)))
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a restore goes, from the ring as read before anything is resolved: each HOSTS entry a live
+    member (its ring address and host ID), the cluster's datacenters and keyspaces."""
+
+    ring: Mapping[str, RingNode]
+    ring_address: Mapping[str, str]   # HOSTS entry → the node's address as the ring names it
+    host_ids: Mapping[str, str]       # HOSTS entry → the node's host ID
+    keyspaces: frozenset[str]
+    tokens: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # ring address → its tokens (--mode node)
+    versions: frozenset[str] = frozenset()  # the nodes' Cassandra versions (a scratch replay runs the one)
+
+
+def place(request: RestoreRequest, ring: Mapping[str, RingNode], host_id_of: Mapping[str, str],
+          keyspaces: Iterable[str], addresses: Mapping[str, Iterable[str]], resuming: Iterable[str],
+          tokens: Mapping[str, tuple[str, ...]] | None = None, versions: Iterable[str] = ()) -> Placement:
+    """`host_id_of`: ring address → host ID; `addresses`: each HOSTS entry → the addresses it stands for;
+    `resuming`: entries an interrupted replay left restarting (they may be down); `tokens`: ring address →
+    the tokens it owns; `versions`: the nodes' Cassandra versions."""
+    keyspaces = frozenset(keyspaces)
+    if request.into is not None and request.into.keyspace not in keyspaces:
+        raise InputError(f"--into {request.into}: keyspace {request.into.keyspace} does not exist in this cluster; "
+                         "create it first")
+    ring_address = check_hosts_in_ring(addresses, ring, resuming)
+    return Placement(ring, ring_address, {h: host_id_of[a] for h, a in ring_address.items() if a in host_id_of},
+                     keyspaces, dict(tokens or {}), frozenset(versions))
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    """Everything a restore does, decided before any byte moves: the chain, the files and where each goes,
+    what loads them and how, and the schema to apply. Built by `plan_files` then `plan_restore_request`."""
+
+    request: RestoreRequest
+    at: datetime
+    root: Path
+    chain: Chain
+    files: Plan
+    # How the files reach Cassandra: "sstableloader" (any topology, streamed from here), "import" (each
+    # backup host's files by nodetool import on that host) or "node" (each node fetches its own share,
+    # node_fetches, from S3 and imports it; dmf.tasks.node_restore).
+    load_mode: str
+    schema: str | None = None       # the snapshot's schema.cql, its keyspace's replication fitted to this cluster
+    notes: tuple[str, ...] = ()     # what the run log says before the download
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def node_fetches(self) -> dict[str, NodeShare]:
+        """Each backup host's share of the data files (what its node fetches and stages on the node
+        path, in plan order) and its units in load order."""
+        return node_shares(self.files.fetches, self.files.units, self.root)
+
+    @property
+    def replays_in_scratch(self) -> bool:
+        """The commit logs are replayed in a scratch Cassandra on the worker (a step after the load)."""
+        return self.request.replay_commitlogs and not self.request.replays_on_nodes
+
+    @property
+    def import_units(self) -> dict[str, list[LoadUnit]]:
+        """HOSTS entry → the load units nodetool import places there (its own files), in HOSTS' order."""
+        return {host: units for host in self.request.hosts
+                if (units := [u for u in self.files.units if u.host == host])}
+
+    @property
+    def tables(self) -> list[str]:
+        return sorted({f"{u.keyspace}.{u.table}" for u in self.files.units})
+
+    @property
+    def loads(self) -> int:
+        """How many loads the load step makes: one per table (sstableloader) or per table set (import)."""
+        return len(self.files.tables if self.load_mode == "sstableloader" else self.files.units)
+
+
+def _check_node_path(chain: Chain, files: Plan, placement: Placement, hosts: Iterable[str]) -> None:
+    """--mode node: the ring owns the backup's tokens and HOSTS names every host whose files load."""
+    loaded_hosts = {u.host for u in files.units}
+    check_node_path({m.set.node: m.tokens for m in chain.full.manifests if m.set.node in loaded_hosts},
+                    placement.tokens, hosts)
+
+
+def plan_files(request: RestoreRequest, root: Path, chain: Chain, placement: Placement, expected: Expected) -> Plan:
+    """The chain's files for the request, checked before the snapshot's schema is read: the full covers
+    this ring, it holds the target, its manifests are authentic under the repository's key, and each
+    commit log to replay on the nodes has a node of HOSTS to replay on, and --mode node's ring owns the
+    backup's tokens."""
+    snapshot = format_ts(chain.full.snapshot_ts)
+    check_full_covers_ring(chain.full.hosts, snapshot, placement.ring, request.allow_host_subset)
+    files = plan_restore(chain, request.target, root, with_commitlogs=request.with_commitlogs, into=request.into)
+    if not files.fetches:
+        raise InputError(f"the backup {snapshot} holds no file of {request.target}")
+    authenticate([*chain.manifests, *(m for group in chain.commitlogs for m in group.manifests)], expected)
+    if request.replays_on_nodes:
+        check_replay_nodes({s.parent.name for s in files.segments}, placement.host_ids)
+    if request.mode == "node":
+        _check_node_path(chain, files, placement, request.hosts)
+    return files
+
+
+def plan_restore_request(request: RestoreRequest, at: datetime, root: Path, chain: Chain, placement: Placement,
+                         files: Plan, stored_schema: str | None) -> RestorePlan:
+    """The plan, once the snapshot's schema (None: not stored, or not needed) is read: a keyspace this
+    cluster cannot hold fails here, not mid-load, and so does an import onto hosts that miss some files."""
+    target, notes, warnings, schema = request.target, [], [], stored_schema
+    if request.restore_schema and stored_schema is not None and target.keyspace not in placement.keyspaces:
+        schema, used = fit_replication(stored_schema, target.keyspace, datacenters(placement.ring),
+                                       request.dc_map, request.replication)
+        if used:
+            notes.append(f"keyspace {target.keyspace} will be created with replication {used}")
+    elif request.dc_map or request.replication:
+        warnings.append(f"keyspace {target.keyspace} exists in this cluster: its replication is kept, "
+                     "--dc-map/--replication unused")
+    if request.mode == "import":
+        missing = sorted({u.host for u in files.units} - set(request.hosts))
+        if missing:
+            raise InputError(f"--mode import places each host's own files on it: HOSTS must include "
+                             f"{', '.join(missing)} (or use the default sstableloader mode)")
+    notes.append(f"restoring {target} at {format_ts(at)}: full {format_ts(chain.full.snapshot_ts)} + "
+                 f"{len(chain.increments)} increment(s), {len(files.fetches)} files, {files.bytes / 2**20:.1f} MiB "
+                 f"into {root}")
+    return RestorePlan(request, at, root, chain, files, request.mode, schema, tuple(notes), tuple(warnings))

@@ -16,7 +16,7 @@ from dmf.core.errors import DmfError, InputError
 from dmf.core.lifecycle import FullEvery
 from dmf.core.object_lock import lock_span, retain_until
 from dmf.encryption import EncryptionError, parse_key
-from dmf.throttle import check_limit
+from dmf.core.limits import check_limit
 
 
 class S3Settings(BaseModel):

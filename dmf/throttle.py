@@ -8,7 +8,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 
-from dmf.core.errors import InputError
 
 MIB = 1024 * 1024
 # Credit an idle bucket builds: a pause is followed by at most this much time's worth at full speed.
@@ -57,10 +56,3 @@ def throttled(chunks: Iterable[bytes], bucket: TokenBucket | None) -> Iterator[b
     for chunk in chunks:
         bucket.take(len(chunk))
         yield chunk
-
-
-def check_limit(mib_s: float | None, option: str) -> float | None:
-    """A run's limit as given, or InputError in one line when it is not a positive number of MiB/s."""
-    if mib_s is not None and not (mib_s > 0 and math.isfinite(mib_s)):
-        raise InputError(f"{option} must be a positive number of MiB/s, not {mib_s:g}")
-    return mib_s

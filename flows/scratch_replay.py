@@ -4,6 +4,7 @@ what it wrote (so the replayed cells, newer, win over the snapshot's where times
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,6 @@ from dmf import cassandra_jvm
 from dmf.core.errors import InputError
 from dmf.core.scratch import check_memory, check_version, disk_needed
 from dmf.core.targets import DbTarget
-from dmf.cql import NodeFacts
 from dmf.scratch_cassandra import available_memory, cache_dir, require_java
 from dmf.tasks.restore import load_table_sstableloader
 from dmf.tasks.scratch_replay import replay_in_scratch
@@ -25,12 +25,12 @@ class ScratchPlan:
     disk: int
 
 
-def preflight(facts: dict[str, NodeFacts], plan) -> ScratchPlan:
+def preflight(versions: Iterable[str], plan) -> ScratchPlan:
     """Java, the worker's memory, the nodes' one Cassandra version and its jars (fetched once into the
     cache), and the disk the replay takes in PATH: each refused with one line before any download."""
     require_java()
     check_memory(available_memory())
-    version = check_version({f.cassandra_version for f in facts.values()})
+    version = check_version(set(versions))
     try:
         cassandra_jvm.ensure_jars(cache_dir(), version)
     except cassandra_jvm.JarsError as exc:

@@ -12,14 +12,12 @@ from prefect import get_run_logger, task
 
 from dmf.blocks.cassandra_cluster import CassandraCluster
 from dmf.blocks.s3_repository import S3Repository
-from dmf.core.catalog import Chain
 from dmf.core.errors import InputError
-from dmf.core.node_restore import (NodeShare, Room, check_node_path, disk_shortfalls, eta_seconds, node_fetch_refusal,
-                                   node_shares, worker_fetches)
+from dmf.core.node_restore import NodeShare, Room, disk_shortfalls, eta_seconds, node_fetch_refusal, worker_fetches
 from dmf.core.timestamps import format_ts
-from dmf.cql import NodeFacts
 from dmf.node_fetch import NodeFetch, import_staged, remove_staged
 from dmf.reporting import TransferProgress
+from dmf.restore_plan import RestorePlan
 from dmf.ssh import RemoteHost
 from dmf.storage import MIB, Storage
 from dmf.tasks.common import RETRY, TASK_DEFAULTS
@@ -121,21 +119,18 @@ class NodePath:
     fetched: dict[str, dict] = field(default_factory=dict)
 
     @classmethod
-    def prepare(cls, cluster: CassandraCluster, repository: S3Repository, plan, root: Path, chain: Chain,
-                facts: dict[str, NodeFacts], hosts: tuple[str, ...]) -> NodePath:
-        """Checked before any byte moves: the ring, who can fetch, each node's room."""
-        loaded_hosts = {u.host for u in plan.units}
-        check_node_path({m.set.node: m.tokens for m in chain.full.manifests if m.set.node in loaded_hosts},
-                        {a: f.tokens for a, f in facts.items()}, hosts)
-        shares = node_shares(plan.fetches, plan.units, root)
-        refusal = node_fetch_refusal(any(f.plain is not None for f in plan.fetches), repository.sse,
+    def prepare(cls, cluster: CassandraCluster, repository: S3Repository, plan: RestorePlan) -> NodePath:
+        """Checked before any byte moves (the plan checked that the ring owns the backup's tokens): who
+        can fetch, each node's room."""
+        shares, fetches = plan.node_fetches, plan.files.fetches
+        refusal = node_fetch_refusal(any(f.plain is not None for f in fetches), repository.sse,
                                      repository.sse_c_key_on_nodes)
         fallbacks = {a: refusal for a in shares} if refusal else preflight_nodes(cluster, repository, shares)
         for address, reason in sorted(fallbacks.items()):
             get_run_logger().warning("%s: %s; its %.1f MiB pass through the worker instead (--mode import)", address,
                                      reason, shares[address].bytes / MIB)
-        return cls(cluster, repository, root, format_ts(chain.full.snapshot_ts), shares, fallbacks,
-                   worker_fetches(plan.fetches, fallbacks, root))
+        return cls(cluster, repository, plan.root, format_ts(plan.chain.full.snapshot_ts), shares, fallbacks,
+                   worker_fetches(fetches, fallbacks, plan.root))
 
     @property
     def on_nodes(self) -> list[str]:

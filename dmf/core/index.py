@@ -28,7 +28,7 @@ from functools import lru_cache
 
 from dmf.core.catalog import Catalog, SetInfo, SetSummary
 from dmf.core.errors import InputError, LayoutError
-from dmf.core.keys import MANIFEST_NAME, SetRef, parse_set_prefix, set_prefix_of
+from dmf.core.keys import MANIFEST_NAME, SetRef, parse_set_prefix, set_prefix_of, snapshot_prefix
 from dmf.core.manifest import Manifest
 from dmf.core.targets import DbTarget
 from dmf.core.timestamps import format_ts, parse_ts
@@ -129,7 +129,7 @@ def set_infos(listing: SnapshotListing, entries: Mapping[str, IndexEntry]) -> li
 
 def format_index(snapshot_ts: datetime, entries: Mapping[str, IndexEntry], nodes: Collection[str] | None = None) -> bytes:
     """catalog.json; closed.json when the snapshot's node prefixes (`nodes`) are given."""
-    snapshot_prefix = f"{format_ts(snapshot_ts)}/"
+    top = snapshot_prefix(snapshot_ts)
     sets = {}
     for prefix, entry in sorted(entries.items()):
         body: dict = {"etag": entry.stamp.etag, "size": entry.stamp.size}
@@ -139,10 +139,10 @@ def format_index(snapshot_ts: datetime, entries: Mapping[str, IndexEntry], nodes
             s = entry.summary
             body.update(host=s.host, host_id=s.host_id, created_at=format_ts(s.created_at), db_target=s.db_target,
                         hosts=list(s.hosts), files=s.files, bytes=s.bytes)
-        sets[prefix.removeprefix(snapshot_prefix)] = body
+        sets[prefix.removeprefix(top)] = body
     body: dict = {"format": INDEX_FORMAT, "snapshot_ts": format_ts(snapshot_ts)}
     if nodes is not None:
-        body["nodes"] = sorted(node.removeprefix(snapshot_prefix) for node in nodes)
+        body["nodes"] = sorted(node.removeprefix(top) for node in nodes)
     body["sets"] = sets
     return json.dumps(body, separators=(",", ":")).encode()
 
@@ -193,9 +193,9 @@ def _checked_target(text: str) -> str:
 def parse_index(data: bytes, snapshot_ts: datetime) -> dict[str, IndexEntry]:
     """The entries of a snapshot's index object, by set prefix; LayoutError when it is not one (the
     caller then rebuilds it: the index is never the only copy of anything)."""
-    snapshot_prefix = f"{format_ts(snapshot_ts)}/"
+    top = snapshot_prefix(snapshot_ts)
     try:
-        return {snapshot_prefix + relative: _entry(entry) for relative, entry in _body(data, snapshot_ts)["sets"].items()}
+        return {top + relative: _entry(entry) for relative, entry in _body(data, snapshot_ts)["sets"].items()}
     except (ValueError, KeyError, TypeError, AttributeError, InputError) as exc:
         raise LayoutError(f"malformed catalog index of snapshot {format_ts(snapshot_ts)}: {exc}") from None
 
@@ -210,7 +210,7 @@ def _body(data: bytes, snapshot_ts: datetime) -> dict:
 def parse_closed(data: bytes, snapshot_ts: datetime) -> tuple[frozenset[str], list[SetInfo]]:
     """A closed snapshot's node prefixes and sets; LayoutError as parse_index, also for a set prefix
     outside the layout (its sets are used without a listing, so each is checked here)."""
-    snapshot_prefix = f"{format_ts(snapshot_ts)}/"
+    top = snapshot_prefix(snapshot_ts)
     try:
         body = _body(data, snapshot_ts)
         listed = body["nodes"]
@@ -218,8 +218,8 @@ def parse_closed(data: bytes, snapshot_ts: datetime) -> tuple[frozenset[str], li
             raise TypeError("nodes is not a list of prefixes")
         # Every set of a closed chain is complete: its entry is a summary (no problem), and its
         # manifest's stamp is not needed (the summary is trusted whole, never merged).
-        return (frozenset(snapshot_prefix + node for node in listed),
-                [SetInfo(parse_set_prefix(snapshot_prefix + relative), summary=_summary(entry))
+        return (frozenset(top + node for node in listed),
+                [SetInfo(parse_set_prefix(top + relative), summary=_summary(entry))
                  for relative, entry in body["sets"].items()])
     except (ValueError, KeyError, TypeError, AttributeError, InputError, LayoutError) as exc:
         raise LayoutError(f"malformed closed chain summary of snapshot {format_ts(snapshot_ts)}: {exc}") from None

@@ -7,7 +7,10 @@
     <snapshot_ts>/schema.cql                                       schema of the snapshot's target
     <snapshot_ts>/catalog.json                                     derived index of its sets (dmf.core.index)
     <snapshot_ts>/closed.json                                      derived summary of a closed chain (same)
-    registry/<ts>/<relpath>                                        the manager's own configuration
+    registry/<ts>/blocks/<block_type>/<name>.json                  the manager's own blocks (secrets masked)
+    registry/<ts>/nodes/<host>/<file>                              each node's configuration files
+    registry/<ts>/manifest.json                                    written last: the registry backup is complete
+    leases/<cluster_slug>/<acquired_ts>-<token>.json               the cluster's lease (dmf.core.lease)
 
 relpath of a table file: `<keyspace>/<table>-<table_id>/[.<index>/]<file>`. All timestamps are
 YYYYmmddHHMMSS, UTC. Anything else (absolute keys, `..`, empty components, bad names) is rejected,
@@ -15,6 +18,7 @@ because keys become local paths and remote arguments on restore.
 """
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 from dataclasses import dataclass
@@ -23,7 +27,6 @@ from enum import Enum
 from functools import lru_cache
 
 from dmf.core.errors import InputError, LayoutError, quote
-from dmf.core.lease import cluster_slug
 from dmf.core.targets import is_host, is_identifier
 from dmf.core.timestamps import format_ts, parse_ts
 
@@ -32,6 +35,8 @@ SCHEMA_NAME = "schema.cql"
 CATALOG_NAME = "catalog.json"
 CLOSED_NAME = "closed.json"
 REGISTRY = "registry"
+LEASES = "leases"
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 # One file name (a path component): Cassandra writes `<version>-<id>-<format>-<component>`, and SAI
 # components add '+' (`nb-1-big-SAI+aa+<index>+TermsData.db`). None of these characters means anything
 # to a POSIX shell; the first is a letter, digit or '_' so a name never reads as an option or a hidden file.
@@ -178,7 +183,7 @@ class SetRef:
 
     @property
     def prefix(self) -> str:
-        base = f"{format_ts(self.snapshot_ts)}/{self.node}/{self.kind.value}/"
+        base = f"{node_prefix(self.snapshot_ts, self.node)}{self.kind.value}/"
         return base if self.set_ts is None else f"{base}{format_ts(self.set_ts)}/"
 
     @property
@@ -299,21 +304,79 @@ def parse_set_prefix(prefix: str) -> SetRef:
         raise LayoutError(f"not a backup set prefix {quote(prefix)}: {exc}") from None
 
 
+def snapshot_prefix(snapshot_ts: datetime) -> str:
+    """`<snapshot_ts>/`: everything one snapshot's chain holds."""
+    return f"{format_ts(snapshot_ts)}/"
+
+
+def parse_snapshot_prefix(prefix: str) -> datetime | None:
+    """The time of a top-level `<snapshot_ts>/` prefix; None for anything else (registry/, leases/)."""
+    try:
+        return parse_ts(prefix.rstrip("/"), name="snapshot_ts")
+    except InputError:
+        return None
+
+
+def node_prefix(snapshot_ts: datetime, node: str) -> str:
+    """`<snapshot_ts>/<node>/`: one host's (or host ID's) sets under a snapshot."""
+    return f"{snapshot_prefix(snapshot_ts)}{node}/"
+
+
+def kind_of_prefix(prefix: str) -> SetKind | None:
+    """The kind of a `<snapshot_ts>/<node>/<kind>/` listing prefix; None for a folder of another kind."""
+    try:
+        return SetKind(prefix.rstrip("/").rsplit("/", 1)[-1])
+    except ValueError:
+        return None
+
+
+def sets_from(kind_prefix: str, start: datetime | None) -> str:
+    """Where a listing of `<snapshot_ts>/<node>/backups|commitlogs/` starts (S3's StartAfter) to skip the
+    sets before `start`: timestamps are fixed-width, so key order is time order."""
+    return kind_prefix + format_ts(start) if start is not None else ""
+
+
 def schema_key(snapshot_ts: datetime) -> str:
-    return f"{format_ts(snapshot_ts)}/{SCHEMA_NAME}"
+    return snapshot_prefix(snapshot_ts) + SCHEMA_NAME
 
 
 def catalog_key(snapshot_ts: datetime) -> str:
-    return f"{format_ts(snapshot_ts)}/{CATALOG_NAME}"
+    return snapshot_prefix(snapshot_ts) + CATALOG_NAME
 
 
 def closed_key(snapshot_ts: datetime) -> str:
-    return f"{format_ts(snapshot_ts)}/{CLOSED_NAME}"
+    return snapshot_prefix(snapshot_ts) + CLOSED_NAME
 
 
 def registry_prefix(ts: datetime) -> str:
     return f"{REGISTRY}/{format_ts(ts)}/"
 
+
+def registry_block_key(ts: datetime, block_type: str, name: str) -> str:
+    return f"{registry_prefix(ts)}blocks/{block_type}/{name}.json"
+
+
+def registry_node_key(ts: datetime, host: str, file_name: str) -> str:
+    return f"{registry_prefix(ts)}nodes/{host}/{file_name}"
+
+
+def registry_manifest_key(ts: datetime) -> str:
+    return registry_prefix(ts) + MANIFEST_NAME
+
+
+def cluster_slug(cluster_name: str) -> str:
+    """A key-safe name for a Cassandra cluster_name ('Test Cluster' → 'Test_Cluster-<hash>'): the
+    hash keeps names that differ only in replaced characters apart."""
+    digest = hashlib.sha256(cluster_name.encode()).hexdigest()[:8]
+    return f"{_UNSAFE.sub('_', cluster_name)[:64]}-{digest}"
+
+
+def leases_prefix(cluster_name: str) -> str:
+    return f"{LEASES}/{cluster_slug(cluster_name)}/"
+
+
+def lease_key(cluster_name: str, acquired: datetime, token: str) -> str:
+    return f"{leases_prefix(cluster_name)}{format_ts(acquired)}-{token}.json"
 
 
 SHIPPER = "shipper"

@@ -1,6 +1,6 @@
 """The cluster lease in the bucket (pure): one writing run per cluster, whichever Prefect server runs it.
 
-    leases/<cluster>/<acquired_ts>-<token>.json    {"holder", "acquired_at", "expires_at", "ttl_s"}
+    leases/<cluster_slug>/<acquired_ts>-<token>.json (dmf.core.keys)    {"holder", "acquired_at", "expires_at", "ttl_s"}
 
 S3-compatible stores do not all enforce conditional writes (s3proxy accepts `If-None-Match: *` and
 ignores it), so the lease rests on write-then-list instead: a run writes its own lease object,
@@ -20,34 +20,20 @@ on every write, in the writer's clock, for people reading the lease; no rule rea
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from dmf.core.errors import InputError, LayoutError, quote
+from dmf.core.keys import lease_key
 from dmf.core.timestamps import format_ts, parse_ts
 
-LEASES = "leases"
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 # A crashed holder blocks the cluster this long after its last renewal (plus SKEW_S). Prefect's
 # concurrency slot takes 60 s at the least, and holds the same TTL.
 DEFAULT_TTL_S = 60
 SKEW_S = 10
 # After a failed renewal, try again this soon: the holder has TTL - SKEW_S from its last write.
 RETRY_RENEWAL_S = 5
-
-
-def cluster_slug(cluster_name: str) -> str:
-    """A key-safe name for a Cassandra cluster_name ('Test Cluster' → 'Test_Cluster-<hash>'): the
-    hash keeps names that differ only in replaced characters apart."""
-    digest = hashlib.sha256(cluster_name.encode()).hexdigest()[:8]
-    return f"{_UNSAFE.sub('_', cluster_name)[:64]}-{digest}"
-
-
-def leases_prefix(cluster_name: str) -> str:
-    return f"{LEASES}/{cluster_slug(cluster_name)}/"
 
 
 @dataclass(frozen=True)
@@ -61,8 +47,7 @@ class Lease:
 
     @classmethod
     def new(cls, cluster_name: str, holder: str, token: str, now: datetime, ttl_s: int) -> Lease:
-        key = f"{leases_prefix(cluster_name)}{format_ts(now)}-{token}.json"
-        return cls(key, holder, now, now + timedelta(seconds=ttl_s), ttl_s)
+        return cls(lease_key(cluster_name, now, token), holder, now, now + timedelta(seconds=ttl_s), ttl_s)
 
     def renewed(self, now: datetime) -> Lease:
         """The document of the next write: a fresh expiry, from the time of that write."""

@@ -13,7 +13,8 @@ from datetime import timedelta
 
 import pytest
 
-from dmf.core.lease import SKEW_S, Lease, leases_prefix
+from dmf.core.keys import leases_prefix
+from dmf.core.lease import SKEW_S, Lease
 from dmf.core.timestamps import utcnow
 from dmf.cql import connect
 from dmf.flows.backup_snapshot import backup_snapshot

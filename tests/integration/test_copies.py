@@ -78,6 +78,6 @@ def test_a_chain_copied_to_two_stores_survives_its_primary_and_a_purge_there(tes
     assert not any(tmp_path.iterdir())
 
     summary = restore_snapshot(hosts=HOSTS, path=str(tmp_path), db_target=target, time=between,
-                               truncate_first=True, repository_block=there)
+                               truncate_first=True, yes=True, repository_block=there)
     assert summary["snapshot_ts"] == first["snapshot_ts"] and len(summary["increments"]) == 1
     assert ids(cluster_block, target) == set(range(60))

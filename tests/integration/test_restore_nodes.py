@@ -92,7 +92,7 @@ def test_a_killed_node_restore_resumes_without_fetching_verified_files_again(bac
         run.wait()
     before = {path: (p.stat().st_ino, p.stat().st_size) for path, p in staged_files(cluster_block).items()}
     try:
-        summary = restore_snapshot(**arguments, truncate_first=True, keep_files=True)
+        summary = restore_snapshot(**arguments, truncate_first=True, yes=True, keep_files=True)
         after = staged_files(cluster_block)
         assert ids(cluster_block, backed_up["target"]) == set(range(400))
         assert {path: (after[path].stat().st_ino, after[path].stat().st_size) for path in before} == before
@@ -110,7 +110,8 @@ def test_a_node_without_python_falls_back_to_the_worker_path(backed_up, cluster_
              for h in cluster_block.hosts]
     cluster_block.model_copy(update={"hosts": hosts}).save("one-node-without-python", overwrite=True)
     summary = restore_snapshot(hosts=HOSTS, path=str(tmp_path), db_target=backed_up["target"], mode="node",
-                               truncate_first=True, cluster_block="one-node-without-python")
+                               truncate_first=True, yes=True,
+                               cluster_block="one-node-without-python")
     assert ids(cluster_block, backed_up["target"]) == set(range(400))
     assert list(summary["fallbacks"]) == ["127.0.0.2"] and "/nonexistent/python3" in summary["fallbacks"]["127.0.0.2"]
     assert set(summary["nodes"]) == {"127.0.0.1", "127.0.0.3"}

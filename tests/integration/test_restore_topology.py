@@ -82,7 +82,8 @@ def test_a_live_table_keeps_newer_rows_and_truncate_first_brings_the_backup_back
         live = {r.id: r.payload for r in session.execute(f"SELECT id, payload FROM {target}")}
     assert copied == {i: "p" * 100 for i in range(100)} and live == now
 
-    restore_snapshot(hosts=HOSTS, path=str(tmp_path / "truncated"), db_target=target, truncate_first=True)
+    restore_snapshot(hosts=HOSTS, path=str(tmp_path / "truncated"), db_target=target, truncate_first=True,
+                     yes=True)
     with connect(cluster_block) as session:
         back = {r.id: r.payload for r in session.execute(f"SELECT id, payload FROM {target}")}
     assert back == {i: "p" * 100 for i in range(100)}

@@ -14,7 +14,7 @@ import pytest
 
 from dmf.core.catalog import SEGMENTS_CLOSED_AT
 from dmf.core.keys import SetKind, heartbeat_key
-from dmf.core.lease import leases_prefix
+from dmf.core.keys import leases_prefix
 from dmf.core.segments import SEGMENT_NAME, shipped_segments
 from dmf.core.shipper import Heartbeat, shipper_lease_name
 from dmf.core.timestamps import parse_ts, utcnow

@@ -62,3 +62,16 @@ def test_a_run_finds_its_chain_reading_fulls_only_on_the_way(repo):
     assert full is not None and full.snapshot_ts == ACTIVE and why == ""
     assert gets == {format_ts(NEW): 1, format_ts(ACTIVE): 1 + 3}  # NEW's full, ACTIVE's full, then its chain
     assert format_ts(OLD) not in gets
+
+
+def test_the_registry_is_written_through_the_repository_under_its_own_prefix(repo):
+    """A registry backup's objects land under registry/<ts>/, which a history read never takes for a
+    snapshot, and the manifest seals it."""
+    block = repo.write_registry_block(NOW, "dmf-s3-repository", "default", b'{"bucket": "b"}')
+    config = repo.write_registry_node_file(NOW, HOST, "cassandra.yaml", b"cluster_name: c\n")
+    seal = repo.seal_registry(NOW, b'{"format": 1}')
+    prefix = f"registry/{format_ts(NOW)}/"
+    assert [block.key, config.key, seal.key] == [f"{prefix}blocks/dmf-s3-repository/default.json",
+                                                 f"{prefix}nodes/{HOST}/cassandra.yaml", f"{prefix}manifest.json"]
+    assert repo.storage.get_bytes(config.key) == b"cluster_name: c\n" and config.size == 16
+    assert NOW not in repo.snapshot_times() and len(repo.snapshot_times()) == 3

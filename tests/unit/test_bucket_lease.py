@@ -7,7 +7,8 @@ from datetime import timedelta
 
 import pytest
 
-from dmf.core.lease import SKEW_S, Lease, leases_prefix
+from dmf.core.keys import leases_prefix
+from dmf.core.lease import SKEW_S, Lease
 from dmf.core.timestamps import parse_ts
 from dmf.lease import ClusterBusy, Clocks, LeaseLost, bucket_lease, check_lease
 from dmf.storage import StorageError

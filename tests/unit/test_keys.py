@@ -4,8 +4,10 @@ import pytest
 
 from dmf.core.errors import LayoutError
 from dmf.core.keys import (
-    MANIFEST_NAME, ObjectKey, SetKind, SetRef, catalog_key, parse_key, parse_set_prefix, registry_prefix,
-    schema_key, set_prefix_of, split_table_dir, table_of, validate_relpath,
+    MANIFEST_NAME, ObjectKey, SetKind, SetRef, catalog_key, kind_of_prefix, lease_key, leases_prefix, node_prefix,
+    parse_key,
+    parse_set_prefix, parse_snapshot_prefix, registry_block_key, registry_manifest_key, registry_node_key,
+    registry_prefix, schema_key, set_prefix_of, sets_from, snapshot_prefix, split_table_dir, table_of, validate_relpath,
 )
 from dmf.core.timestamps import parse_ts
 
@@ -235,6 +237,10 @@ def test_table_of_rejects_non_table_files(relpath):
 def test_schema_and_registry_keys():
     assert schema_key(SNAP) == "20181001122613/schema.cql"
     assert registry_prefix(SNAP) == "registry/20181001122613/"
+    assert registry_block_key(SNAP, "s3-repository", "default") == \
+        "registry/20181001122613/blocks/s3-repository/default.json"
+    assert registry_node_key(SNAP, HOST, "cassandra.yaml") == f"registry/20181001122613/nodes/{HOST}/cassandra.yaml"
+    assert registry_manifest_key(SNAP) == "registry/20181001122613/manifest.json"
     assert schema_key(datetime(2018, 10, 1, 14, 26, 13, tzinfo=timezone(timedelta(hours=2)))) == schema_key(SNAP)
 
 
@@ -311,3 +317,32 @@ def test_plus_names_that_could_escape_are_refused(name):
                           (SetKind.COMMITLOG, name)):
         with pytest.raises(LayoutError):
             validate_relpath(kind, relpath)
+
+
+def test_snapshot_and_node_prefixes_are_formatted_and_parsed_here():
+    assert snapshot_prefix(SNAP) == "20181001122613/"
+    assert node_prefix(SNAP, HOST) == f"20181001122613/{HOST}/" and SetRef.snapshot(SNAP, HOST).prefix.startswith(
+        node_prefix(SNAP, HOST))
+    assert parse_snapshot_prefix("20181001122613/") == SNAP
+    assert [parse_snapshot_prefix(p) for p in ("registry/", "leases/", "2018100112261/")] == [None, None, None]
+    assert [kind_of_prefix(f"{node_prefix(SNAP, HOST)}{k}/") for k in ("snapshots", "backups", "commitlogs", "x")] == [
+        SetKind.SNAPSHOT, SetKind.INCREMENTAL, SetKind.COMMITLOG, None]
+    listing = f"{node_prefix(SNAP, HOST)}backups/"
+    assert sets_from(listing, INCR) == listing + "20181001124953" and sets_from(listing, None) == ""
+    # StartAfter the bound: the set of `start` itself sorts after it (its prefix goes on with '/').
+    assert SetRef.incremental(SNAP, HOST, INCR).prefix > sets_from(listing, INCR)
+
+
+def test_lease_keys_live_under_the_clusters_slug():
+    assert lease_key("Test Cluster", SNAP, "tok") == f"{leases_prefix('Test Cluster')}20181001122613-tok.json"
+    assert leases_prefix("Test Cluster").startswith("leases/Test_Cluster-")
+
+
+def test_flows_reach_the_bucket_through_the_repository_only():
+    """No raw bytes in or out of the bucket in a flow: the repository (and its key layout) is the door."""
+    import dmf.flows
+    from pathlib import Path
+
+    for source in Path(dmf.flows.__path__[0]).glob("*.py"):
+        text = source.read_text()
+        assert "get_bytes(" not in text and "put_bytes(" not in text, source.name

@@ -6,8 +6,8 @@ from datetime import timedelta
 import pytest
 
 from dmf.core.errors import LayoutError
-from dmf.core.lease import (SKEW_S, Lease, blocking, cluster_slug, holder_deadline, lapsed, leases_prefix,
-                            renewal_delay)
+from dmf.core.keys import cluster_slug, leases_prefix
+from dmf.core.lease import SKEW_S, Lease, blocking, holder_deadline, lapsed, renewal_delay
 from dmf.core.timestamps import parse_ts
 
 NOW = parse_ts("20260101120000")

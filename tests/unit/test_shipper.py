@@ -9,7 +9,7 @@ from dmf.core.errors import LayoutError
 from dmf.core.keys import heartbeat_key
 from dmf.core.shipper import (Heartbeat, batch_time, end_of_life, lag, lag_flags, recovery_point, seal_due,
                               shipper_lease_name, to_ship)
-from dmf.core.lease import leases_prefix
+from dmf.core.keys import leases_prefix
 
 T0 = datetime(2026, 12, 4, 3, 0, 0, tzinfo=timezone.utc)
 HOST_ID = "4a1a7505-0842-4a5c-a7fc-0baf0bb43b1b"

@@ -9,6 +9,7 @@ import pytest
 
 from dmf import node_agent, throttle
 from dmf.core.errors import InputError
+from dmf.core.limits import check_limit
 from dmf.storage import MIB
 
 BUCKETS = [pytest.param(throttle.TokenBucket, id="manager"), pytest.param(node_agent.TokenBucket, id="node_agent")]
@@ -117,7 +118,7 @@ def test_the_agent_sends_a_part_in_1_mib_slices_through_its_bucket():
 @pytest.mark.parametrize("value", [0, -1.5, float("nan"), float("inf")])
 def test_a_limit_must_be_a_positive_number(value):
     with pytest.raises(InputError, match="--max-upload-mib-s must be a positive number of MiB/s"):
-        throttle.check_limit(value, "--max-upload-mib-s")
+        check_limit(value, "--max-upload-mib-s")
     with pytest.raises(ValueError):
         throttle.TokenBucket(value)
 
