@@ -3,6 +3,8 @@ refused before anything is downloaded and rewritten by --dc-map; a live table ke
 unless --truncate-first; --into loads the backup beside it."""
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from dmf.core.errors import InputError
@@ -19,7 +21,7 @@ pytestmark = pytest.mark.integration
 
 def test_a_keyspace_the_cluster_cannot_hold_is_refused_before_download_and_dc_map_fixes_it(
         testbed, cluster_block, repository_block, tmp_path):
-    keyspace = "topo_" + tmp_path.name[-8:].replace("-", "_").lower()
+    keyspace = f"topo_{uuid.uuid4().hex[:8]}"  # unique on a reused bed too
     with connect(cluster_block) as session:
         datacenter = next(iter(session.cluster.metadata.all_hosts())).datacenter
         session.execute(f"CREATE KEYSPACE {keyspace} WITH replication = "
