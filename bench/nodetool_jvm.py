@@ -8,8 +8,9 @@ median of --runs interleaved rounds, beside the CPU the JVMs took (the machine's
 Variants: the node's nodetool untouched; dmf's options today (C1 only, serial GC); with them, a
 CDS archive of the JDK classes nodetool loads beyond the JDK's default archive (dumped once by the
 bench: an application-class archive cannot be made, see `appcds_dump`); bytecode verification of
-the application classes off; both; and a minimal JMX client making the same MBean call
-(bench/jmx_client/MinimalJmx.java, no authentication: the bed's JMX is local). Also reports what
+the application classes off; both; one JIT compiler thread and no perf data file; and a minimal
+JMX client making the same MBean call (bench/jmx_client/MinimalJmx.java, no authentication: the
+bed's JMX is local). Also reports what
 `-XX:ArchiveClassesAtExit` (the dynamic AppCDS archive of JDK 13+) does to a nodetool call.
 """
 from __future__ import annotations
@@ -41,6 +42,7 @@ VARIANTS = {
     "+ CDS archive of nodetool's JDK classes": f"{TODAY} -XX:SharedArchiveFile={JDK_ARCHIVE}",
     "+ no bytecode verification": f"{TODAY} {NO_VERIFY}",
     "+ both": f"{TODAY} -XX:SharedArchiveFile={JDK_ARCHIVE} {NO_VERIFY}",
+    "+ one JIT thread, no perf data": f"{TODAY} -XX:CICompilerCount=1 -XX:-UsePerfData",
 }
 MINIMAL = "minimal JMX client (JDK classes only)"
 VARIANTS[MINIMAL] = TODAY
