@@ -3,7 +3,7 @@ snapshot` of the tiny table as dmf runs them (dmf.node.Node over SSH, JVM option
 JAVA_TOOL_OPTIONS), on node 1 alone and on the three nodes at once, each variant's wall clock the
 median of --runs interleaved rounds, beside the CPU the JVMs took (the machine's busy jiffies).
 
-    .venv/bin/python bench/nodetool_jvm.py [--runs 5]
+    .venv/bin/python bench/nodetool_jvm.py [--runs 5] [--only 'dmf today,minimal']
 
 Variants: the node's nodetool untouched; dmf's options today (C1 only, serial GC); with them, a
 CDS archive of the JDK classes nodetool loads beyond the JDK's default archive (dumped once by the
@@ -103,7 +103,12 @@ def timed(nodes: list[Node], variant: str, command: str, round_: int) -> tuple[f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--only", help="comma-separated starts of the variants to run (default: all)")
     args = parser.parse_args()
+    if args.only:
+        starts = args.only.split(",")
+        for name in [n for n in VARIANTS if not any(n.startswith(s) for s in starts)]:
+            del VARIANTS[name]
     tb, cluster, _ = bed()
     tiny_table(cluster)
     remotes = [RemoteHost(cluster, host).connect() for host in cluster.hosts]
