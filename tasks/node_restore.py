@@ -130,7 +130,7 @@ class NodePath:
             get_run_logger().warning("%s: %s; its %.1f MiB pass through the worker instead (--mode import)", address,
                                      reason, shares[address].bytes / MIB)
         return cls(cluster, repository, plan.root, format_ts(plan.chain.full.snapshot_ts), shares, fallbacks,
-                   worker_fetches(fetches, fallbacks, plan.root))
+                   worker_fetches(fetches, [shares[a] for a in fallbacks], plan.root))
 
     @property
     def on_nodes(self) -> list[str]:

@@ -1,0 +1,106 @@
+"""Loading with sstableloader on the nodes, into another topology: which node fetches and streams which
+SSTables (balanced by bytes, every component of an SSTable together) and each node's one folder per
+table, under the table's fresh, collision-free generations."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from dmf.core.node_load import descriptor, loader_shares, renumbered
+
+ROOT = Path("/restore")
+SNAPSHOT = "20250101120000"
+UUID_ID = "3gxb_0vpo_2z2pc2h8c5ljywr9d8"
+
+
+@dataclass(frozen=True)
+class F:
+    key: str
+    dest: Path
+    size: int
+    sha256: str = "0" * 64
+    plain: object | None = None
+
+
+@dataclass(frozen=True)
+class T:
+    keyspace: str
+    table: str
+    links: tuple[tuple[Path, str], ...]
+
+
+def folder(host: str, set_name: str = "full", table: str = "t") -> Path:
+    return ROOT / SNAPSHOT / host / set_name / "ks" / table
+
+
+def table_load(table: str, sets: dict[Path, dict[str, int]]) -> tuple[T, list[F]]:
+    """A table's files (name → size, per downloaded folder) and its load, renumbered as the plan does."""
+    fetches, links, generation = [], [], 0
+    for directory, files in sets.items():
+        fetches += [F(f"key/{directory.relative_to(ROOT)}/{name}", directory / name, size)
+                    for name, size in files.items()]
+        more, generation = renumbered([directory / name for name in files], generation)
+        links += more
+    return T("ks", table, tuple(links)), fetches
+
+
+def test_descriptors_of_both_naming_forms():
+    assert descriptor("nb-12-big-Data.db") == "nb-12-big"
+    assert descriptor(f"da-{UUID_ID}-bti-Partitions.db") == f"da-{UUID_ID}-bti"
+    assert descriptor("nb-1-big-SAI+aa+RowToToken.db") == "nb-1-big"
+    with pytest.raises(ValueError):
+        descriptor("manifest.json")
+
+
+def test_equal_generations_of_different_hosts_get_fresh_ones_and_components_stay_together():
+    load, _ = table_load("t", {folder("10.0.0.1"): {"nb-1-big-Data.db": 5, "nb-1-big-TOC.txt": 1},
+                               folder("10.0.0.2"): {"nb-1-big-Data.db": 5, f"da-{UUID_ID}-bti-Data.db": 7,
+                                                    f"da-{UUID_ID}-bti-Rows.db": 2, "schema.cql": 1}})
+    names = {str(source.relative_to(ROOT / SNAPSHOT)): name for source, name in load.links}
+    assert names == {"10.0.0.1/full/ks/t/nb-1-big-Data.db": "nb-1-big-Data.db",
+                     "10.0.0.1/full/ks/t/nb-1-big-TOC.txt": "nb-1-big-TOC.txt",
+                     f"10.0.0.2/full/ks/t/da-{UUID_ID}-bti-Data.db": "da-2-bti-Data.db",
+                     f"10.0.0.2/full/ks/t/da-{UUID_ID}-bti-Rows.db": "da-2-bti-Rows.db",
+                     "10.0.0.2/full/ks/t/nb-1-big-Data.db": "nb-3-big-Data.db"}
+
+
+def test_sstables_go_whole_to_the_node_with_fewest_bytes_one_folder_per_table_and_node():
+    t, t_files = table_load("t", {
+        folder("10.0.0.1"): {"nb-1-big-Data.db": 90, "nb-1-big-TOC.txt": 10, "nb-2-big-Data.db": 40},
+        folder("10.0.0.2"): {"nb-1-big-Data.db": 60, "nb-1-big-TOC.txt": 10},
+        folder("10.0.0.3", "incr-20250101123000"): {"nb-1-big-Data.db": 30}})
+    u, u_files = table_load("u", {folder("10.0.0.1", table="u"): {"nb-7-big-Data.db": 50}})
+    shares = loader_shares([t, u], t_files + u_files, ["10.0.0.4", "10.0.0.5"], ROOT, SNAPSHOT)
+    # Largest first to the lighter node: t's 100 → .4, t's 70 → .5, u's 50 → .5, t's 40 → .4, t's 30 → .5.
+    assert {h: s.bytes for h, s in shares.items()} == {"10.0.0.4": 140, "10.0.0.5": 150}
+    four, five = shares["10.0.0.4"], shares["10.0.0.5"]
+    assert [(x.keyspace, x.table) for x in four.tables] == [("ks", "t")]
+    assert [(x.keyspace, x.table) for x in five.tables] == [("ks", "t"), ("ks", "u")]
+    assert four.tables[0].directory == f".load/{SNAPSHOT}/ks/t"
+    assert dict(four.tables[0].links) == {
+        f"{SNAPSHOT}/10.0.0.1/full/ks/t/nb-1-big-Data.db": "nb-1-big-Data.db",
+        f"{SNAPSHOT}/10.0.0.1/full/ks/t/nb-1-big-TOC.txt": "nb-1-big-TOC.txt",
+        f"{SNAPSHOT}/10.0.0.1/full/ks/t/nb-2-big-Data.db": "nb-2-big-Data.db"}
+    assert dict(five.tables[0].links) == {
+        f"{SNAPSHOT}/10.0.0.2/full/ks/t/nb-1-big-Data.db": "nb-3-big-Data.db",
+        f"{SNAPSHOT}/10.0.0.2/full/ks/t/nb-1-big-TOC.txt": "nb-3-big-TOC.txt",
+        f"{SNAPSHOT}/10.0.0.3/incr-20250101123000/ks/t/nb-1-big-Data.db": "nb-4-big-Data.db"}
+    assert five.tables[0].label == "ks.t on 10.0.0.5 (2 SSTables)"
+    # What each node fetches is what it links, each file once, from its own key.
+    for share in shares.values():
+        assert sorted(f.path for f in share.files) == sorted(p for x in share.tables for p, _ in x.links)
+    fetched = [f for s in shares.values() for f in s.files]
+    assert sorted(f.key for f in fetched) == sorted(f.key for f in t_files + u_files)
+    assert {f.path: f.size for f in fetched}[f"{SNAPSHOT}/10.0.0.1/full/ks/u/nb-7-big-Data.db"] == 50
+
+
+def test_a_node_given_nothing_has_no_share_and_one_node_takes_all():
+    t, files = table_load("t", {folder("10.0.0.1"): {"nb-1-big-Data.db": 9},
+                                folder("10.0.0.2"): {"nb-1-big-Data.db": 9}})
+    shares = loader_shares([t], files, ["10.0.0.4", "10.0.0.5", "10.0.0.6"], ROOT, SNAPSHOT)
+    assert list(shares) == ["10.0.0.4", "10.0.0.5"]
+    [solo] = loader_shares([t], files, ["10.0.0.4"], ROOT, SNAPSHOT).values()
+    assert [name for _, name in solo.tables[0].links] == ["nb-1-big-Data.db", "nb-2-big-Data.db"]
+    assert solo.units == ()  # nothing for nodetool import
