@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -140,6 +140,14 @@ def _commitlog_files(chain: Chain, root: Path) -> tuple[list[Fetch], list[Path],
         if shipped.compressed:
             unpacks.append(Unpack(stored, segment, shipped.size, shipped.sha256))
     return commitlogs, segments, unpacks
+
+
+def worker_tables(tables: Iterable[TableLoad], fetches: Iterable[Fetch]) -> list[TableLoad]:
+    """The tables' loads cut to the SSTables among `fetches` (what the worker downloads for the nodes
+    that fall back): the worker streams those, one sstableloader per table."""
+    downloaded = {f.dest for f in fetches}
+    cut = [replace(load, links=tuple(link for link in load.links if link[0] in downloaded)) for load in tables]
+    return [load for load in cut if load.links]
 
 
 def download_dirs(plan: Plan, root: Path) -> list[Path]:

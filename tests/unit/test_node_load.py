@@ -3,12 +3,18 @@ SSTables (balanced by bytes, every component of an SSTable together) and each no
 table, under the table's fresh, collision-free generations."""
 from __future__ import annotations
 
+import shlex
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from dmf.core.node_load import descriptor, loader_shares, renumbered
+from dmf.blocks.cassandra_cluster import CassandraCluster, tool_beside
+from dmf.core.node_load import NodeTableLoad, descriptor, loader_shares, renumbered
+from dmf.loader import stream_staged
+from dmf.restore_plan import TableLoad, worker_tables
+from dmf.ssh import CommandResult, RemoteError, RemoteHost, redact
 
 ROOT = Path("/restore")
 SNAPSHOT = "20250101120000"
@@ -104,3 +110,73 @@ def test_a_node_given_nothing_has_no_share_and_one_node_takes_all():
     [solo] = loader_shares([t], files, ["10.0.0.4"], ROOT, SNAPSHOT).values()
     assert [name for _, name in solo.tables[0].links] == ["nb-1-big-Data.db", "nb-2-big-Data.db"]
     assert solo.units == ()  # nothing for nodetool import
+
+
+class LocalHost(RemoteHost):
+    """A RemoteHost whose commands run on this machine, masked as RemoteHost.run masks them."""
+
+    def run(self, argv, *, check=True, timeout=600, stdin=None, shown=None, secrets=()):
+        done = subprocess.run(list(argv), input=stdin, capture_output=True, timeout=timeout)
+        result = CommandResult(tuple(argv), done.returncode, done.stdout.decode(), done.stderr.decode())
+        if check and done.returncode:
+            raise RemoteError(f"`{redact(shlex.join(shown or argv), secrets)}` exited {done.returncode}")
+        return result
+
+
+# Records its arguments and the folder it was given, then exits as $LOADER_EXIT says.
+FAKE_LOADER = """#!/bin/sh
+for last; do :; done
+printf '%s\\n' "$@" > "$(dirname "$0")/argv"
+ls "$last" > "$(dirname "$0")/listing"
+exit "${LOADER_EXIT:-0}"
+"""
+
+
+def test_a_node_links_its_share_under_the_load_names_streams_it_once_and_removes_the_links(tmp_path, monkeypatch):
+    tools, staging = tmp_path / "bin", tmp_path / "staging"
+    tools.mkdir()
+    (tools / "sstableloader").write_text(FAKE_LOADER)
+    (tools / "sstableloader").chmod(0o755)
+    staged = staging / SNAPSHOT / "10.0.0.1" / "full" / "ks" / "t"
+    staged.mkdir(parents=True)
+    for name in ("nb-1-big-Data.db", "nb-1-big-TOC.txt"):
+        (staged / name).write_text(name)
+    block = CassandraCluster(hosts=[{"address": "10.0.0.4", "nodetool": f"{tools}/nodetool"}],
+                             cql_username="dmf", cql_password="s3cret pass")
+    load = NodeTableLoad("ks", "t", f".load/{SNAPSHOT}/ks/t",
+                         ((f"{SNAPSHOT}/10.0.0.1/full/ks/t/nb-1-big-Data.db", "nb-4-big-Data.db"),
+                          (f"{SNAPSHOT}/10.0.0.1/full/ks/t/nb-1-big-TOC.txt", "nb-4-big-TOC.txt")), "ks.t on 10.0.0.4")
+    remote = LocalHost(block, block.hosts[0])
+    stream_staged(remote, str(staging), load, ("10.0.0.4", "10.0.0.5"))
+    folder = staging / ".load" / SNAPSHOT / "ks" / "t"
+    assert (tools / "argv").read_text().splitlines() == [
+        "-d", "10.0.0.4,10.0.0.5", "-p", "9042", "--no-progress", "-u", "dmf", "-pw", "s3cret pass", str(folder)]
+    assert (tools / "listing").read_text().split() == ["nb-4-big-Data.db", "nb-4-big-TOC.txt"]
+    assert not folder.exists() and sorted(p.name for p in staged.iterdir()) == ["nb-1-big-Data.db", "nb-1-big-TOC.txt"]
+
+    monkeypatch.setenv("LOADER_EXIT", "3")
+    with pytest.raises(RemoteError) as failed:
+        stream_staged(remote, str(staging), load, ("10.0.0.4",))
+    assert "-pw '***'" in str(failed.value) and "s3cret" not in str(failed.value)
+    # A rerun makes the folder anew from the staged files, still there.
+    assert sorted(p.name for p in folder.iterdir()) == ["nb-4-big-Data.db", "nb-4-big-TOC.txt"]
+
+
+def test_the_nodes_sstableloader_is_the_one_beside_its_nodetool():
+    assert tool_beside("/opt/cassandra/bin/nodetool", "sstableloader") == "/opt/cassandra/bin/sstableloader"
+    assert tool_beside("sudo -u cassandra /usr/bin/nodetool", "sstableloader") == (
+        "sudo -u cassandra /usr/bin/sstableloader")
+    assert tool_beside("nodetool", "sstableloader") == "sstableloader"
+    assert tool_beside("/usr/local/bin/nt-wrapper", "sstableloader") == "sstableloader"
+    host = CassandraCluster(hosts=[{"address": "10.0.0.4", "nodetool": "/b/nodetool",
+                                    "sstableloader": "/c/sstableloader -f /etc/cassandra/cassandra.yaml"}]).hosts[0]
+    assert host.sstableloader_command == "/c/sstableloader -f /etc/cassandra/cassandra.yaml"
+
+
+def test_the_worker_streams_only_the_fallback_nodes_sstables():
+    t, files = table_load("t", {folder("10.0.0.1"): {"nb-1-big-Data.db": 9, "nb-1-big-TOC.txt": 1},
+                                folder("10.0.0.2"): {"nb-1-big-Data.db": 9}})
+    load = TableLoad("ks", "t", ROOT / SNAPSHOT / ".load" / "ks" / "t", t.links, 2)
+    [cut] = worker_tables([load], [f for f in files if "10.0.0.2" in str(f.dest)])
+    assert [name for _, name in cut.links] == ["nb-2-big-Data.db"] and cut.directory == load.directory
+    assert worker_tables([load], []) == []
