@@ -26,7 +26,7 @@ LOAD_TIMEOUT_S = 3600
 _LOADER_WITH_PASSWORD = 'IFS= read -r p || exit 125\nexec {loader} -u {user} -pw "$p" {folder} </dev/null\n'
 # Links a table's staged SSTables into its load folder under their load names: one `ln` per file,
 # the (source, name) pairs NUL-separated on stdin, paths relative to the staging folder ($1).
-_LINK_SCRIPT = 'cd -- "$1" && rm -rf -- "$2" && mkdir -p -- "$2" && xargs -0 -n 2 ln --'
+_LINK_SCRIPT = 'cd -- "$1" && rm -rf -- "$2" && mkdir -p -- "$2" && xargs -0 -r -n 2 ln --'
 
 
 def loader_options(cluster: CassandraCluster, hosts: tuple[str, ...]) -> list[str]:

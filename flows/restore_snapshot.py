@@ -290,7 +290,7 @@ def summarize(plan: RestorePlan, fetched: dict, loaded: list[str], replayed: dic
         "db_target": str(request.target), "into": str(request.into) if request.into else None,
         "time": format_ts(plan.at), "snapshot_ts": format_ts(plan.chain.full.snapshot_ts),
         "increments": [format_ts(g.time) for g in plan.chain.increments], "hosts": list(request.hosts),
-        "mode": request.mode, "files": len(files.fetches), "bytes": sum(f.size for f in files.fetches),
+        "mode": request.mode, "load_mode": plan.load_mode, "files": len(files.fetches), "bytes": sum(f.size for f in files.fetches),
         "downloaded_files": fetched["downloaded"],
         "resolve_seconds": round(resolve_seconds, 2), "download_seconds": round(download_seconds, 2),
         "loaded": loaded, "seconds": round(seconds, 2),

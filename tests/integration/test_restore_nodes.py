@@ -126,6 +126,7 @@ def test_into_another_topology_the_nodes_stream_their_shares_with_sstableloader(
         summary = restore_snapshot(hosts="127.0.0.1,127.0.0.2", path=str(tmp_path), db_target=backed_up["target"],
                                    mode="node", truncate_first=True, yes=True, keep_files=True)
         assert ids(cluster_block, backed_up["target"]) == set(range(400))
+        assert summary["load_mode"] == "node-sstableloader"
         assert summary["fallbacks"] == {} and set(summary["nodes"]) == {"127.0.0.1", "127.0.0.2"}
         assert all(n["fetched_bytes"] > 0 for n in summary["nodes"].values())
         table = backed_up["target"]
