@@ -16,18 +16,11 @@ from dmf.loader import stream_staged
 from dmf.restore_plan import TableLoad, worker_tables
 from dmf.ssh import CommandResult, RemoteError, RemoteHost, redact
 
+from .test_node_restore_plan import F
+
 ROOT = Path("/restore")
 SNAPSHOT = "20250101120000"
 UUID_ID = "3gxb_0vpo_2z2pc2h8c5ljywr9d8"
-
-
-@dataclass(frozen=True)
-class F:
-    key: str
-    dest: Path
-    size: int
-    sha256: str = "0" * 64
-    plain: object | None = None
 
 
 @dataclass(frozen=True)
