@@ -11,7 +11,7 @@ from dmf.core.client_encryption import Expected, authenticate
 from dmf.core.errors import InputError
 from dmf.core.keys import MANIFEST_NAME, SetKind, table_of
 from dmf.core.manifest import Manifest
-from dmf.core.node_load import loader_shares, renumbered
+from dmf.core.node_load import LOAD_DIR, loader_shares, renumbered
 from dmf.core.node_restore import NodeShare, node_import_refusal, node_shares
 from dmf.core.restore_checks import RingNode, check_full_covers_ring, check_hosts_in_ring, datacenters
 from dmf.core.restore_request import RestoreRequest
@@ -25,8 +25,6 @@ from dmf.download import Fetch, Unpack, safe_join
 COMMITLOG_DIR = "cassandra_commitlogs"
 # --mode node into another topology: each node of HOSTS fetches a share and streams it with sstableloader.
 NODE_LOADER = "node-sstableloader"
-# Beside the hosts' folders under <snapshot>/: no host name or address starts with a dot.
-LOAD_DIR = ".load"
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,9 @@ from dmf.core.node_restore import FetchLike, NodeFile, NodeShare
 # time-based UUID, `_`-joined (`da-3gxb_0vpo_2z2pc2h8c5ljywr9d8-bti-Data.db`); the component may hold
 # `+` (storage-attached indexes: `nb-1-big-SAI+aa+RowToToken.db`).
 SSTABLE_COMPONENT = re.compile(r"(?P<version>[a-z]{2})-(?P<id>[0-9a-z_]+)-(?P<format>[a-z]+)-(?P<component>.+)")
-# Under a node's staging folder: the folders of links one sstableloader streams, <snapshot>/<ks>/<table>.
+# The folders of links one sstableloader streams: PATH/<snapshot>/.load/<ks>/<table> on the worker (beside
+# the hosts' folders: no host name or address starts with a dot), <staging>/.load/<snapshot>/<ks>/<table>
+# on a node.
 LOAD_DIR = ".load"
 
 
