@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import posixpath
+import shlex
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
@@ -28,6 +29,10 @@ class CassandraHost(BaseModel):
                                     "cdc_enabled: the shipper ships CDC segments' durable prefixes and drains it.")
     config_dir: str = Field(default="/etc/cassandra", description="cassandra.yaml and friends (registry backup).")
     nodetool: str = Field(default="nodetool", description="nodetool command on the node.")
+    sstableloader: str | None = Field(
+        default=None, description="sstableloader command on the node (`--mode node` into another topology streams "
+                                  "from the nodes); default: the sstableloader beside `nodetool` (same folder and "
+                                  "prefix, such as sudo), else `sstableloader` on the node's PATH.")
     python: str = Field(default="python3",
                         description="Python 3 on the node (cqlsh's); it uploads the node's files straight to S3 "
                                     "(see the repository's upload_from_nodes).")
@@ -61,8 +66,23 @@ class CassandraHost(BaseModel):
         return self.ssh_host or self.address
 
     @property
+    def sstableloader_command(self) -> str:
+        return self.sstableloader or tool_beside(self.nodetool, "sstableloader")
+
+    @property
     def jvm_options_path(self) -> str:
         return self.jvm_options_file or posixpath.join(self.config_dir, "jvm-server.options")
+
+
+def tool_beside(nodetool: str, tool: str) -> str:
+    """`tool` as the nodetool command runs: the words before nodetool kept (sudo -u cassandra), the
+    program in nodetool's folder (Cassandra's bin/ holds both); `tool` alone when the command names
+    no program called nodetool."""
+    words = shlex.split(nodetool)
+    for i, word in enumerate(words):
+        if posixpath.basename(word) == "nodetool":
+            return shlex.join([*words[:i], posixpath.join(posixpath.dirname(word), tool)])
+    return tool
 
 
 def check_jmx_credentials(username: str | None, password: str | None) -> None:

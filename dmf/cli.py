@@ -537,7 +537,9 @@ def restore_snapshot_cmd(
                                            "settings, in place only: for workers that cannot run Java).")] = "scratch",
     mode: Annotated[str, typer.Option("--mode", help="sstableloader (any topology), import (nodetool import "
                                       "on the same hosts) or node (each node fetches its own files from S3 "
-                                      "and imports them: same tokens).")] = "sstableloader",
+                                      "and imports them, same tokens; into another topology, or HOSTS "
+                                      "without every backup host, each of HOSTS fetches a share and streams "
+                                      "it with its own sstableloader, one per table).")] = "sstableloader",
     keep_files: Annotated[bool, typer.Option("--keep-files", help="Keep the downloaded SSTables in PATH after a "
                                              "successful restore (default: removed; after a failure they always "
                                              "stay, so a rerun resumes). PATH/cassandra_commitlogs/ is always "

@@ -7,6 +7,7 @@ import subprocess
 
 from dmf.blocks.cassandra_cluster import CassandraCluster
 from dmf.core.errors import DmfError
+from dmf.core.node_load import NodeTableLoad
 from dmf.core.node_restore import SSTABLE_SUFFIXES as SSTABLE_COMPONENT
 from dmf.node import Node
 from dmf.restore_plan import LoadUnit, TableLoad
@@ -18,10 +19,25 @@ class LoadError(DmfError):
     pass
 
 
+LOAD_TIMEOUT_S = 3600
+# sstableloader on a node with the CQL password: read from the SSH channel's stdin, so it is in no
+# command line sshd or the shell shows; BulkLoader takes it only as `-pw`, so it is in the loader
+# JVM's own command line on the node while it runs (as on the worker's, the worker path).
+_LOADER_WITH_PASSWORD = 'IFS= read -r p || exit 125\nexec {loader} -u {user} -pw "$p" {folder} </dev/null\n'
+# Links a table's staged SSTables into its load folder under their load names: one `ln` per file,
+# the (source, name) pairs NUL-separated on stdin, paths relative to the staging folder ($1).
+_LINK_SCRIPT = 'cd -- "$1" && rm -rf -- "$2" && mkdir -p -- "$2" && xargs -0 -r -n 2 ln --'
+
+
+def loader_options(cluster: CassandraCluster, hosts: tuple[str, ...]) -> list[str]:
+    """sstableloader's options but the credentials: the nodes to learn the ring from, the CQL port."""
+    return ["-d", ",".join(hosts), "-p", str(cluster.cql_port), "--no-progress"]
+
+
 def run_sstableloader(cluster: CassandraCluster, hosts: tuple[str, ...], unit: LoadUnit | TableLoad,
-                      timeout: float = 3600) -> str:
+                      timeout: float = LOAD_TIMEOUT_S) -> str:
     """Streams one <keyspace>/<table> directory into the cluster; returns sstableloader's summary."""
-    argv = [*shlex.split(cluster.sstableloader), "-d", ",".join(hosts), "-p", str(cluster.cql_port), "--no-progress"]
+    argv = [*shlex.split(cluster.sstableloader), *loader_options(cluster, hosts)]
     secret = None
     if cluster.cql_username:
         secret = cluster.cql_password.get_secret_value() if cluster.cql_password else ""
@@ -41,6 +57,29 @@ def run_sstableloader(cluster: CassandraCluster, hosts: tuple[str, ...], unit: L
         tail = [line for line in output.strip().splitlines() if line.strip()][-3:]
         raise LoadError(f"sstableloader failed on {unit.describe()} (exit {result.returncode}): {' | '.join(tail)[:500]}")
     return output
+
+
+def stream_staged(remote: RemoteHost, staging: str, load: NodeTableLoad, hosts: tuple[str, ...]) -> None:
+    """On the node: hard-links the table's staged SSTables into its load folder under their load names
+    (fresh generations: no two collide), streams the folder into the cluster with the node's
+    sstableloader (one JVM for the table's share), then removes the folder. Not destructive: the links
+    only; the staged files stay for a rerun. Dies before the stream: a rerun makes the folder anew.
+    After it: the rows are loaded, and streaming the same SSTables again is harmless (cells keep their
+    timestamps)."""
+    cluster = remote.cluster
+    pairs = b"".join(f"{source}\0{posixpath.join(load.directory, name)}\0".encode() for source, name in load.links)
+    remote.run(["sh", "-c", _LINK_SCRIPT, "sh", staging, load.directory], stdin=pairs)
+    folder = posixpath.join(staging, load.directory)
+    loader = [*shlex.split(remote.host.sstableloader_command), *loader_options(cluster, hosts)]
+    if cluster.cql_username:
+        secret = cluster.cql_password.get_secret_value() if cluster.cql_password else ""
+        script = _LOADER_WITH_PASSWORD.format(loader=shlex.join(loader), user=shlex.quote(cluster.cql_username),
+                                              folder=shlex.quote(folder))
+        remote.run(["sh", "-c", script], stdin=f"{secret}\n".encode(), timeout=LOAD_TIMEOUT_S,
+                   shown=[*loader, "-u", cluster.cql_username, "-pw", "***", folder], secrets=[secret] if secret else [])
+    else:
+        remote.run([*loader, folder], timeout=LOAD_TIMEOUT_S)
+    remote.run(["rm", "-rf", "--", folder])
 
 
 def import_unit(remote: RemoteHost, unit: LoadUnit) -> None:

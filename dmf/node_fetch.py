@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from dmf import node_agent, node_fetch_agent
+from dmf.core.node_load import LOAD_DIR
 from dmf.core.node_restore import IMPORT_DIR, NodeFile, Room, StagedUnit
 from dmf.loader import import_folder
 from dmf.node_upload import endpoint_header, node_presigner, start_agent
@@ -135,7 +136,7 @@ def import_staged(remote: RemoteHost, staging: str, unit: StagedUnit) -> None:
 
 
 def remove_staged(remote: RemoteHost, staging: str, snapshot: str, keep_files: bool) -> None:
-    """The snapshot's staged files (unless `keep_files`) and its import folders (always)."""
-    folders = [posixpath.join(staging, IMPORT_DIR, snapshot),
+    """The snapshot's staged files (unless `keep_files`) and its import and load folders (always)."""
+    folders = [posixpath.join(staging, IMPORT_DIR, snapshot), posixpath.join(staging, LOAD_DIR, snapshot),
                *([] if keep_files else [posixpath.join(staging, snapshot)])]
     remote.run(["rm", "-rf", "--", *folders])

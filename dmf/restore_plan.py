@@ -1,9 +1,8 @@
 """What a restore fetches and loads, from a resolved chain (pure: paths and keys only)."""
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -12,7 +11,8 @@ from dmf.core.client_encryption import Expected, authenticate
 from dmf.core.errors import InputError
 from dmf.core.keys import MANIFEST_NAME, SetKind, table_of
 from dmf.core.manifest import Manifest
-from dmf.core.node_restore import NodeShare, check_node_path, node_shares
+from dmf.core.node_load import LOAD_DIR, loader_shares, renumbered
+from dmf.core.node_restore import NodeShare, node_import_refusal, node_shares
 from dmf.core.restore_checks import RingNode, check_full_covers_ring, check_hosts_in_ring, datacenters
 from dmf.core.restore_request import RestoreRequest
 from dmf.core.segments import shipped_segments
@@ -23,10 +23,8 @@ from dmf.core.topology import check_replay_nodes, fit_replication
 from dmf.download import Fetch, Unpack, safe_join
 
 COMMITLOG_DIR = "cassandra_commitlogs"
-# Beside the hosts' folders under <snapshot>/: no host name or address starts with a dot.
-LOAD_DIR = ".load"
-# <version>-<id>-<format>-<component>: the id is a generation number or a time-based UUID (`_`-joined).
-_SSTABLE_COMPONENT = re.compile(r"(?P<version>[a-z]{2})-(?P<id>[0-9a-z_]+)-(?P<format>[a-z]+)-(?P<component>.+)")
+# --mode node into another topology: each node of HOSTS fetches a share and streams it with sstableloader.
+NODE_LOADER = "node-sstableloader"
 
 
 @dataclass(frozen=True)
@@ -59,21 +57,6 @@ class TableLoad:
         return f"{self.keyspace}.{self.table} ({self.sets} table sets)"
 
 
-def _renumbered(paths: list[Path], generation: int) -> tuple[list[tuple[Path, str]], int]:
-    """One table set's SSTables under fresh generations after `generation`: (file, new name) pairs, and
-    the last generation used. Only the folder's own SSTables: secondary-index ones (in .<index>/) are
-    rebuilt by the load, manifest.json and schema.cql are not data."""
-    parsed = [(m, path) for path in paths if (m := _SSTABLE_COMPONENT.fullmatch(path.name))]
-    links, renumbered = [], {}
-    for match, path in sorted(parsed, key=lambda mp: mp[1].name):
-        descriptor = f"{match['version']}-{match['id']}-{match['format']}"
-        if descriptor not in renumbered:
-            generation += 1
-            renumbered[descriptor] = generation
-        links.append((path, f"{match['version']}-{renumbered[descriptor]}-{match['format']}-{match['component']}"))
-    return links, generation
-
-
 def _table_loads(units: list[LoadUnit], fetches: list[Fetch], root: Path, snapshot: str) -> list[TableLoad]:
     files_in: dict[Path, list[Path]] = {}
     for fetch in fetches:
@@ -83,7 +66,7 @@ def _table_loads(units: list[LoadUnit], fetches: list[Fetch], root: Path, snapsh
         links, generation = [], 0
         table_units = [u for u in units if (u.keyspace, u.table) == (keyspace, table)]
         for unit in table_units:
-            unit_links, generation = _renumbered(files_in.get(unit.directory, []), generation)
+            unit_links, generation = renumbered(files_in.get(unit.directory, []), generation)
             links.extend(unit_links)
         loads.append(TableLoad(keyspace, table, safe_join(root, snapshot, LOAD_DIR, keyspace, table), tuple(links),
                                len(table_units)))
@@ -157,6 +140,14 @@ def _commitlog_files(chain: Chain, root: Path) -> tuple[list[Fetch], list[Path],
     return commitlogs, segments, unpacks
 
 
+def worker_tables(tables: Iterable[TableLoad], fetches: Iterable[Fetch]) -> list[TableLoad]:
+    """The tables' loads cut to the SSTables among `fetches` (what the worker downloads for the nodes
+    that fall back): the worker streams those, one sstableloader per table."""
+    downloaded = {f.dest for f in fetches}
+    cut = [replace(load, links=tuple(link for link in load.links if link[0] in downloaded)) for load in tables]
+    return [load for load in cut if load.links]
+
+
 def download_dirs(plan: Plan, root: Path) -> list[Path]:
     """The directories below root that hold the chain's files, deepest first: what is removed, once
     empty, after a successful restore. COMMITLOG_DIR is never among them (fetched commit logs are
@@ -205,8 +196,9 @@ class RestorePlan:
     chain: Chain
     files: Plan
     # How the files reach Cassandra: "sstableloader" (any topology, streamed from here), "import" (each
-    # backup host's files by nodetool import on that host) or "node" (each node fetches its own share,
-    # node_fetches, from S3 and imports it; dmf.tasks.node_restore).
+    # backup host's files by nodetool import on that host), "node" (each node fetches its own share,
+    # node_fetches, from S3 and imports it; dmf.tasks.node_restore) or NODE_LOADER (--mode node where
+    # the nodes cannot import: each node of HOSTS fetches a share and streams it, one sstableloader per table).
     load_mode: str
     schema: str | None = None       # the snapshot's schema.cql, its keyspace's replication fitted to this cluster
     notes: tuple[str, ...] = ()     # what the run log says before the download
@@ -214,8 +206,11 @@ class RestorePlan:
 
     @property
     def node_fetches(self) -> dict[str, NodeShare]:
-        """Each backup host's share of the data files (what its node fetches and stages on the node
-        path, in plan order) and its units in load order."""
+        """What each node fetches and stages on the node path, and loads: each backup host's own files
+        and units (import), or a share balanced by bytes over HOSTS and its tables (NODE_LOADER)."""
+        if self.load_mode == NODE_LOADER:
+            return loader_shares(self.files.tables, self.files.fetches, self.request.hosts, self.root,
+                                 format_ts(self.chain.full.snapshot_ts))
         return node_shares(self.files.fetches, self.files.units, self.root)
 
     @property
@@ -235,22 +230,33 @@ class RestorePlan:
 
     @property
     def loads(self) -> int:
-        """How many loads the load step makes: one per table (sstableloader) or per table set (import)."""
+        """How many loads the load step makes: one per table (sstableloader), per table and node
+        (NODE_LOADER) or per table set (import)."""
+        if self.load_mode == NODE_LOADER:
+            return sum(len(share.tables) for share in self.node_fetches.values())
         return len(self.files.tables if self.load_mode == "sstableloader" else self.files.units)
 
 
-def _check_node_path(chain: Chain, files: Plan, placement: Placement, hosts: Iterable[str]) -> None:
-    """--mode node: the ring owns the backup's tokens and HOSTS names every host whose files load."""
+def _load_mode(request: RestoreRequest, chain: Chain, files: Plan, placement: Placement) -> tuple[str, str | None]:
+    """--mode node imports each backup host's files on its node when the ring owns the backup's tokens
+    and HOSTS name every host whose files load; otherwise the nodes stream with sstableloader (and the
+    note says why)."""
+    if request.mode != "node":
+        return request.mode, None
     loaded_hosts = {u.host for u in files.units}
-    check_node_path({m.set.node: m.tokens for m in chain.full.manifests if m.set.node in loaded_hosts},
-                    placement.tokens, hosts)
+    why = node_import_refusal({m.set.node: m.tokens for m in chain.full.manifests if m.set.node in loaded_hosts},
+                              placement.tokens, request.hosts)
+    if why is None:
+        return "node", None
+    return NODE_LOADER, (f"--mode node: {why}, so the nodes cannot import their own files: each of "
+                         f"{', '.join(request.hosts)} fetches a share of them from S3 and streams it with "
+                         "sstableloader (one per table)")
 
 
 def plan_files(request: RestoreRequest, root: Path, chain: Chain, placement: Placement, expected: Expected) -> Plan:
     """The chain's files for the request, checked before the snapshot's schema is read: the full covers
     this ring, it holds the target, its manifests are authentic under the repository's key, and each
-    commit log to replay on the nodes has a node of HOSTS to replay on, and --mode node's ring owns the
-    backup's tokens."""
+    commit log to replay on the nodes has a node of HOSTS to replay on."""
     snapshot = format_ts(chain.full.snapshot_ts)
     check_full_covers_ring(chain.full.hosts, snapshot, placement.ring, request.allow_host_subset)
     files = plan_restore(chain, request.target, root, with_commitlogs=request.with_commitlogs, into=request.into)
@@ -259,8 +265,6 @@ def plan_files(request: RestoreRequest, root: Path, chain: Chain, placement: Pla
     authenticate([*chain.manifests, *(m for group in chain.commitlogs for m in group.manifests)], expected)
     if request.replays_on_nodes:
         check_replay_nodes({s.parent.name for s in files.segments}, placement.host_ids)
-    if request.mode == "node":
-        _check_node_path(chain, files, placement, request.hosts)
     return files
 
 
@@ -282,7 +286,10 @@ def plan_restore_request(request: RestoreRequest, at: datetime, root: Path, chai
         if missing:
             raise InputError(f"--mode import places each host's own files on it: HOSTS must include "
                              f"{', '.join(missing)} (or use the default sstableloader mode)")
+    load_mode, why = _load_mode(request, chain, files, placement)
+    if why:
+        notes.append(why)
     notes.append(f"restoring {target} at {format_ts(at)}: full {format_ts(chain.full.snapshot_ts)} + "
                  f"{len(chain.increments)} increment(s), {len(files.fetches)} files, {files.bytes / 2**20:.1f} MiB "
                  f"into {root}")
-    return RestorePlan(request, at, root, chain, files, request.mode, schema, tuple(notes), tuple(warnings))
+    return RestorePlan(request, at, root, chain, files, load_mode, schema, tuple(notes), tuple(warnings))

@@ -3,7 +3,7 @@ anything else; the ring (HOSTS live members) and PATH before anything is resolve
 `time`, its files, the schema fit and the disk need (dmf.restore_plan, pure) before any byte moves.
 Then: verified parallel download into PATH (with --mode node, each node fetches its own share) →
 schema (optional) → load (sstableloader, nodetool import on the same hosts, or each node importing
-what it staged) → commit logs (fetched with get_commitlogs; replayed to the second with
+what it staged, or, into another topology, streaming it with sstableloader on the node) → commit logs (fetched with get_commitlogs; replayed to the second with
 replay_commitlogs: in a scratch Cassandra on the worker whose SSTables are then loaded, or,
 replay_on="nodes", on the nodes one by one) → downloaded files removed unless keep_files (fetched
 commit logs always stay)."""
@@ -35,10 +35,10 @@ from dmf.flows import scratch_replay
 from dmf.local import addresses_of, local_node_dirs
 from dmf.repository import Repository
 from dmf.reporting import publish_summary
-from dmf.restore_plan import (COMMITLOG_DIR, Placement, RestorePlan, download_dirs, place, plan_files,
+from dmf.restore_plan import (COMMITLOG_DIR, NODE_LOADER, Placement, RestorePlan, download_dirs, place, plan_files,
                               plan_restore_request)
 from dmf.storage import Storage
-from dmf.tasks.node_restore import NodePath
+from dmf.tasks.node_restore import NodeLoadPath, NodePath
 from dmf.tasks.restore import (apply_schema, create_copy, download, finish_interrupted_replay, load_table_sstableloader,
                                load_units_import, remove_downloaded, replay_commitlogs_on_host, ring_view,
                                truncate_tables, unpack_commitlogs)
@@ -139,12 +139,14 @@ def import_units(cluster: CassandraCluster, plan: RestorePlan, loaded: list[str]
         loaded.extend(future.result())
 
 
-def import_on_nodes(cluster: CassandraCluster, plan: RestorePlan, loaded: list[str], node_path: NodePath) -> None:
-    """Every node at once: its staged share, or (fallback) the worker's download of it."""
-    loaded.extend(node_path.load(plan.files.units))
+def load_on_nodes(cluster: CassandraCluster, plan: RestorePlan, loaded: list[str], node_path: NodePath) -> None:
+    """Every node at once: its staged share (imported, or streamed into another topology), or (fallback)
+    the worker's download of it."""
+    loaded.extend(node_path.load(plan))
 
 
-LOADERS = {"sstableloader": load_tables, "import": import_units, "node": import_on_nodes}
+LOADERS = {"sstableloader": load_tables, "import": import_units, "node": load_on_nodes, NODE_LOADER: load_on_nodes}
+NODE_PATHS = {"node": NodePath, NODE_LOADER: NodeLoadPath}
 
 
 def load(cluster: CassandraCluster, plan: RestorePlan, node_path: NodePath | None) -> list[str]:
@@ -168,12 +170,13 @@ def load(cluster: CassandraCluster, plan: RestorePlan, node_path: NodePath | Non
 
 def stage(cluster: CassandraCluster, repository: S3Repository, plan: RestorePlan, placement: Placement
           ) -> tuple[NodePath | None, list[Fetch], scratch_replay.ScratchPlan | None]:
-    """Before any byte moves: the node path's preflight (--mode node: who fetches its own share), the
+    """Before any byte moves: the node path's preflight (--mode node: who fetches its share), the
     scratch replay's, and the room in PATH for what the worker downloads and the replay writes. Returns
     the node path, the data files the worker downloads (all of them but on the node path) and the
     scratch plan."""
     scratch = scratch_replay.preflight(placement.versions, plan.files) if plan.replays_in_scratch else None
-    node_path = NodePath.prepare(cluster, repository, plan) if plan.load_mode == "node" else None
+    path_type = NODE_PATHS.get(plan.load_mode)
+    node_path = path_type.prepare(cluster, repository, plan) if path_type else None
     worker = node_path.worker_fetches if node_path else plan.files.fetches
     check_destination(plan.root,
                       bytes_missing(worker + plan.files.commitlog_fetches) + (scratch.disk if scratch else 0))
@@ -287,7 +290,7 @@ def summarize(plan: RestorePlan, fetched: dict, loaded: list[str], replayed: dic
         "db_target": str(request.target), "into": str(request.into) if request.into else None,
         "time": format_ts(plan.at), "snapshot_ts": format_ts(plan.chain.full.snapshot_ts),
         "increments": [format_ts(g.time) for g in plan.chain.increments], "hosts": list(request.hosts),
-        "mode": request.mode, "files": len(files.fetches), "bytes": sum(f.size for f in files.fetches),
+        "mode": request.mode, "load_mode": plan.load_mode, "files": len(files.fetches), "bytes": sum(f.size for f in files.fetches),
         "downloaded_files": fetched["downloaded"],
         "resolve_seconds": round(resolve_seconds, 2), "download_seconds": round(download_seconds, 2),
         "loaded": loaded, "seconds": round(seconds, 2),
@@ -320,7 +323,9 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
     in an existing keyspace) loads the table's backup into that table instead, created from the backup's
     schema if missing (new table ID, no indexes): the source table is not touched. `max_download_mib_s`
     limits the download from S3 into PATH, in total (default: the repository block's). `mode`:
-    sstableloader, import, or node (each node fetches its own share from S3 and imports it). `replay_on`:
+    sstableloader, import, or node (each node fetches its own share from S3 and imports it; where the ring
+    does not own the backup's tokens or HOSTS leave out a backup host, each of HOSTS fetches a share
+    and streams it with sstableloader, one per table). `replay_on`:
     where `replay_commitlogs` replays, a scratch Cassandra on the worker (default: no node restarted,
     any target) or the nodes themselves (rolling restarts, in place only)."""
     request = RestoreRequest.parse(hosts, os.path.expanduser(path), db_target, time=time, mode=mode,

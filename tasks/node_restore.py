@@ -1,6 +1,8 @@
-"""The node path of a restore (--mode node): each node fetches its own share from S3 and imports it;
-nodes that cannot (no python, S3 unreachable, a key that must stay on the worker) take the worker
-path (the worker downloads their files into PATH and places them, as --mode import does)."""
+"""The node path of a restore (--mode node): each node fetches its own share from S3 and imports it
+(NodePath) or, into another topology, each node of HOSTS fetches a share and streams it with
+sstableloader, one JVM per table (NodeLoadPath); nodes that cannot (no python, S3 unreachable, a key
+that must stay on the worker) take the worker path (the worker downloads their share into PATH and
+places it, as --mode import does, or streams it, as the default sstableloader mode does)."""
 from __future__ import annotations
 
 import time
@@ -15,13 +17,14 @@ from dmf.blocks.s3_repository import S3Repository
 from dmf.core.errors import InputError
 from dmf.core.node_restore import NodeShare, Room, disk_shortfalls, eta_seconds, node_fetch_refusal, worker_fetches
 from dmf.core.timestamps import format_ts
+from dmf.loader import stream_staged
 from dmf.node_fetch import NodeFetch, import_staged, remove_staged
 from dmf.reporting import TransferProgress
-from dmf.restore_plan import RestorePlan
+from dmf.restore_plan import RestorePlan, worker_tables
 from dmf.ssh import RemoteHost
 from dmf.storage import MIB, Storage
 from dmf.tasks.common import RETRY, TASK_DEFAULTS
-from dmf.tasks.restore import load_units_import
+from dmf.tasks.restore import load_table_sstableloader, load_units_import
 
 LOG_EVERY_S = 10.0
 
@@ -99,6 +102,15 @@ def import_on_node(cluster: CassandraCluster, address: str, share: NodeShare) ->
     return [u.label for u in share.units]
 
 
+@task(name="node-sstableloader", task_run_name="sstableloader-on-{address}", **TASK_DEFAULTS, **RETRY)
+def stream_on_node(cluster: CassandraCluster, address: str, hosts: tuple[str, ...], share: NodeShare) -> list[str]:
+    """The node's share, one sstableloader per table, one table after another (the nodes in parallel)."""
+    with RemoteHost(cluster, cluster.host(address)) as remote:
+        for load in share.tables:
+            stream_staged(remote, _staging(cluster, address), load, hosts)
+    return [load.label for load in share.tables]
+
+
 @task(name="remove-staged", task_run_name="remove-staged-{address}", **TASK_DEFAULTS)
 def remove_staged_on_node(cluster: CassandraCluster, address: str, snapshot: str, keep_files: bool) -> None:
     with RemoteHost(cluster, cluster.host(address)) as remote:
@@ -117,6 +129,7 @@ class NodePath:
     fallbacks: dict[str, str]          # hosts on the worker path, and why
     worker_fetches: list
     fetched: dict[str, dict] = field(default_factory=dict)
+    worker_path = "--mode import"  # what the fallback nodes' shares take, for the run log
 
     @classmethod
     def prepare(cls, cluster: CassandraCluster, repository: S3Repository, plan: RestorePlan) -> NodePath:
@@ -127,10 +140,10 @@ class NodePath:
                                      repository.sse_c_key_on_nodes)
         fallbacks = {a: refusal for a in shares} if refusal else preflight_nodes(cluster, repository, shares)
         for address, reason in sorted(fallbacks.items()):
-            get_run_logger().warning("%s: %s; its %.1f MiB pass through the worker instead (--mode import)", address,
-                                     reason, shares[address].bytes / MIB)
+            get_run_logger().warning("%s: %s; its %.1f MiB pass through the worker instead (%s)", address,
+                                     reason, shares[address].bytes / MIB, cls.worker_path)
         return cls(cluster, repository, plan.root, format_ts(plan.chain.full.snapshot_ts), shares, fallbacks,
-                   worker_fetches(fetches, fallbacks, plan.root))
+                   worker_fetches(fetches, [shares[a] for a in fallbacks], plan.root))
 
     @property
     def on_nodes(self) -> list[str]:
@@ -140,10 +153,10 @@ class NodePath:
         futures = {a: fetch_on_node.submit(self.cluster, self.repository, a, self.shares[a]) for a in self.on_nodes}
         self.fetched = {a: f.result() for a, f in futures.items()}
 
-    def load(self, units) -> list[str]:
+    def load(self, plan: RestorePlan) -> list[str]:
         """Every node at once: its staged share, or (fallback) the worker's download of it."""
         futures = [import_on_node.submit(self.cluster, a, self.shares[a]) for a in self.on_nodes]
-        futures += [load_units_import.submit(self.cluster, a, [u for u in units if u.host == a])
+        futures += [load_units_import.submit(self.cluster, a, [u for u in plan.files.units if u.host == a])
                     for a in sorted(self.fallbacks)]
         return [line for future in futures for line in future.result()]
 
@@ -155,3 +168,17 @@ class NodePath:
         return {"nodes": self.fetched, "fallbacks": self.fallbacks,
                 "skipped_bytes": sum(f["skipped_bytes"] for f in self.fetched.values()),
                 "worker_bytes": sum(f.size for f in self.worker_fetches)}
+
+
+class NodeLoadPath(NodePath):
+    """--mode node into another topology: the nodes fetch their shares as on the node path, then each
+    streams its own with sstableloader; the fallback nodes' shares are streamed from the worker."""
+
+    worker_path = "sstableloader on the worker"
+
+    def load(self, plan: RestorePlan) -> list[str]:
+        hosts = plan.request.hosts
+        on_nodes = [stream_on_node.submit(self.cluster, a, hosts, self.shares[a]) for a in self.on_nodes]
+        on_worker = [load_table_sstableloader.submit(self.cluster, hosts, plan.root, load)
+                     for load in worker_tables(plan.files.tables, self.worker_fetches)]
+        return [line for future in on_nodes for line in future.result()] + [f.result() for f in on_worker]

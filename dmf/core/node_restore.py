@@ -1,6 +1,7 @@
 """The node path of a restore, decided before any byte moves (pure): which node fetches which
-files into its staging folder, what each node then imports, whether the ring can take it (the same
-tokens as the backup's hosts), whether each node has the room, and the ETA shown while it runs."""
+files into its staging folder, what each node then imports, whether the ring can take that (the same
+tokens as the backup's hosts; else the nodes load with sstableloader, dmf.core.node_load), whether
+each node has the room, and the ETA shown while it runs."""
 from __future__ import annotations
 
 import posixpath
@@ -9,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from dmf.core.errors import InputError
 
 # The components nodetool import takes from a table folder; others (manifest.json, schema.cql, a
 # secondary index's SSTables in .<index>/, rebuilt by the import) are not data to place.
@@ -61,9 +61,14 @@ class StagedUnit:
 
 @dataclass(frozen=True)
 class NodeShare:
+    """What one node fetches, then loads: its own table sets by nodetool import (`units`), or, into
+    another topology, SSTables of any host streamed by one sstableloader per table (`tables`,
+    dmf.core.node_load)."""
+
     host: str
     files: tuple[NodeFile, ...]
-    units: tuple[StagedUnit, ...]
+    units: tuple[StagedUnit, ...] = ()
+    tables: tuple = ()
 
     @property
     def bytes(self) -> int:
@@ -103,15 +108,16 @@ def token_mismatches(backup_tokens: Mapping[str, Sequence[str]], ring_tokens: Ma
     return problems
 
 
-def check_node_path(backup_tokens: Mapping[str, Sequence[str]], ring_tokens: Mapping[str, Sequence[str]],
-                    hosts: Iterable[str]) -> None:
-    """--mode node loads each backup host's files on that host: the ring must own the same tokens
-    and HOSTS must name every such host."""
+def node_import_refusal(backup_tokens: Mapping[str, Sequence[str]], ring_tokens: Mapping[str, Sequence[str]],
+                        hosts: Iterable[str]) -> str | None:
+    """Why the nodes cannot each import their own backup host's files (None: they can): the ring must
+    own the backup's tokens and HOSTS name every such host. --mode node then loads with sstableloader
+    on the nodes (dmf.core.node_load)."""
     if problems := token_mismatches(backup_tokens, ring_tokens):
-        raise InputError(f"--mode node needs the ring to own the backup's tokens ({'; '.join(problems)}); "
-                         "use the default sstableloader mode")
+        return f"the ring does not own the backup's tokens ({'; '.join(problems)})"
     if missing := sorted(set(backup_tokens) - set(hosts)):
-        raise InputError(f"--mode node loads each host's own files on it: HOSTS must include {', '.join(missing)}")
+        return f"HOSTS leave out {', '.join(missing)}, whose files must load somewhere"
+    return None
 
 
 def node_fetch_refusal(encrypted: bool, sse: str | None, sse_c_key_on_nodes: bool) -> str | None:
@@ -141,11 +147,11 @@ def disk_shortfalls(rooms: Mapping[str, Room], shares: Mapping[str, NodeShare]) 
             for host, room in sorted(rooms.items()) if room.free < shares[host].bytes - room.present]
 
 
-def worker_fetches(fetches: Sequence[FetchLike], fallback_hosts: Iterable[str], root: Path) -> list:
-    """What the worker itself downloads: the fallback hosts' files, and every schema.cql (a few KiB,
-    read on the worker when the backup has no schema of its own)."""
-    fallback = set(fallback_hosts)
-    return [f for f in fetches if f.dest.relative_to(root).parts[1] in fallback or f.dest.name == "schema.cql"]
+def worker_fetches(fetches: Sequence[FetchLike], fallback_shares: Iterable[NodeShare], root: Path) -> list:
+    """What the worker itself downloads: the files of the fallback nodes' shares, and every schema.cql
+    (a few KiB, read on the worker when the backup has no schema of its own)."""
+    fallback = {f.path for share in fallback_shares for f in share.files}
+    return [f for f in fetches if f.dest.relative_to(root).as_posix() in fallback or f.dest.name == "schema.cql"]
 
 
 def eta_seconds(done: int, total: int, elapsed: float) -> float | None:

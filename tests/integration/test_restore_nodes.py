@@ -1,6 +1,7 @@
 """restore --mode node on the bed: each node fetches its own share from S3 and imports it. A restore
-to a time (exact rows), one killed midway and run again (no verified file fetched twice), and a node
-without python falling back to the worker path."""
+to a time (exact rows), one killed midway and run again (no verified file fetched twice), a node
+without python falling back to the worker path, and a restore into another topology (HOSTS without a
+backup host) streamed by sstableloader on the nodes."""
 from __future__ import annotations
 
 import json
@@ -116,3 +117,28 @@ def test_a_node_without_python_falls_back_to_the_worker_path(backed_up, cluster_
     assert list(summary["fallbacks"]) == ["127.0.0.2"] and "/nonexistent/python3" in summary["fallbacks"]["127.0.0.2"]
     assert set(summary["nodes"]) == {"127.0.0.1", "127.0.0.3"}
     assert summary["downloaded_files"] > 0  # 127.0.0.2's share, through the worker
+
+
+def test_into_another_topology_the_nodes_stream_their_shares_with_sstableloader(backed_up, cluster_block, tmp_path):
+    """HOSTS leave out 127.0.0.3, whose files cannot be imported anywhere: each of the two nodes fetches a
+    share of every host's SSTables and streams it with its own sstableloader, one per table."""
+    try:
+        summary = restore_snapshot(hosts="127.0.0.1,127.0.0.2", path=str(tmp_path), db_target=backed_up["target"],
+                                   mode="node", truncate_first=True, yes=True, keep_files=True)
+        assert ids(cluster_block, backed_up["target"]) == set(range(400))
+        assert summary["load_mode"] == "node-sstableloader"
+        assert summary["fallbacks"] == {} and set(summary["nodes"]) == {"127.0.0.1", "127.0.0.2"}
+        assert all(n["fetched_bytes"] > 0 for n in summary["nodes"].values())
+        table = backed_up["target"]
+        assert sorted(line.split(" (")[0] for line in summary["loaded"]) == [
+            f"{table} on 127.0.0.1", f"{table} on 127.0.0.2"]  # one loader per table per node
+        # No SSTable passed through the worker (PATH, kept, holds only the schema it reads), and the
+        # nodes' load folders (links) are gone while the staged files are kept.
+        assert {p.name for p in tmp_path.rglob("*") if p.is_file()} == {"schema.cql"}
+        staged = staged_files(cluster_block)
+        assert staged and not any("/.load/" in path for path in staged)
+        assert sum(n["fetched_files"] for n in summary["nodes"].values()) == len(staged)
+    finally:
+        for host in cluster_block.hosts:
+            shutil.rmtree(host.restore_staging_dir, ignore_errors=True)
+            os.makedirs(host.restore_staging_dir, exist_ok=True)

@@ -1,6 +1,7 @@
 """A backup of the three-node cluster restored into another cluster: one node (127.0.0.4), its own
 name, token ring and host ID. Replication it cannot hold is refused before any download and
-rewritten by --replication; sstableloader streams every host's files to the one node."""
+rewritten by --replication; with --mode node the one node fetches every host's files itself and
+streams them with its own sstableloader (nothing through the worker but the schema)."""
 from __future__ import annotations
 
 import pytest
@@ -36,8 +37,13 @@ def test_a_three_node_backup_restores_into_a_one_node_cluster(testbed, cluster_b
 
     summary = restore_snapshot(hosts="127.0.0.4", path=str(tmp_path), db_target=target, restore_schema=True,
                                replication="{'class': 'SimpleStrategy', 'replication_factor': 1}",
-                               cluster_block=SOLO_BLOCK)
+                               cluster_block=SOLO_BLOCK, mode="node")
     assert summary["snapshot_ts"] == full["snapshot_ts"]
+    assert summary["load_mode"] == "node-sstableloader" and list(summary["nodes"]) == ["127.0.0.4"]
+    [loaded] = summary["loaded"]  # one loader for every host's SSTables of the table
+    assert loaded.startswith(f"{target} on 127.0.0.4 (")
+    # Through the worker: only the three hosts' schema.cql; every SSTable fetched by the node.
+    assert summary["downloaded_files"] == 3 and summary["nodes"]["127.0.0.4"]["fetched_files"] > 3
     assert ids(solo_cluster, target) == set(range(120))
     with connect(solo_cluster) as session:
         replication = session.cluster.metadata.keyspaces[keyspace].replication_strategy

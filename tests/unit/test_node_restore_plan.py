@@ -5,11 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
-from dmf.core.errors import InputError
-from dmf.core.node_restore import (NodeFile, NodeShare, Room, check_node_path, disk_shortfalls, eta_seconds, node_fetch_refusal,
-                                   node_shares, token_mismatches, worker_fetches)
+from dmf.core.node_restore import (NodeFile, NodeShare, Room, disk_shortfalls, eta_seconds, node_fetch_refusal,
+                                   node_import_refusal, node_shares, token_mismatches, worker_fetches)
 
 ROOT = Path("/restore")
 GIB = 2**30
@@ -63,11 +60,10 @@ def test_the_ring_must_own_the_backup_tokens_and_hosts_name_every_node():
     assert token_mismatches(backup, {"10.0.0.1": ("10",), "10.0.0.3": ("20",)}) == [
         "10.0.0.1 owns other tokens now", "10.0.0.2 is not in this ring"]
     ring = {"10.0.0.1": ("-5", "10"), "10.0.0.2": ("20",)}
-    check_node_path(backup, ring, ["10.0.0.1", "10.0.0.2"])
-    with pytest.raises(InputError, match="HOSTS must include 10.0.0.2"):
-        check_node_path(backup, ring, ["10.0.0.1"])
-    with pytest.raises(InputError, match="owns other tokens now.*sstableloader"):
-        check_node_path(backup, {**ring, "10.0.0.2": ("21",)}, ["10.0.0.1", "10.0.0.2"])
+    assert node_import_refusal(backup, ring, ["10.0.0.1", "10.0.0.2"]) is None
+    assert node_import_refusal(backup, ring, ["10.0.0.1"]) == "HOSTS leave out 10.0.0.2, whose files must load somewhere"
+    assert node_import_refusal(backup, {**ring, "10.0.0.2": ("21",)}, ["10.0.0.1", "10.0.0.2"]) == (
+        "the ring does not own the backup's tokens (10.0.0.2 owns other tokens now)")
 
 
 def test_keys_that_stay_on_the_worker_send_every_node_the_worker_path():
@@ -88,7 +84,8 @@ def test_the_worker_fetches_the_fallback_hosts_files_and_every_schema():
     a, b = unit("10.0.0.1"), unit("10.0.0.2")
     fetches = [fetch(a, "nb-1-big-Data.db", 1), fetch(a, "schema.cql", 1), fetch(b, "nb-1-big-Data.db", 1),
                fetch(b, "schema.cql", 1)]
-    assert worker_fetches(fetches, ["10.0.0.2"], ROOT) == fetches[1:]
+    shares = node_shares(fetches, [a, b], ROOT)
+    assert worker_fetches(fetches, [shares["10.0.0.2"]], ROOT) == fetches[1:]
     assert worker_fetches(fetches, [], ROOT) == [fetches[1], fetches[3]]
 
 

@@ -110,14 +110,23 @@ def test_the_scratch_replay_is_a_step_of_the_plan_and_the_nodes_replay_another()
     assert placement(request()).versions == frozenset({"4.1.5"})
 
 
-def test_node_mode_needs_the_ring_to_own_the_backups_tokens_and_every_backup_host():
+def test_node_mode_into_another_ring_or_without_every_backup_host_streams_from_the_nodes():
     node = request(mode="node")
-    with pytest.raises(InputError, match=r"--mode node needs the ring to own the backup's tokens \(10.0.0.2 owns "
-                                         r"other tokens now\); use the default sstableloader mode"):
-        plan_files(node, ROOT, chain(), placement(node, tokens={"10.0.0.1": (), "10.0.0.2": ("42",)}), expected(None))
+    where = placement(node, tokens={"10.0.0.1": (), "10.0.0.2": ("42",)})
+    other_ring = plan_restore_request(node, ts("20250101130000"), ROOT, chain(), where,
+                                      plan_files(node, ROOT, chain(), where, expected(None)), None)
+    assert other_ring.load_mode == "node-sstableloader"
+    assert ("--mode node: the ring does not own the backup's tokens (10.0.0.2 owns other tokens now), so the nodes "
+            "cannot import their own files: each of 10.0.0.1, 10.0.0.2 fetches a share of them from S3 and streams "
+            "it with sstableloader (one per table)") in other_ring.notes
+    # Each host's full and increment (one SSTable each, 10 bytes): balanced, two SSTables per node.
+    shares = other_ring.node_fetches
+    assert {h: len(s.files) for h, s in shares.items()} == {"10.0.0.1": 2, "10.0.0.2": 2}
+    assert other_ring.loads == 2  # one sstableloader per table per node
     one = request("10.0.0.1", mode="node", allow_host_subset=True)
-    with pytest.raises(InputError, match="--mode node loads each host's own files on it: HOSTS must include 10.0.0.2"):
-        plan_files(one, ROOT, chain(), placement(one), expected(None))
+    subset = plan(one)
+    assert subset.load_mode == "node-sstableloader" and list(subset.node_fetches) == ["10.0.0.1"]
+    assert "HOSTS leave out 10.0.0.2" in subset.notes[0]
 
 
 def test_node_mode_gives_each_node_its_share_to_fetch_and_stage():
