@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -83,9 +84,14 @@ def status(tb: Testbed) -> int:
 
 
 def down(tb: Testbed) -> None:
-    solo.stop(tb)  # left running only by a test cut off before its teardown
-    for node in reversed(tb.nodes(MAX_NODES)):
-        if cassandra.stop(tb, node):
+    # The nodes stop at once: one after another, their JVMs' shutdowns added up (~6 s each).
+    nodes = tb.nodes(MAX_NODES)
+    with ThreadPoolExecutor(max_workers=len(nodes) + 1) as pool:
+        solo_stopped = pool.submit(solo.stop, tb)  # left running only by a test cut off before its teardown
+        stopped = list(pool.map(lambda node: cassandra.stop(tb, node), nodes))
+        solo_stopped.result()
+    for node, was_running in zip(nodes, stopped):
+        if was_running:
             print(f"stopped cassandra {node.name}")
     if s3.stop(tb):
         print("stopped S3 server")
