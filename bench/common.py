@@ -36,6 +36,12 @@ def settle(tb: Testbed, keyspace: str = KEYSPACE, timeout: float = 90) -> None:
     not measured while replicas flush or collect garbage after the writes that preceded it."""
     for index in (1, 2, 3):
         nodetool(tb, "flush", keyspace, node_index=index)
+    wait_idle(timeout)
+
+
+def wait_idle(timeout: float = 90) -> None:
+    """Until the machine is mostly idle (or `timeout`): a phase is not measured while the previous
+    one's JVMs flush or collect garbage."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         before = _cpu_times()
@@ -60,10 +66,10 @@ def ensure_table(block) -> None:
                         "WITH compression = {'enabled': 'false'}")
 
 
-def write_rows(block, first: int, count: int, table: str = TABLE) -> None:
+def write_rows(block, first: int, count: int, table: str = TABLE, keyspace: str = KEYSPACE) -> None:
     """Incompressible 64 KiB rows, so bytes on disk follow bytes written."""
     with connect(block, timeout=120) as session:
-        insert = session.prepare(f"INSERT INTO {KEYSPACE}.{table} (id, payload) VALUES (?, ?)")
+        insert = session.prepare(f"INSERT INTO {keyspace}.{table} (id, payload) VALUES (?, ?)")
         for start in range(first, first + count, 256):
             batch = [(i, os.urandom(ROW_BYTES)) for i in range(start, min(start + 256, first + count))]
             execute_concurrent_with_args(session, insert, batch, concurrency=32, raise_on_first_error=True)

@@ -1,6 +1,7 @@
-"""cassandra-medusa on node 1 of the test bed, to compare with dmf: its own virtualenv under the cache
-folder, a medusa.ini pointing at the test bed's S3 server, one timed `medusa backup-node` of bench.data,
-and one timed `medusa restore-node --use-sstableloader` of it."""
+"""cassandra-medusa on the test bed's nodes, to compare with dmf: its own virtualenv under the cache
+folder, a medusa.ini per node pointing at the test bed's S3 server, one timed `medusa backup-node` of
+bench.data on node 1, and `medusa restore-node --use-sstableloader` on every node at once (what
+`restore-cluster` runs on each node over SSH)."""
 from __future__ import annotations
 
 import configparser
@@ -15,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from concurrent.futures import ThreadPoolExecutor
 
 from common import KEYSPACE, TABLE, bed, nodetool
 
@@ -64,11 +67,11 @@ def private_file(path: Path, text: str) -> Path:
     return path
 
 
-def write_config(tb, block, repo) -> Path:
-    """medusa.ini for node 1, with dmf's repository transfer settings."""
+def write_config(tb, block, repo, node: int = 1) -> Path:
+    """medusa.ini for the bed's node `node` (1-3), with dmf's repository transfer settings."""
     home = tb.root / "medusa"
     home.mkdir(exist_ok=True)
-    host, creds = block.hosts[0], repo.credentials
+    host, creds = block.hosts[node - 1], repo.credentials
     keys = private_file(home / "credentials", f"[default]\naws_access_key_id = {creds.aws_access_key_id}\n"
                         f"aws_secret_access_key = {creds.aws_secret_access_key.get_secret_value()}\n")
     endpoint = urlsplit(creds.aws_client_parameters.endpoint_url)
@@ -96,7 +99,7 @@ def write_config(tb, block, repo) -> Path:
     }
     text = io.StringIO()
     config.write(text)
-    return private_file(home / "medusa.ini", text.getvalue())
+    return private_file(home / ("medusa.ini" if node == 1 else f"medusa-{node}.ini"), text.getvalue())
 
 
 def run_medusa(tb, ini: Path, timed: str, *args: str) -> tuple[dict, float]:
@@ -113,12 +116,13 @@ def run_medusa(tb, ini: Path, timed: str, *args: str) -> tuple[dict, float]:
     return json.loads(next(line for line in out.stdout.splitlines() if line.startswith("BENCH "))[6:]), run_seconds
 
 
-def backup_with_medusa(tb, ini: Path, table: str = f"{KEYSPACE}.{TABLE}") -> tuple[str, dict, float]:
-    name = f"bench-{int(time.time())}"
+def backup_with_medusa(tb, ini: Path, table: str = f"{KEYSPACE}.{TABLE}", node: int = 1,
+                       name: str | None = None) -> tuple[str, dict, float]:
+    name = name or f"bench-{int(time.time())}"
     # Medusa snapshots every keyspace; a snapshot of bench.data (`table`) alone, named as the backup for
     # --use-existing-snapshot, scopes it to the files raw and dmf upload. Medusa clears it when done.
     started = time.monotonic()
-    nodetool(tb, "snapshot", "-t", name, "-kt", table)
+    nodetool(tb, "snapshot", "-t", name, "-kt", table, node_index=node)
     probe, _ = run_medusa(tb, ini, "backup_node:backup_snapshots", "backup-node", "--backup-name", name,
                           "--mode", "full", "--use-existing-snapshot")
     return name, probe, time.monotonic() - started
@@ -142,20 +146,43 @@ def phase_medusa(params: dict) -> dict:
     return {"bytes": total, "seconds": probe["seconds"], "run_seconds": run_seconds, "rss": probe["rss_kib"] / 1024}
 
 
-def phase_medusa_restore(params: dict) -> dict:
-    """Medusa's counterpart of dmf's default restore: download node 1's backup of bench.data, then
-    sstableloader into the live cluster."""
+def backup_nodes_with_medusa(table: str) -> str:
+    """`medusa backup-node` of `table` on every node at once, under one backup name (as `backup-cluster`
+    names it); returns the name."""
     tb, block, repo = bed()
-    ini = write_config(tb, block, repo)
-    name, _, _ = backup_with_medusa(tb, ini)
-    temp = Path(tempfile.mkdtemp(prefix="bench-medusa-restore-"))
-    try:
-        probe, run_seconds = run_medusa(tb, ini, "restore_node:download_data", "restore-node", "--backup-name", name,
-                                        "--use-sstableloader", "--keyspace", KEYSPACE,
-                                        "--table", f"{KEYSPACE}.{TABLE}", "--temp-dir", str(temp))
-    finally:
-        shutil.rmtree(temp, ignore_errors=True)
-    data = f"{PREFIX}/{block.hosts[0].address}/{name}/data/"
-    total = sum(o["Size"] for o in remove_medusa_objects(repo) if o["Key"].startswith(data))
-    return {"bytes": total, "download_seconds": probe["seconds"], "seconds": run_seconds,
-            "rss": probe["rss_kib"] / 1024}
+    inis = [write_config(tb, block, repo, node) for node in (1, 2, 3)]
+    name = f"bench-{int(time.time())}"
+    with ThreadPoolExecutor(3) as pool:
+        list(pool.map(lambda n: backup_with_medusa(tb, inis[n - 1], table, n, name), (1, 2, 3)))
+    return name
+
+
+def phase_medusa_restore(params: dict) -> dict:
+    """Medusa's counterpart of dmf's restore of a table spread over the three nodes: on every node at
+    once, `restore-node --use-sstableloader` of that node's backup `name` (download, then sstableloader
+    into the live cluster), as `restore-cluster` runs it on each node. No worker: each node's medusa
+    downloads its own share, so its peak RSS is a node's."""
+    tb, block, repo = bed()
+    keyspace, table = params["table"].split(".")
+    inis = [write_config(tb, block, repo, node) for node in (1, 2, 3)]
+
+    def restore(node: int) -> dict:
+        temp = Path(tempfile.mkdtemp(prefix="bench-medusa-restore-"))
+        try:
+            probe, _ = run_medusa(tb, inis[node - 1], "restore_node:download_data", "restore-node", "--backup-name",
+                                  params["name"], "--use-sstableloader", "--keyspace", keyspace,
+                                  "--table", params["table"], "--temp-dir", str(temp))
+        finally:
+            shutil.rmtree(temp, ignore_errors=True)
+        return probe
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(3) as pool:
+        probes = list(pool.map(restore, (1, 2, 3)))
+    seconds = time.monotonic() - started
+    s3 = repo.client()
+    data = [f"{PREFIX}/{host.address}/{params['name']}/data/" for host in block.hosts[:3]]
+    total = sum(o["Size"] for prefix in data for page in s3.get_paginator("list_objects_v2").paginate(
+        Bucket=repo.bucket, Prefix=prefix) for o in page.get("Contents", []))
+    return {"bytes": total, "download_seconds": max(p["seconds"] for p in probes), "seconds": seconds,
+            "node_rss": max(p["rss_kib"] for p in probes) / 1024}

@@ -1,15 +1,28 @@
-"""Restore benchmark on the test bed: raw boto3 download of the objects of the latest full
-backup of bench.data (every object submitted at once to one boto3 transfer manager) vs the
-restore's download phase (after the chain is resolved, before loading; every file verified), and
-the whole restore time with sstableloader, with `--mode import` (file placement + nodetool import) and
-with `--mode node` (each node fetches its own files from S3 and imports them: no restored byte
-through the worker), with the bytes that passed through the worker and the node agent's peak RSS, against cassandra-medusa's `restore-node --use-sstableloader` of the same data (its own backup of it).
+"""Restore benchmark on the test bed, for a table spread over the three nodes (bench_spread.data,
+replication factor 1: each node holds, backs up and restores its own third, so the table's bytes are
+moved once, whichever method; RF 3 would move every byte three times on one machine and say nothing
+more about the node path). Per size, one run each:
 
-    .venv/bin/python bench/backup.py   # first: it creates the backups
-    .venv/bin/python bench/restore.py
+- raw boto3 download of the latest dmf full's objects (all three hosts' sets, every object submitted
+  at once to one transfer manager on the worker, dmf's part size and concurrency);
+- `dmf restore snapshot` with `--mode node` (each node fetches its own share from S3 and imports it:
+  no restored byte through the worker), `--mode import` and `--mode sstableloader` (the worker path);
+- cassandra-medusa 0.31's `restore-node --use-sstableloader` on the three nodes at once, each of its
+  own node's backup (what `restore-cluster` runs on each node over SSH).
+
+For each: whole restore time (the table truncated before, so each loads into an empty table), bytes
+through the worker, the worker's peak RSS (its python, and the largest process it started: the
+loader's JVM) and one node-side process's peak RSS (dmf's fetch agent, medusa). After each load a
+sample of rows is read back. The keyspace skips the commit log (durable_writes false) and the table
+autocompaction, so seeding costs the bed little and no compaction runs under a measurement; the
+keyspace is dropped at the end.
+
+    .venv/bin/python bench/restore.py [--sizes 1024,4096]
 """
 from __future__ import annotations
 
+import os
+import random
 import shutil
 import sys
 import tempfile
@@ -18,11 +31,56 @@ from pathlib import Path
 
 import boto3.s3.transfer
 
+from dmf.cql import connect
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import KEYSPACE, TABLE, bed, parse_args, peak_rss_mib, run_child, table  # noqa: E402
-from medusa_node import ensure_venv, phase_medusa_restore  # noqa: E402
+from common import (ROW_BYTES, bed, parse_args, peak_rss_mib, run_child, table, wait_idle,  # noqa: E402
+                    write_rows)
+from medusa_node import (backup_nodes_with_medusa, ensure_venv, phase_medusa_restore,  # noqa: E402
+                         remove_medusa_objects)
 
 MIB = 2**20
+KEYSPACE, TABLE = "bench_spread", "data"
+TARGET = f"{KEYSPACE}.{TABLE}"
+HOSTS = "127.0.0.1,127.0.0.2,127.0.0.3"
+SAMPLE = 32
+
+
+def drop_keyspace(tb, block) -> None:
+    """The keyspace and, on disk, what auto_snapshot kept of it (the drop's and truncates' snapshots)."""
+    with connect(block, timeout=120) as session:
+        session.execute(f"DROP KEYSPACE IF EXISTS {KEYSPACE}")
+    for node in tb.nodes(3):
+        shutil.rmtree(node.dir("data") / KEYSPACE, ignore_errors=True)
+
+
+def create_table(block) -> None:
+    with connect(block, timeout=120) as session:
+        session.execute(f"CREATE KEYSPACE {KEYSPACE} WITH replication = "
+                        "{'class': 'SimpleStrategy', 'replication_factor': 1} AND durable_writes = false")
+        session.execute(f"CREATE TABLE {TARGET} (id int PRIMARY KEY, payload blob) WITH compression = "
+                        "{'enabled': 'false'} AND compaction = {'class': 'SizeTieredCompactionStrategy', "
+                        "'enabled': 'false'}")
+
+
+def empty_table(tb, block) -> None:
+    """Before each restore: the table empty, the truncate's auto_snapshot removed (hard links to
+    the previous restore's files), the machine quiet."""
+    with connect(block, timeout=120) as session:
+        session.execute(f"TRUNCATE {TARGET}")
+    for node in tb.nodes(3):
+        for folder in (node.dir("data") / KEYSPACE).glob("*/snapshots/truncated-*"):
+            shutil.rmtree(folder, ignore_errors=True)
+    wait_idle()
+
+
+def check_rows(block, rows: int) -> None:
+    """A sample of the rows, read back after a restore: the load reached the table."""
+    ids = random.sample(range(rows), SAMPLE)
+    with connect(block, timeout=120) as session:
+        found = {r.id for r in session.execute(f"SELECT id FROM {TARGET} WHERE id IN ({','.join(map(str, ids))})")}
+    if found != set(ids):
+        sys.exit(f"restore incomplete: {len(set(ids) - found)} of {SAMPLE} sampled rows missing")
 
 
 def latest_chain():
@@ -32,11 +90,18 @@ def latest_chain():
     from dmf.repository import DATA_KINDS, Repository
     from dmf.storage import Storage
     _, _, repo = bed()
-    chain = resolve_chain(Repository(Storage(repo)).catalog(kinds=DATA_KINDS), DbTarget.parse(f"{KEYSPACE}.{TABLE}"),
-                          utcnow())
-    if chain is None:
-        sys.exit("no backup of bench.data: run bench/backup.py first")
-    return chain
+    return resolve_chain(Repository(Storage(repo)).catalog(kinds=DATA_KINDS), DbTarget.parse(TARGET), utcnow())
+
+
+def phase_backup(params: dict) -> dict:
+    from dmf.flows.backup_snapshot import backup_snapshot
+    summary = backup_snapshot(hosts=HOSTS, db_target=TARGET, new=True)
+    return {"bytes": summary["bytes"], "seconds": summary["seconds"]}
+
+
+def phase_medusa_backup(params: dict) -> dict:
+    started = time.monotonic()
+    return {"name": backup_nodes_with_medusa(TARGET), "seconds": time.monotonic() - started}
 
 
 def phase_raw(params: dict) -> dict:
@@ -49,61 +114,111 @@ def phase_raw(params: dict) -> dict:
                                               max_concurrency=repo.max_concurrency)
     target = Path(tempfile.mkdtemp(prefix="bench-raw-"))
     started = time.monotonic()
-    # Every object submitted at once to one transfer manager: boto3's own parallel transfer of the whole
-    # set, its concurrency (dmf's) shared across files and parts, as dmf's is.
     with boto3.s3.transfer.create_transfer_manager(s3, config) as manager:
         downloads = [manager.download(repo.bucket, key, str(target / f"{i}")) for i, (key, _) in enumerate(keys)]
         for download in downloads:
             download.result()
     seconds = time.monotonic() - started
     shutil.rmtree(target)
-    return {"bytes": sum(size for _, size in keys), "seconds": seconds, "rss": peak_rss_mib()}
+    return {"bytes": sum(size for _, size in keys), "files": len(keys), "seconds": seconds,
+            "download_seconds": seconds, "worker_bytes": sum(size for _, size in keys), "rss": peak_rss_mib()}
 
 
 def phase_dmf(params: dict) -> dict:
+    import resource
+
     from dmf.flows.restore_snapshot import restore_snapshot
     target = Path(tempfile.mkdtemp(prefix="bench-dmf-"))
+    started = time.monotonic()
     try:
-        # bench/backup.py backs up one node; with RF 3 on three nodes it holds every row.
-        summary = restore_snapshot(hosts="127.0.0.1,127.0.0.2,127.0.0.3", path=str(target),
-                                   db_target=f"{KEYSPACE}.{TABLE}", allow_host_subset=True, mode=params["mode"])
+        summary = restore_snapshot(hosts=HOSTS, path=str(target), db_target=TARGET, mode=params["mode"])
     finally:
         shutil.rmtree(target)
-    nodes = summary.get("nodes", {}).values()
-    return {"bytes": summary["bytes"], "download_seconds": summary["download_seconds"],
-            "seconds": summary["seconds"], "rss": peak_rss_mib(),
+    nodes = summary.get("nodes", {})
+    return {"bytes": summary["bytes"], "files": summary["files"], "seconds": time.monotonic() - started,
+            "flow_seconds": summary["seconds"], "resolve_seconds": summary["resolve_seconds"],
+            "download_seconds": summary["download_seconds"], "rss": peak_rss_mib(),
+            "child_rss": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
             "worker_bytes": summary.get("worker_bytes", summary["bytes"]),
-            "agent_rss": max((n["agent_rss_kib"] / 1024 for n in nodes), default=None)}
+            "fallbacks": summary.get("fallbacks", {}),
+            "node_bytes": {a: n["fetched_bytes"] for a, n in nodes.items()},
+            "node_rss": max((n["agent_rss_kib"] / 1024 for n in nodes.values()), default=None)}
+
+
+def mib(value) -> str:
+    return "" if value is None else f"{value / MIB:.0f}"
+
+
+def measure(tb, block, size: int, rows_written: int) -> tuple[list[list[str]], list[str], int]:
+    rows = size * MIB // ROW_BYTES
+    started = time.monotonic()
+    write_rows(block, rows_written, rows - rows_written, TABLE, KEYSPACE)  # the backups' snapshots flush it
+    seeded = time.monotonic() - started
+    backup = run_child("backup")
+    medusa_backup = run_child("medusa_backup")
+    wait_idle()
+    results = {"raw": run_child("raw")}
+    for name, phase, params in (("node", "dmf", {"mode": "node"}), ("import", "dmf", {"mode": "import"}),
+                                ("sstableloader", "dmf", {"mode": "sstableloader"}),
+                                ("medusa", "medusa", {"name": medusa_backup["name"], "table": TARGET})):
+        empty_table(tb, block)
+        results[name] = run_child(phase, **params)
+        check_rows(block, rows)
+    remove_medusa_objects(bed()[2])
+
+    medusa = results["medusa"]["seconds"]
+    labels = {"raw": "raw boto3 download (worker, one transfer manager)", "node": "dmf restore --mode node",
+              "import": "dmf restore --mode import", "sstableloader": "dmf restore --mode sstableloader",
+              "medusa": "medusa restore-node --use-sstableloader x3 nodes"}
+    table_rows = []
+    for name, r in results.items():
+        loads = name != "raw"
+        table_rows.append([f"{size} MiB", labels[name], mib(r["bytes"]), f"{r['download_seconds']:.1f}",
+                           f"{r['seconds']:.1f}" if loads else "", f"{medusa / r['seconds']:.2f}" if loads else "",
+                           f"{r.get('worker_bytes', 0) / MIB:.1f}",
+                           "" if "rss" not in r else f"{r['rss']:.0f}" + (f" / {r['child_rss']:.0f}"
+                                                                          if "child_rss" in r else ""),
+                           "" if r.get("node_rss") is None else f"{r['node_rss']:.0f}"])
+    node = results["node"]
+    notes = [f"{size} MiB: seeded in {seeded:.0f} s; dmf full of 3 hosts {backup['bytes'] / MIB:.0f} MiB in "
+             f"{backup['seconds']:.0f} s; medusa backup-node x3 in {medusa_backup['seconds']:.0f} s; "
+             f"{results['raw']['files']} objects"]
+    for name in ("node", "import", "sstableloader"):
+        r = results[name]
+        notes.append(f"{size} MiB --mode {name}: resolve+preflight {r['resolve_seconds']:.1f} s, download "
+                     f"{r['download_seconds']:.1f} s, load+clean-up "
+                     f"{r['flow_seconds'] - r['resolve_seconds'] - r['download_seconds']:.1f} s, flow run start "
+                     f"{r['seconds'] - r['flow_seconds']:.1f} s" + (f"; fell back: {r['fallbacks']}"
+                                                                    if r["fallbacks"] else ""))
+    notes.append(f"{size} MiB --mode node per node: " + ", ".join(
+        f"{a} {b / MIB:.0f} MiB at {b / MIB / node['download_seconds']:.1f} MiB/s"
+        for a, b in sorted(node["node_bytes"].items())))
+    return table_rows, notes, rows
 
 
 def main() -> None:
-    parse_args(__doc__, {"raw": phase_raw, "dmf": phase_dmf, "medusa": phase_medusa_restore})
-    ensure_venv(bed()[0])
-    # Medusa first: it backs up node 1's live SSTables, which each load below adds to (autocompaction is
-    # off on bench.data), while dmf restores its own backup of a fixed size.
-    medusa = run_child("medusa")
-    raw = run_child("raw")
-    raw_rate = raw["bytes"] / MIB / raw["seconds"]
-    rows = [["raw boto3 (one transfer manager, all objects)", f"{raw['bytes'] / MIB:.0f}", f"{raw['seconds']:.1f}",
-             f"{raw_rate:.1f}", "1.00", "", f"{raw['bytes'] / MIB:.0f}", f"{raw['rss']:.0f}", ""]]
-    whole = {}
-    for mode in ("sstableloader", "import", "node"):
-        dmf = run_child("dmf", mode=mode)
-        whole[mode] = dmf["seconds"]
-        dmf_rate = dmf["bytes"] / MIB / dmf["download_seconds"]
-        rows.append([f"dmf restore --mode {mode}: download+verify phase", f"{dmf['bytes'] / MIB:.0f}",
-                     f"{dmf['download_seconds']:.1f}", f"{dmf_rate:.1f}", f"{dmf_rate / raw_rate:.2f}",
-                     f"{dmf['seconds']:.1f}", f"{dmf['worker_bytes'] / MIB:.1f}", f"{dmf['rss']:.0f}",
-                     "" if dmf["agent_rss"] is None else f"{dmf['agent_rss']:.0f}"])
-    medusa_rate = medusa["bytes"] / MIB / medusa["download_seconds"]
-    rows.append(["medusa restore-node --use-sstableloader: download", f"{medusa['bytes'] / MIB:.0f}",
-                 f"{medusa['download_seconds']:.1f}", f"{medusa_rate:.1f}", f"{medusa_rate / raw_rate:.2f}",
-                 f"{medusa['seconds']:.1f}", f"{medusa['bytes'] / MIB:.0f}", f"{medusa['rss']:.0f}", ""])
-    print(table(rows, ["method", "MiB", "s", "MiB/s", "ratio", "whole restore s", "MiB via worker",
-                       "peak RSS MiB", "agent RSS MiB"]))
-    print(f"whole restore, medusa / dmf (sstableloader): {medusa['seconds'] / whole['sstableloader']:.2f}x "
-          f"(--mode import: {medusa['seconds'] / whole['import']:.2f}x, --mode node: "
-          f"{medusa['seconds'] / whole['node']:.2f}x)")
+    args = parse_args(__doc__, {"backup": phase_backup, "medusa_backup": phase_medusa_backup, "raw": phase_raw,
+                                "dmf": phase_dmf, "medusa": phase_medusa_restore},
+                      lambda parser: parser.add_argument("--sizes", default="1024",
+                                                         help="table sizes in MiB (over the three nodes)"))
+    tb, block, _ = bed()
+    from dmf.testbed import prefect_server
+    os.environ.setdefault("PREFECT_API_URL", prefect_server.api_url(tb))  # the bed's, whatever the profile says
+    ensure_venv(tb)
+    drop_keyspace(tb, block)
+    create_table(block)
+    rows_written, table_rows, notes = 0, [], []
+    try:
+        for size in [int(s) for s in args.sizes.split(",")]:
+            more_rows, more_notes, rows_written = measure(tb, block, size, rows_written)
+            table_rows += more_rows
+            notes += more_notes
+    finally:
+        drop_keyspace(tb, block)
+    print(table(table_rows, ["data", "method", "MiB", "download s", "whole restore s", "Medusa / this",
+                             "MiB via worker", "worker peak RSS MiB (python / largest child)",
+                             "node process peak RSS MiB"]))
+    print("\n".join(notes))
 
 
 if __name__ == "__main__":
