@@ -38,6 +38,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import KEYSPACE, bed, ensure_table, parse_args, table  # noqa: E402
 
+from prefect.settings import PREFECT_API_URL, temporary_settings  # noqa: E402
+
 from dmf.blocks import DEFAULT_BLOCK  # noqa: E402
 from dmf.core.catalog import SEGMENTS_CLOSED_AT  # noqa: E402
 from dmf.core.keys import SetKind, heartbeat_key, leases_prefix  # noqa: E402
@@ -240,6 +242,12 @@ def main() -> None:
     if unknown := set(modes) - set(MODES):
         raise SystemExit(f"unknown mode(s): {', '.join(sorted(unknown))}")
     tb, block, repository = bed()
+    with temporary_settings({PREFECT_API_URL: prefect_server.api_url(tb)}):  # where the flows find the blocks
+        rows = passes(tb, block, repository, modes, args)
+    print(table(rows, HEADER))
+
+
+def passes(tb, block, repository, modes: list[str], args) -> list[list[str]]:
     ensure_table(block)
     with connect(block) as session:
         session.execute(f"CREATE TABLE IF NOT EXISTS {KEYSPACE}.{RPO_TABLE} (id int PRIMARY KEY, payload blob)")
@@ -264,8 +272,7 @@ def main() -> None:
             rows.append(row(mode, rate, started, end, runs, stats))
             print(table(rows[-1:], HEADER), flush=True)  # each pass as it ends: a long run shows progress
     lease_free(the_bed)
-    print(table(rows, HEADER))
-
+    return rows
 
 if __name__ == "__main__":
     main()
