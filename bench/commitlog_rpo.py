@@ -73,38 +73,41 @@ class Bed:
     host_ids: tuple[str, ...]
 
 
-def write_steadily(block, rate_kib: int, stop: threading.Event, errors: list) -> None:
-    """`rate_kib` KiB/s of 1 KiB rows (replicated to every node: RF 3 on three nodes)."""
-    try:
-        with connect(block, timeout=60) as session:
-            insert = session.prepare(f"INSERT INTO {KEYSPACE}.{RPO_TABLE} (id, payload) VALUES (?, ?)")
-            next_id, tick = 0, time.monotonic()
-            while not stop.is_set():
-                futures = [session.execute_async(insert, (next_id + i, os.urandom(ROW_BYTES)))
-                           for i in range(rate_kib)]
-                for future in futures:
+def write_steadily(block, rate_kib: int, stop: threading.Event, failed: list) -> None:
+    """`rate_kib` KiB/s of 1 KiB rows (replicated to every node: RF 3 on three nodes). A write that fails
+    (a timeout on the loaded bed) is counted in `failed`, not retried: the lag is measured in time."""
+    with connect(block, timeout=60) as session:
+        insert = session.prepare(f"INSERT INTO {KEYSPACE}.{RPO_TABLE} (id, payload) VALUES (?, ?)")
+        next_id, tick = 0, time.monotonic()
+        while not stop.is_set():
+            futures = [session.execute_async(insert, (next_id + i, os.urandom(ROW_BYTES))) for i in range(rate_kib)]
+            for future in futures:
+                try:
                     future.result()
-                next_id += rate_kib
-                tick += 1.0
-                stop.wait(max(0.0, tick - time.monotonic()))
-    except Exception as exc:  # noqa: BLE001 — a pass whose writes stopped measures nothing: it fails
-        errors.append(exc)
+                except Exception as exc:  # noqa: BLE001 — counted and reported
+                    failed.append(exc)
+            next_id += rate_kib
+            tick += 1.0
+            stop.wait(max(0.0, tick - time.monotonic()))
 
 
 @contextmanager
 def writing(block, rate_kib: int) -> Iterator[datetime]:
     """Writes steadily for the duration; yields when the writes started."""
-    stop, errors = threading.Event(), []
-    writer = threading.Thread(target=write_steadily, args=(block, rate_kib, stop, errors), daemon=True)
+    stop, failed = threading.Event(), []
+    writer = threading.Thread(target=write_steadily, args=(block, rate_kib, stop, failed), daemon=True)
     started = utcnow()
     writer.start()
     try:
         yield started
     finally:
+        died = not writer.is_alive()
         stop.set()
         writer.join()
-    if errors:
-        raise SystemExit(f"the writes failed: {errors[0]!r}")
+    if died:  # its traceback is on stderr: a pass without writes measures nothing
+        raise SystemExit("the writer stopped before the pass ended")
+    if failed:
+        print(f"{len(failed)} of the pass's writes failed, the first: {failed[0]!r}", file=sys.stderr)
 
 
 def lease_free(bed: Bed) -> None:
