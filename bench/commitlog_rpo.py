@@ -7,7 +7,7 @@
 It prints one table: per pass the lag a disaster would lose, p50/p99/max, and whether the target is met
 (shipper: p99 within the segment's fill time + 5 s; CDC: p99 within 10 s).
 
-    .venv/bin/dmf-testbed up && .venv/bin/python bench/commitlog_rpo.py    # 6 passes, ~14 min
+    .venv/bin/dmf-testbed up && .venv/bin/python bench/commitlog_rpo.py    # 6 passes, ~11 min
 
 The lag at second t, per node: t minus the newest close time (a CDC prefix's: its sync time) held by a
 batch sealed by t (batch manifests record both), counted from the pass's first write. Until a segment
