@@ -40,7 +40,7 @@ bench: install
 	$(VENV)/bin/dmf-testbed up --nodes 3
 	$(VENV)/bin/python bench/backup.py --sizes 256,1024
 	$(VENV)/bin/python bench/restore.py
-	$(VENV)/bin/python bench/commitlog_rpo.py --intervals 15,60
+	$(VENV)/bin/python bench/commitlog_rpo.py
 	$(VENV)/bin/python bench/list.py --sets 500,1000,2000
 	$(VENV)/bin/python bench/fixed_costs.py
 
