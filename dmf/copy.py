@@ -7,8 +7,9 @@ the copy then read back and hashed; streamed through the manager otherwise, hash
 
 What a copy killed at any point leaves on the copy:
   - before a set's manifest: objects of a set without a manifest, never listed complete there; the next
-    copy run copies the set again (objects already there whole, with their SHA-256 recorded, are kept),
-    and a purge or cleanup of the copy removes them if the run never comes;
+    copy run copies the set again (objects already there are read back and kept if their SHA-256 is the
+    manifest's, copied over otherwise), and a purge or cleanup of the copy removes them if the run never
+    comes;
   - after a set's manifest: the set is complete there, whole, and the next run skips it.
 Nothing is ever deleted from the primary.
 """
@@ -112,9 +113,11 @@ class Copier:
     def _copy_object(self, key: str, entry: FileEntry) -> None:
         dest = self.copy.storage
         head = dest.head(key)
-        if head is not None and head["ContentLength"] == entry.size and \
-                head.get("Metadata", {}).get(SHA256_META) == entry.sha256:
-            return  # copied whole by an earlier run
+        # Left by a killed run: kept only once read back, since its metadata may lie (a server-side
+        # copy carries the manifest's SHA-256 before it is read back), and locked (it may have died before).
+        if head is not None and head["ContentLength"] == entry.size and self._stored(key) == (entry.size, entry.sha256):
+            dest.lock(key)
+            return
         if self.server_side:
             self._server_side(key, entry)
         else:
@@ -123,6 +126,14 @@ class Copier:
             if stored.sha256 != entry.sha256:
                 raise SourceDamaged(f"s3://{self.primary.storage.bucket}/{key} does not match its manifest's "
                                     "SHA-256 on the primary: not copied (`dmf backup verify --deep` there)")
+
+    def _stored(self, key: str) -> tuple[int, str]:
+        """The size and SHA-256 of the copy's object, read back."""
+        digest, size = hashlib.sha256(), 0
+        for chunk in self.copy.storage.iter_object(key):
+            digest.update(chunk)
+            size += len(chunk)
+        return size, digest.hexdigest()
 
     def _server_side(self, key: str, entry: FileEntry) -> None:
         dest, source = self.copy.storage, self.primary.storage
@@ -136,12 +147,8 @@ class Copier:
         except Exception as exc:  # noqa: BLE001 — botocore and s3transfer errors alike, named by key
             raise StorageError(f"S3 copy of {key} from s3://{source.bucket} to s3://{dest.bucket} failed: "
                                f"{str(exc).splitlines()[0]}") from None
-        digest, size = hashlib.sha256(), 0
-        for chunk in dest.iter_object(key):
-            digest.update(chunk)
-            size += len(chunk)
-        if size != entry.size or digest.hexdigest() != entry.sha256:
-            # It carries the manifest's SHA-256 as metadata, which a rerun would trust: it must not stay.
+        if self._stored(key) != (entry.size, entry.sha256):
+            # Never leave damaged bytes labelled with the manifest's SHA-256 (their metadata).
             dest.delete_keys([key])
             raise SourceDamaged(f"s3://{dest.bucket}/{key} as copied does not match its manifest's SHA-256 "
                                 f"(the primary's object is damaged, or the copy is): not sealed")

@@ -11,12 +11,19 @@ only reads a chain or a restore's result reuses one instead of making its own:
   (session, tests/conftest.py).
 - `new_table` + `insert_rows` (concurrent, CL ALL) for a table of a test's own; `tick()` for a restore
   point strictly between two writes (polls the clock, no fixed sleep).
+- `kill_when` for a real CLI run killed (SIGKILL) at a known point.
 """
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
 import uuid
+from collections.abc import Callable
 
+import pytest
 from cassandra import ConsistencyLevel
 from cassandra.concurrent import execute_concurrent_with_args
 
@@ -81,3 +88,21 @@ def drop_and_restore(cluster_block, path, table: str, db_target: str | None = No
     with connect(cluster_block) as session:
         session.execute(f"DROP TABLE {table}")
     return restore_snapshot(hosts=HOSTS, path=str(path), db_target=db_target or table, restore_schema=True)
+
+
+def kill_when(script: str, args: list[str], ready: Callable[[], bool], what: str, timeout: float = 300) -> None:
+    """Runs `python -c script args` (the real CLI, `script` holding one of its steps so that the kill lands
+    at a known point) and kills it (SIGKILL, its whole session) once `ready()`; fails if it ended before."""
+    run = subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and run.poll() is None:
+            if ready():
+                return
+            time.sleep(0.2)
+        pytest.fail(f"the run ended before {what}")
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+        run.wait()

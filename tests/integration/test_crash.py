@@ -2,12 +2,6 @@
 that follows is complete and restores exactly."""
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
-
 import pytest
 
 from dmf.core.keys import SetKind, parse_key
@@ -23,7 +17,7 @@ from dmf.repository import Repository
 from dmf.ssh import RemoteHost
 from dmf.storage import Storage
 
-from .helpers import HOSTS, insert_rows, new_table
+from .helpers import HOSTS, insert_rows, kill_when, new_table
 from .test_backup import write_large_rows
 
 pytestmark = pytest.mark.integration
@@ -53,23 +47,13 @@ main()
 """
 
 
-def kill_after_first_part(args: list[str], repository_block, keyspace: str, timeout: float = 300) -> None:
-    run = subprocess.Popen([sys.executable, "-c", HELD_CLI, *args], stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, start_new_session=True)
+def kill_after_first_part(args: list[str], repository_block, keyspace: str) -> None:
     s3 = repository_block.client()
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline and run.poll() is None:
-            for upload in open_uploads(repository_block, keyspace):
-                parts = s3.list_parts(Bucket=repository_block.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
-                if parts.get("Parts"):
-                    return
-            time.sleep(0.2)
-        pytest.fail("the backup ended before any part was uploaded")
-    finally:
-        if run.poll() is None:
-            os.killpg(run.pid, signal.SIGKILL)
-        run.wait()
+
+    def a_part_is_there() -> bool:
+        return any(s3.list_parts(Bucket=repository_block.bucket, Key=u["Key"], UploadId=u["UploadId"]).get("Parts")
+                   for u in open_uploads(repository_block, keyspace))
+    kill_when(HELD_CLI, args, a_part_is_there, "any part was uploaded")
 
 
 def test_sigkill_mid_upload_then_rerun_sweeps_and_completes(testbed, cluster_block, repository_block, tmp_path):

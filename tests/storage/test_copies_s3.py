@@ -146,6 +146,55 @@ def test_a_damaged_primary_object_is_not_sealed_on_the_copy(pair):
             Copier(primary, copy).copy_set(ref)
 
 
+def test_a_server_side_copy_killed_before_its_read_back_is_not_trusted_by_the_rerun(pair, monkeypatch):
+    """CopyObject writes the manifest's SHA-256 as the object's metadata before the copy is read back: a
+    run killed in between leaves an unverified object that says it is whole. The rerun reads it back."""
+    primary, copy = pair
+    ref = next(ref for ref in primary.set_prefixes() if ref.kind is SetKind.SNAPSHOT)
+    damaged = ref.file_key(primary.read_manifest(ref).files[0].path)
+    primary.storage.s3.put_object(Bucket="dmf-primary", Key=damaged, Body=b"y" * 10)  # same size, other bytes
+
+    real = copy.storage.iter_object
+
+    def read_back(key, *args, **kwargs):
+        if key == damaged:
+            raise Killed()  # the process dies after the damaged object's CopyObject
+        return real(key, *args, **kwargs)
+    monkeypatch.setattr(copy.storage, "iter_object", read_back)
+    with pytest.raises(Killed):
+        run(Copier(primary, copy), "dr")
+    head = copy.storage.head(damaged)
+    assert head is not None and head["Metadata"]["sha256"] == SHA  # claims the manifest's bytes
+    monkeypatch.undo()
+    copier = Copier(primary, copy)
+    assert copier.server_side
+    result = run(copier)
+    assert len(result.failed) == 1 and result.failed[0].startswith(ref.prefix) and "SHA-256" in result.failed[0]
+    assert copy.storage.head(ref.manifest_key) is None and copy.storage.head(damaged) is None
+
+
+def test_an_object_left_unlocked_by_a_killed_server_side_copy_is_locked_by_the_rerun(monkeypatch):
+    with mock_aws():
+        primary = repository("dmf-primary")
+        seeded(primary.storage.s3, "dmf-primary")
+        copy = repository("dmf-locked", lock=True, **LOCKED)
+        real = copy.storage.lock
+        first = []
+
+        def dies_before_the_lock(key):
+            if not first:
+                first.append(key)
+                raise Killed()
+            real(key)
+        monkeypatch.setattr(copy.storage, "lock", dies_before_the_lock)
+        with pytest.raises(Killed):
+            run(Copier(primary, copy))
+        assert copy.storage.head(first[0]) is not None and copy.storage.lock_of(first[0]) is None
+        monkeypatch.undo()
+        assert not run(Copier(primary, copy)).failed
+        assert copy.storage.lock_of(first[0]) is not None
+
+
 def test_locked_objects_survive_a_purge_and_a_direct_delete_and_the_plan_says_until_when():
     with mock_aws():
         repo = repository("dmf-locked", lock=True, **LOCKED)
