@@ -46,6 +46,11 @@ def ship_commitlogs(hosts: str | list[str] | None = None, cluster_block: str = D
             raise InputError(f"host {address} is not a member of the cluster")
         futures[address] = ship_host_commitlogs.submit(cluster, repository, fact, full.snapshot_ts)
         get_run_logger().debug("%s ships under %s", address, format_ts(full.snapshot_ts))
+    return every_host_result(futures, "commit-log shipping")
+
+
+def every_host_result(futures: dict, what: str) -> list:
+    """Each host's result; one ShippingFailed naming every host that failed, after all have ended."""
     results, failures = [], []
     for address, future in futures.items():
         try:
@@ -53,5 +58,5 @@ def ship_commitlogs(hosts: str | list[str] | None = None, cluster_block: str = D
         except Exception as exc:  # noqa: BLE001 — report every host
             failures.append(f"{address}: {exc}")
     if failures:
-        raise ShippingFailed(f"commit-log shipping failed on {len(failures)} host(s): {'; '.join(failures)}")
+        raise ShippingFailed(f"{what} failed on {len(failures)} host(s): {'; '.join(failures)}")
     return results

@@ -14,7 +14,7 @@ from dmf.core.paths import check_commitlog_archive_dir
 from dmf.core.shipper import LIFETIME_S, SEAL_EVERY_S, end_of_life, shipper_lease_name
 from dmf.core.timestamps import format_ts, utcnow
 from dmf.cql import connect, node_facts
-from dmf.flows.ship_commitlogs import ShippingFailed
+from dmf.flows.ship_commitlogs import every_host_result
 from dmf.lease import ClusterBusy, bucket_lease, run_holder
 from dmf.repository import Repository
 from dmf.storage import Storage
@@ -57,12 +57,5 @@ def ship_commitlogs_continuous(cluster_block: str = DEFAULT_BLOCK, repository_bl
         logger.info("shipping until %s UTC", format_ts(until))
         futures = {a: ship_node_continuously.submit(cluster, repository, facts[a], fulls[a].snapshot_ts,
                                                     cluster_name, holder, until, seal_every_s) for a in hosts}
-        results, failures = [], []
-        for address, future in futures.items():
-            try:
-                results.append(future.result())
-            except Exception as exc:  # noqa: BLE001 — report every host
-                failures.append(f"{address}: {exc}")
-    if failures:
-        raise ShippingFailed(f"continuous shipping failed on {len(failures)} host(s): {'; '.join(failures)}")
+        results = every_host_result(futures, "continuous shipping")
     return {"standby": False, "until": format_ts(until), "nodes": results}
