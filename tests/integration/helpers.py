@@ -11,7 +11,7 @@ only reads a chain or a restore's result reuses one instead of making its own:
   (session, tests/conftest.py).
 - `new_table` + `insert_rows` (concurrent, CL ALL) for a table of a test's own; `tick()` for a restore
   point strictly between two writes (polls the clock, no fixed sleep).
-- `kill_when` for a real CLI run killed (SIGKILL) at a known point.
+- `kill_when` for a real CLI run killed (SIGKILL) at a known point; `save_as` to save a shared block under a name of its own.
 """
 from __future__ import annotations
 
@@ -106,3 +106,9 @@ def kill_when(script: str, args: list[str], ready: Callable[[], bool], what: str
         if run.poll() is None:
             os.killpg(run.pid, signal.SIGKILL)
         run.wait()
+
+
+def save_as(block, name: str) -> None:
+    """Saves the block under `name`. Not `block.save(name, overwrite=True)` on a block saved before under
+    another name: Prefect then overwrites that other document and leaves `name` as it was."""
+    type(block).model_validate(block.model_dump()).save(name, overwrite=True)

@@ -15,7 +15,7 @@ from dmf.cql import connect
 from dmf.flows.backup_snapshot import backup_snapshot
 from dmf.flows.ship_commitlogs import ship_commitlogs
 
-from .helpers import HOSTS, insert_rows, tick
+from .helpers import HOSTS, insert_rows, save_as, tick
 
 pytestmark = pytest.mark.integration
 
@@ -119,7 +119,7 @@ def test_in_place_after_a_drop(testbed, cluster_block, history, tmp_path):
 
 def test_into_the_one_node_second_cluster(testbed, cluster_block, solo_cluster, history, tmp_path):
     """Another cluster: its one node has none of the source's host IDs, which a scratch replay needs not."""
-    solo_cluster.save("pitr-solo", overwrite=True)
+    save_as(solo_cluster, "pitr-solo")
     pids = node_pids(testbed)
     cli_restore(testbed, tmp_path, history["table"], history["at"], "--schema", "--replication",
                 "{'class': 'SimpleStrategy', 'replication_factor': 1}", "--cluster-block", "pitr-solo",

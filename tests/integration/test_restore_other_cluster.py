@@ -12,7 +12,7 @@ from dmf.flows.backup_snapshot import backup_snapshot
 from dmf.flows.restore_snapshot import restore_snapshot
 from dmf.testbed import solo
 
-from .helpers import HOSTS, ids, insert_rows, new_table
+from .helpers import HOSTS, ids, insert_rows, new_table, save_as
 
 pytestmark = pytest.mark.integration
 
@@ -20,7 +20,7 @@ SOLO_BLOCK = "solo-test"
 
 
 def test_a_three_node_backup_restores_into_a_one_node_cluster(testbed, cluster_block, solo_cluster, tmp_path):
-    solo_cluster.save(SOLO_BLOCK, overwrite=True)  # with the node's JMX credentials
+    save_as(solo_cluster, SOLO_BLOCK)  # with the node's JMX credentials
     keyspace, table = new_table(cluster_block, rows=0, prefix="solo")
     insert_rows(cluster_block, keyspace, table, range(120))
     target = f"{keyspace}.{table}"
