@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import shlex
 import subprocess
 
 import pytest
@@ -16,19 +17,21 @@ from dmf.core.targets import DbTarget
 from dmf.core.timestamps import parse_ts
 from dmf.node import NODETOOL_JAVA_OPTIONS, Node, check_snapshot_tag, with_java_options
 from dmf.node_upload import EarlyAgent
-from dmf.ssh import CommandResult, RemoteError, RemoteHost
+from dmf.ssh import CommandResult, RemoteError, RemoteHost, redact
 
 TABLE_DIR = "t-" + "0" * 32
 
 
 class LocalHost(RemoteHost):
-    """A RemoteHost whose commands run on this machine (argv as given, no login shell)."""
+    """A RemoteHost whose commands run on this machine (argv as given, no login shell), its errors masked
+    as RemoteHost.run masks them."""
 
     def run(self, argv, *, check=True, timeout=600, stdin=None, shown=None, secrets=()):
         done = subprocess.run(list(argv), input=stdin, capture_output=True, timeout=timeout)
         result = CommandResult(tuple(argv), done.returncode, done.stdout.decode(), done.stderr.decode())
         if check and done.returncode:
-            raise RemoteError(f"`{argv[0]}` exited {done.returncode}: {result.stderr.strip()}")
+            raise RemoteError(f"`{redact(shlex.join(shown or argv), secrets)}` exited {done.returncode}: "
+                              f"{redact(result.stderr.strip(), secrets)}")
         return result
 
 

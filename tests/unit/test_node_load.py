@@ -3,8 +3,6 @@ SSTables (balanced by bytes, every component of an SSTable together) and each no
 table, under the table's fresh, collision-free generations."""
 from __future__ import annotations
 
-import shlex
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,8 +12,9 @@ from dmf.blocks.cassandra_cluster import CassandraCluster, tool_beside
 from dmf.core.node_load import NodeTableLoad, descriptor, loader_shares, renumbered
 from dmf.loader import stream_staged
 from dmf.restore_plan import TableLoad, worker_tables
-from dmf.ssh import CommandResult, RemoteError, RemoteHost, redact
+from dmf.ssh import RemoteError
 
+from .test_node_commands import LocalHost
 from .test_node_restore_plan import F
 
 ROOT = Path("/restore")
@@ -103,17 +102,6 @@ def test_a_node_given_nothing_has_no_share_and_one_node_takes_all():
     [solo] = loader_shares([t], files, ["10.0.0.4"], ROOT, SNAPSHOT).values()
     assert [name for _, name in solo.tables[0].links] == ["nb-1-big-Data.db", "nb-2-big-Data.db"]
     assert solo.units == ()  # nothing for nodetool import
-
-
-class LocalHost(RemoteHost):
-    """A RemoteHost whose commands run on this machine, masked as RemoteHost.run masks them."""
-
-    def run(self, argv, *, check=True, timeout=600, stdin=None, shown=None, secrets=()):
-        done = subprocess.run(list(argv), input=stdin, capture_output=True, timeout=timeout)
-        result = CommandResult(tuple(argv), done.returncode, done.stdout.decode(), done.stderr.decode())
-        if check and done.returncode:
-            raise RemoteError(f"`{redact(shlex.join(shown or argv), secrets)}` exited {done.returncode}")
-        return result
 
 
 # Records its arguments and the folder it was given, then exits as $LOADER_EXIT says.
