@@ -15,7 +15,6 @@ Nothing is ever deleted from the primary.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -115,7 +114,7 @@ class Copier:
         head = dest.head(key)
         # Left by a killed run: kept only once read back, since its metadata may lie (a server-side
         # copy carries the manifest's SHA-256 before it is read back), and locked (it may have died before).
-        if head is not None and head["ContentLength"] == entry.size and self._stored(key) == (entry.size, entry.sha256):
+        if head is not None and head["ContentLength"] == entry.size and self.copy.storage.read_back(key) == (entry.size, entry.sha256):
             dest.lock(key)
             return
         if self.server_side:
@@ -126,14 +125,6 @@ class Copier:
             if stored.sha256 != entry.sha256:
                 raise SourceDamaged(f"s3://{self.primary.storage.bucket}/{key} does not match its manifest's "
                                     "SHA-256 on the primary: not copied (`dmf backup verify --deep` there)")
-
-    def _stored(self, key: str) -> tuple[int, str]:
-        """The size and SHA-256 of the copy's object, read back."""
-        digest, size = hashlib.sha256(), 0
-        for chunk in self.copy.storage.iter_object(key):
-            digest.update(chunk)
-            size += len(chunk)
-        return size, digest.hexdigest()
 
     def _server_side(self, key: str, entry: FileEntry) -> None:
         dest, source = self.copy.storage, self.primary.storage
@@ -147,7 +138,7 @@ class Copier:
         except Exception as exc:  # noqa: BLE001 — botocore and s3transfer errors alike, named by key
             raise StorageError(f"S3 copy of {key} from s3://{source.bucket} to s3://{dest.bucket} failed: "
                                f"{str(exc).splitlines()[0]}") from None
-        if self._stored(key) != (entry.size, entry.sha256):
+        if self.copy.storage.read_back(key) != (entry.size, entry.sha256):
             # Never leave damaged bytes labelled with the manifest's SHA-256 (their metadata).
             dest.delete_keys([key])
             raise SourceDamaged(f"s3://{dest.bucket}/{key} as copied does not match its manifest's SHA-256 "

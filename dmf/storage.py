@@ -394,13 +394,20 @@ class Storage:
             if stored != expected_etag:
                 raise VerificationError(f"s3://{self.bucket}/{key}: ETag {stored} does not match the bytes sent")
         else:
-            read_back = hashlib.sha256()
-            for chunk in self.iter_object(key):
-                read_back.update(chunk)
-            if read_back.hexdigest() != sha256:
+            if self.read_back(key)[1] != sha256:
                 raise VerificationError(f"s3://{self.bucket}/{key}: the object read back does not match the bytes sent")
 
     # ---- streamed download --------------------------------------------------------------
+    def read_back(self, key: str, progress: Callable[[int], None] | None = None) -> tuple[int, str]:
+        """The object re-read in chunks (memory: one chunk): its size and SHA-256."""
+        digest, size = hashlib.sha256(), 0
+        for chunk in self.iter_object(key):
+            digest.update(chunk)
+            size += len(chunk)
+            if progress is not None:
+                progress(len(chunk))
+        return size, digest.hexdigest()
+
     def iter_object(self, key: str, chunk: int = MIB, byte_range: tuple[int, int] | None = None) -> Iterator[bytes]:
         """The object's bytes, or those in [start, end) of it, in chunks."""
         ranged = {"Range": f"bytes={byte_range[0]}-{byte_range[1] - 1}"} if byte_range else {}

@@ -4,7 +4,6 @@ bounded pool. What the reads mean is dmf.core.verify's.
 """
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
@@ -58,13 +57,7 @@ def check_locks(repo: Repository, manifests: Sequence[Manifest], span: timedelta
 
 def rehash(storage: Storage, expected: Expected, progress: Callable[[int], None] | None = None) -> Finding | None:
     """Re-reads one object in chunks (memory: one chunk), hashing as it goes."""
-    digest, size = hashlib.sha256(), 0
-    for chunk in storage.iter_object(expected.key):
-        digest.update(chunk)
-        size += len(chunk)
-        if progress is not None:
-            progress(len(chunk))
-    return check_read(expected, size, digest.hexdigest())
+    return check_read(expected, *storage.read_back(expected.key, progress))
 
 
 def deep_check(storage: Storage, objects: Sequence[Expected], workers: int,
