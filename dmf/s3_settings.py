@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
+import threading
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
@@ -225,7 +227,26 @@ class S3Settings(BaseModel):
         return self.model_copy(update=update) if update else self
 
     def client(self, endpoint_url: str | None = None) -> Any:
-        """A boto3 S3 client sized for `max_concurrency` transfers (boto3 clients are thread-safe)."""
+        """A boto3 S3 client sized for `max_concurrency` transfers, one per process for equal settings:
+        boto3 clients are thread-safe, and each new one loads S3's service model again (~1 s when a run's
+        tasks built theirs at once on two cores)."""
+        key = self._client_key(endpoint_url)
+        with _clients_lock:
+            client = _clients.get(key)
+            if client is None:
+                client = _clients[key] = self._new_client(endpoint_url)
+        return client
+
+    def _client_key(self, endpoint_url: str | None) -> str:
+        """A digest of everything the client is built from, secrets included (two repositories differing
+        only in their key must not share a client), kept only as a digest."""
+        fields = self.model_dump(include={"credentials", "region", "max_concurrency", "checksum_mode",
+                                          "signature_version", "addressing_style"})
+        fields["endpoint_url"] = endpoint_url
+        text = json.dumps(fields, sort_keys=True, default=_reveal)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def _new_client(self, endpoint_url: str | None) -> Any:
         params = self.credentials.aws_client_parameters.get_params_override()
         if endpoint_url:
             params["endpoint_url"] = endpoint_url
@@ -258,6 +279,18 @@ class S3Settings(BaseModel):
         if self.object_lock != "none":
             features.append(f"object lock (object_lock: {self.object_lock})")
         return ", ".join(features) or "none beyond plain S3"
+
+
+_clients: dict[str, Any] = {}
+_clients_lock = threading.Lock()
+
+
+def _reveal(value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, BaseModel):
+        return value.model_dump()
+    return repr(value)
 
 
 _SSE_HEADERS = {"ServerSideEncryption": "x-amz-server-side-encryption",

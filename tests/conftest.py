@@ -12,6 +12,16 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("DMF_TASK_RETRY_DELAYS", "0.5,1,1")
 
 
+@pytest.fixture(autouse=True)
+def _fresh_s3_clients():
+    """dmf keeps one S3 client per process for equal settings; tests register event handlers on
+    theirs (to count, corrupt or kill requests), which must not reach the next test's client."""
+    yield
+    from dmf import s3_settings
+    with s3_settings._clients_lock:
+        s3_settings._clients.clear()
+
+
 def _bed_is_up(tb) -> bool:
     from dmf.testbed import prefect_server, s3, sshd
     from dmf.testbed.__main__ import running_nodes

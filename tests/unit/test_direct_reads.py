@@ -62,6 +62,16 @@ def test_the_plain_repository_is_the_block(fields):
     assert plain.credentials.get_boto3_session().get_credentials().secret_key == "testing-secret"
 
 
+def test_one_client_per_process_for_equal_settings_and_never_across_keys_or_endpoints():
+    def block(**credentials):
+        return S3Repository.model_validate(block_data(credentials={**CREDENTIALS, **credentials}))
+    assert block().client() is block().client() is block().client(None)
+    assert direct_repository(block_data(), "x").client() is direct_repository(block_data(), "y").client()
+    assert block().client() is not block(aws_secret_access_key="another-secret").client()
+    assert block().client() is not block().client("http://127.0.0.1:9") is block().client("http://127.0.0.1:9")
+    assert block().client() is not block().model_copy(update={"max_concurrency": 2}).client()
+
+
 @pytest.mark.parametrize("fields,reason", [
     ({"sse": "SSE-C", "sse_customer_key": "c2hvcnQtc2VjcmV0LWtleQ=="}, "sse_customer_key must be 32 bytes"),
     ({"encryption": "client", "encryption_key": "c2hvcnQtc2VjcmV0LWtleQ=="}, "block:"),
