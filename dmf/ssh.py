@@ -5,11 +5,14 @@ and unknown keys are refused unless the cluster block says otherwise.
 """
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import logging
 import select
 import shlex
 import socket
+import threading
 import time
 import stat as stat_mode
 from collections.abc import Iterator, Sequence
@@ -96,20 +99,86 @@ class _Transport(paramiko.Transport):
     _preferred_ciphers = (*_GCM_FIRST, *(c for c in paramiko.Transport._preferred_ciphers if c not in _GCM_FIRST))
 
 
+class IdleConnections:
+    """SSH connections that a closed RemoteHost left open for the next one to the same host under the
+    same SSH settings: a run's steps on a node follow one another, and each paid a key exchange and a
+    login otherwise (0.1-0.6 s on the test bed, more over a WAN). A connection serves one RemoteHost at
+    a time, as before; one idle past `max_idle` seconds, or whose transport closed, is not reused."""
+
+    def __init__(self, per_key: int = 4, max_idle: float = 60):
+        self.per_key, self.max_idle = per_key, max_idle
+        self._idle: dict[str, list[tuple[float, paramiko.SSHClient]]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, key: str) -> paramiko.SSHClient | None:
+        stale = []
+        try:
+            with self._lock:
+                idle = self._idle.get(key, [])
+                while idle:
+                    since, client = idle.pop()
+                    transport = client.get_transport()
+                    if time.monotonic() - since <= self.max_idle and transport is not None and transport.is_active():
+                        return client
+                    stale.append(client)
+            return None
+        finally:
+            for client in stale:
+                client.close()
+
+    def give(self, key: str, client: paramiko.SSHClient) -> None:
+        transport = client.get_transport()
+        if transport is None or not transport.is_active():
+            client.close()
+            return
+        with self._lock:
+            idle = self._idle.setdefault(key, [])
+            idle.append((time.monotonic(), client))
+            surplus = idle[:-self.per_key]
+            del idle[:-self.per_key]
+        for _, extra in surplus:
+            extra.close()
+
+
+_idle_connections = IdleConnections()
+
+
+def _reveal(value):
+    return value.get_secret_value() if hasattr(value, "get_secret_value") else repr(value)
+
+
 class RemoteHost:
-    """One SSH connection to one host. Not thread-safe for commands; open one per worker."""
+    """One SSH connection to one host, taken from the idle ones where it can be and left there on
+    close. Not thread-safe for commands; open one per worker."""
 
     def __init__(self, cluster: CassandraCluster, host: CassandraHost):
         self.cluster = cluster
         self.host = host
         self._client: paramiko.SSHClient | None = None
         self._sftp: paramiko.SFTPClient | None = None
+        self._reused = False
+        self._channels: list[paramiko.Channel] = []
 
     @property
     def label(self) -> str:
         return f"{self.cluster.ssh_user}@{self.host.ssh_address}:{self.host.ssh_port}"
 
+    @property
+    def _pool_key(self) -> str:
+        """A digest of the host and of every setting the connection was made and checked under (its
+        key, known_hosts and strictness), so that no block reuses a connection another one's rules let in."""
+        fields = self.cluster.model_dump(include={"ssh_user", "ssh_private_key", "ssh_private_key_path",
+                                                  "known_hosts", "known_hosts_path", "strict_host_key_checking"})
+        fields["host"] = (self.host.ssh_address, self.host.ssh_port)
+        return hashlib.sha256(json.dumps(fields, sort_keys=True, default=_reveal).encode()).hexdigest()
+
     def connect(self) -> RemoteHost:
+        client = _idle_connections.take(self._pool_key)
+        self._reused = client is not None
+        self._client = client or self._new_client()
+        return self
+
+    def _new_client(self) -> paramiko.SSHClient:
         client = paramiko.SSHClient()
         if self.cluster.known_hosts_path:
             client.load_host_keys(self.cluster.known_hosts_path)
@@ -142,14 +211,18 @@ class RemoteHost:
         transport = client.get_transport()
         transport.set_keepalive(30)
         transport.default_window_size = WINDOW
-        self._client = client
-        return self
+        return client
 
     def close(self) -> None:
+        """Ends this host's commands and streams (as closing the connection did: a node agent still
+        attached sees its input end) and leaves the connection to the next RemoteHost."""
+        for channel in self._channels:
+            channel.close()
+        self._channels.clear()
         if self._sftp is not None:
             self._sftp.close()
         if self._client is not None:
-            self._client.close()
+            _idle_connections.give(self._pool_key, self._client)
         self._client = self._sftp = None
 
     def __enter__(self) -> RemoteHost:
@@ -167,13 +240,28 @@ class RemoteHost:
     @property
     def sftp(self) -> paramiko.SFTPClient:
         if self._sftp is None:
-            self._sftp = self.client.open_sftp()
+            self._sftp = self._on_live_connection(lambda client: client.open_sftp())
         return self._sftp
+
+    def _on_live_connection(self, open_on):
+        """`open_on(client)`, on a new connection if the idle one taken was dropped meanwhile (sshd
+        restarted, a network blip)."""
+        try:
+            return open_on(self.client)
+        except (paramiko.SSHException, EOFError, OSError):
+            if not self._reused:
+                raise
+            self._client.close()
+            self._client, self._reused = self._new_client(), False
+            return open_on(self._client)
 
     def start(self, argv: Sequence[str], timeout: float | None = None) -> paramiko.Channel:
         """Starts argv on the host (each argument quoted); the caller converses over the returned
         channel's stdin/stdout."""
-        channel = self.client.get_transport().open_session(window_size=WINDOW, max_packet_size=MAX_PACKET)
+        channel = self._on_live_connection(lambda client: client.get_transport().open_session(
+            window_size=WINDOW, max_packet_size=MAX_PACKET))
+        self._channels = [c for c in self._channels if not c.closed]
+        self._channels.append(channel)
         channel.settimeout(timeout)
         channel.exec_command(shlex.join(argv))
         return channel

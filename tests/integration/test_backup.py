@@ -145,8 +145,9 @@ class S3Recorder:
 
         def client(repo, endpoint_url=None):
             s3 = original(repo, endpoint_url)
-            s3.meta.events.register("before-parameter-build.s3", self.before)
-            s3.meta.events.register("after-call.s3", self.after)
+            # Once per client: dmf shares one client per process, handed out by every client() call.
+            s3.meta.events.register("before-parameter-build.s3", self.before, unique_id=f"recorder-before-{id(self)}")
+            s3.meta.events.register("after-call.s3", self.after, unique_id=f"recorder-after-{id(self)}")
             return s3
         monkeypatch.setattr(S3Repository, "client", client)
 
