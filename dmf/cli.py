@@ -604,6 +604,9 @@ def echo_restore(summary: dict) -> None:
     if summary["commitlog_dir"]:
         typer.echo(f"{summary['commitlog_segments']} commit-log segment(s) in {summary['commitlog_dir']} (kept)")
     scratch = (summary.get("replay") or {}).get("nodes", {})
+    if (summary.get("replay") or {}).get("reused_from"):
+        typer.echo(f"commit-log replay reused from {summary['replay']['reused_from']}: made for the same segments "
+                   "and time by an earlier restore into this PATH")
     for host, count in summary["replayed_mutations"].items():
         segments = f" from {scratch[host]['segments']} segment(s) in a scratch Cassandra" if host in scratch else ""
         typer.echo(f"{host}: {count} mutation(s) replayed up to {summary['time']}{segments}")

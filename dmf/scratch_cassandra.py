@@ -11,9 +11,16 @@ After each start the flushed SSTables are moved out of its data folder: Cassandr
 count them as covering its commit log and skip the next node's older segments. At the end the
 SSTables are linked into one <keyspace>/<table> folder per target, for sstableloader.
 
+Once every start is done, only the replayed SSTables stay (PATH/scratch-cassandra/replayed/), made
+durable, and then, last, a record of what they were made from (core.scratch.replay_inputs): a rerun
+of the restore for the same segments, time, version, schema and tables reuses them instead of
+replaying again (the load into the cluster failed, say); anything else, or no record, and the folder
+is removed and the replay made again.
+
 Crashes: the node runs with PR_SET_PDEATHSIG, so it dies with the worker; its pid file lets the next
-run stop one that outlived it anyway. Every run starts from an empty scratch folder (only the fetched
-segments in PATH/cassandra_commitlogs/ are reused), and the folder is removed at the end and on failure.
+run stop one that outlived it anyway. A replay starts from an empty scratch folder (only the fetched
+segments in PATH/cassandra_commitlogs/ are reused), its record removed first, so a replay cut short
+never leaves one; the folder is removed on failure, and after the load unless the files are kept.
 """
 from __future__ import annotations
 
@@ -23,17 +30,18 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 
 from dmf import cassandra_jvm, procs
 from dmf.core.errors import DmfError, InputError
-from dmf.core.scratch import (Layout, Ports, batches, check_ports, load_names, replay_list_option, scratch_yaml,
-                              segments_read)
+from dmf.core.scratch import (REPLAY_RECORD, Layout, Ports, Reuse, batches, check_ports, load_names,
+                              replay_list_option, replay_record, reusable, scratch_yaml, segments_read)
+from dmf.download import write_private
 from dmf.replay import check_filter_reached, replay_properties
 
 PROPERTIES = "commitlog_archiving.properties"
@@ -84,13 +92,6 @@ def available_memory() -> int:
 def _die_with_parent() -> None:
     """The scratch JVM gets SIGKILL if the worker thread that started it dies (Linux)."""
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-@dataclass
-class Replayed:
-    """What one run replayed: per source node (host ID) its segments, mutations and seconds."""
-    nodes: dict[str, dict] = field(default_factory=dict)
-    loads: list[tuple[str, str, list[tuple[Path, str]]]] = field(default_factory=list)
 
 
 class ScratchNode:
@@ -167,8 +168,10 @@ class ScratchNode:
 
 def remove_leftovers(home: Path) -> None:
     """A scratch node an earlier run left running (its pid file names it, its command line holds the
-    folder) is stopped, and the folder removed."""
+    folder) is stopped, and the folder removed: its replay record first, so a removal cut short leaves
+    no output a rerun would take as complete."""
     if home.exists():
+        (home / REPLAY_RECORD).unlink(missing_ok=True)
         procs.stop(home / "cassandra.pid", marker=str(home))
         shutil.rmtree(home)
 
@@ -187,13 +190,14 @@ def _move_sstables(node: ScratchNode, tables: list[str], host_id: str) -> list[P
     return moved
 
 
-def replay(root: Path, version: str, schema: list[str], tables: list[str], targets: dict[str, str],
-           segments: list[Path], at: datetime, taken_ports: set[int], heap_mib: int,
-           progress: Callable[[str, dict], None]) -> Replayed:
-    """Replays every source node's segments up to `at` into `tables` of a scratch node; returns the
-    counts and, per target table (`targets`: replayed table → target table), the SSTables to load."""
+def replay(root: Path, version: str, schema: list[str], tables: list[str], segments: list[Path], at: datetime,
+           taken_ports: set[int], heap_mib: int, inputs: dict, progress: Callable[[str, dict], None]
+           ) -> dict[str, dict]:
+    """Replays every source node's segments up to `at` into `tables` of a scratch node, keeps their
+    SSTables alone and records them as made from `inputs`; returns per source node (host ID) its
+    segments, mutations and seconds."""
     node = ScratchNode(root, version, taken_ports, heap_mib)
-    result = Replayed()
+    nodes: dict[str, dict] = {}
     try:
         node.prepare()
         node.start([])
@@ -222,20 +226,83 @@ def replay(root: Path, version: str, schema: list[str], tables: list[str], targe
                 raise ScratchError(f"segments of {host_id}: Cassandra read {len(read)} of the {len(names)} restored "
                                    f"(not: {', '.join(sorted(names - read)[:3])}); see "
                                    f"{root / 'scratch-cassandra-system.log'}")
-            result.nodes[host_id] = {"segments": len(listed), "segments_read": len(read),
-                                     "mutations": sum(counts), "seconds": round(time.monotonic() - started, 1)}
-            progress(host_id, result.nodes[host_id])
-        for table in tables:
-            keyspace, name = table.split(".")
-            files = sorted(PurePosixPath(p) for p in node.path("replayed").glob(f"*/{keyspace}/{name}/*"))
-            target_keyspace, target_table = targets[table].split(".")
-            result.loads.append((target_keyspace, target_table,
-                                 [(Path(str(p)), new) for p, new in load_names(files)]))
+            nodes[host_id] = {"segments": len(listed), "segments_read": len(read),
+                              "mutations": sum(counts), "seconds": round(time.monotonic() - started, 1)}
+            progress(host_id, nodes[host_id])
+        keep_only_replayed(node.home)
+        write_record(node.layout, inputs, nodes)
     except BaseException:
         keep_log(node, root)
         remove_leftovers(node.home)
         raise
-    return result
+    return nodes
+
+
+def keep_only_replayed(home: Path) -> None:
+    """The stopped node's own folders (its system tables, its commit log's preallocated segments, its
+    logs) go once every start is done: a kept replay holds its SSTables alone."""
+    for entry in home.iterdir():
+        if entry.name != "replayed":
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+
+
+def replayed_files(layout: Layout) -> dict[str, int]:
+    """The regular files below `replayed/` (path relative to it → size); no link is followed."""
+    base = Path(layout.dir("replayed"))
+    found = {}
+    for folder, _, names in os.walk(base):
+        for name in names:
+            info = os.lstat(os.path.join(folder, name))
+            if stat.S_ISREG(info.st_mode):
+                found[os.path.relpath(os.path.join(folder, name), base)] = info.st_size
+    return found
+
+
+def _fsync(path: str, flags: int = os.O_RDONLY) -> None:
+    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_record(layout: Layout, inputs: dict, nodes: dict[str, dict]) -> None:
+    """The replayed SSTables and their folders flushed to disk, then the record, written last (a
+    `.part` renamed over): a crash before the rename leaves no record, and a rerun replays again."""
+    base = Path(layout.dir("replayed"))
+    files = replayed_files(layout)
+    for name in files:
+        _fsync(str(base / name))
+    for folder, _, _ in os.walk(base):
+        _fsync(folder, os.O_DIRECTORY)
+    write_private(Path(layout.record), replay_record(inputs, nodes, files))
+
+
+def previous_replay(root: Path, inputs: dict) -> Reuse:
+    """Whether PATH holds a complete replay made from exactly `inputs` (core.scratch.reusable)."""
+    layout = Layout.under(str(root))
+    try:
+        record = Path(layout.record).read_text()
+    except FileNotFoundError:
+        record = None
+    return reusable(record, inputs, replayed_files(layout) if record is not None else {})
+
+
+def replayed_loads(root: Path, tables: list[str], targets: dict[str, str]
+                   ) -> list[tuple[str, str, list[tuple[Path, str]]]]:
+    """Per target table (`targets`: replayed table → target table), the replayed SSTables of every
+    source node under the names they are loaded by."""
+    replayed = Path(Layout.under(str(root)).dir("replayed"))
+    loads = []
+    for table in tables:
+        keyspace, name = table.split(".")
+        files = sorted(PurePosixPath(p) for p in replayed.glob(f"*/{keyspace}/{name}/*"))
+        target_keyspace, target_table = targets[table].split(".")
+        loads.append((target_keyspace, target_table, [(Path(str(p)), new) for p, new in load_names(files)]))
+    return loads
 
 
 def keep_log(node: ScratchNode, root: Path) -> None:

@@ -198,14 +198,17 @@ def fetch(repository: S3Repository, plan: RestorePlan, node_path: NodePath | Non
 def replay_in_scratch(cluster: CassandraCluster, plan: RestorePlan, scratch: scratch_replay.ScratchPlan | None,
                       cql: str, loaded: list[str]) -> tuple[dict[str, int], dict | None]:
     """After the chain's load, before any index: the commit logs replayed in a scratch Cassandra and the
-    SSTables it wrote streamed like the chain's. Returns mutations per source node and the report."""
+    SSTables it wrote streamed like the chain's. With keep_files the replay stays in PATH, as the
+    downloads do, for another restore from them (into another table or cluster) to reuse. Returns
+    mutations per source node and the report."""
     if scratch is None:
         return {}, None
     request = plan.request
     report = scratch_replay.replay_and_load(scratch, cluster, request.hosts, plan.root, cql, request.target,
                                             request.into, plan.files, plan.at)
     loaded.extend(report["loaded"])
-    remove_scratch(plan.root)
+    if not request.keep_files:
+        remove_scratch(plan.root)
     return {h: n["mutations"] for h, n in report["nodes"].items()}, report
 
 

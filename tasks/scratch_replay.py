@@ -1,17 +1,16 @@
 """Point-in-time replay in a scratch Cassandra on the worker (dmf/scratch_cassandra.py), as one task."""
 from __future__ import annotations
 
-import shutil
 from datetime import datetime
 from pathlib import Path
 
 from prefect import get_run_logger, task
 
 from dmf.blocks.cassandra_cluster import CassandraCluster
-from dmf.core.scratch import HEAP_MIB, Layout, scratch_schema
+from dmf.core.scratch import HEAP_MIB, Layout, replay_inputs, scratch_schema
 from dmf.core.timestamps import format_ts
 from dmf.restore_plan import TableLoad
-from dmf.scratch_cassandra import replay
+from dmf.scratch_cassandra import previous_replay, remove_leftovers, replay, replayed_loads
 from dmf.tasks.common import TASK_DEFAULTS
 
 
@@ -22,25 +21,44 @@ def taken_ports(cluster: CassandraCluster) -> set[int]:
 
 @task(name="scratch-replay", **TASK_DEFAULTS)
 def replay_in_scratch(cluster: CassandraCluster, root: Path, version: str, cql: str, targets: dict[str, str],
-                      segments: list[Path], at: datetime) -> tuple[dict[str, dict], list[TableLoad]]:
+                      segments: dict[str, tuple[int, str]], at: datetime
+                      ) -> tuple[dict[str, dict], list[TableLoad], str | None]:
     """Not retried: a failed replay is removed and reported; a rerun replays again from the segments.
-    Returns, per source node's host ID, its segments, mutations and seconds, and the loads of the
-    replayed SSTables into the targets (`targets`: replayed table → target table)."""
+    A replay an earlier run of the restore completed in PATH from the same segments (`segments`: path
+    → size and SHA-256), time, version, schema and tables is reused instead. Returns, per source
+    node's host ID, its segments, mutations and seconds, the loads of the replayed SSTables into the
+    targets (`targets`: replayed table → target table), and the record of the replay reused (None:
+    replayed now)."""
     logger = get_run_logger()
     tables = sorted(targets)
-    logger.info("replaying %d segment(s) of %d node(s) up to %s into %s in a scratch Cassandra %s",
-                len(segments), len({s.parent.name for s in segments}), format_ts(at), ", ".join(tables), version)
-    result = replay(root, version, scratch_schema(cql, tables), tables, targets, segments, at, taken_ports(cluster),
-                    HEAP_MIB, lambda host_id, counts: logger.info(
-                        "source node %s: %d segment(s), %d mutation(s) replayed in %.1fs", host_id,
-                        counts["segments"], counts["mutations"], counts["seconds"]))
+    schema = scratch_schema(cql, tables)
+    paths = sorted(Path(p) for p in segments)
+    inputs = replay_inputs(version, format_ts(at), schema, tables,
+                           {f"{p.parent.name}/{p.name}": segments[str(p)] for p in paths})
     layout = Layout.under(str(root))
-    loads = [TableLoad(keyspace, table, Path(layout.load(keyspace, table)), tuple(links), len(result.nodes))
-             for keyspace, table, links in result.loads if links]
-    return result.nodes, loads
+    found = previous_replay(root, inputs)
+    if found.nodes is not None:
+        logger.info("replay of %d segment(s) reused from %s/replayed: made for the same segments and time "
+                    "(%s, Cassandra %s, %s), recorded complete in %s", len(paths), layout.home, format_ts(at),
+                    version, ", ".join(tables), layout.record)
+        nodes, reused_from = found.nodes, layout.record
+    else:
+        if Path(layout.home).exists():
+            logger.info("%s is not reused (%s): replaying again", layout.home, found.reason)
+        logger.info("replaying %d segment(s) of %d node(s) up to %s into %s in a scratch Cassandra %s",
+                    len(paths), len({p.parent.name for p in paths}), format_ts(at), ", ".join(tables), version)
+        reused_from = None
+        nodes = replay(root, version, schema, tables, paths, at, taken_ports(cluster), HEAP_MIB, inputs,
+                       lambda host_id, counts: logger.info(
+                           "source node %s: %d segment(s), %d mutation(s) replayed in %.1fs", host_id,
+                           counts["segments"], counts["mutations"], counts["seconds"]))
+    loads = [TableLoad(keyspace, table, Path(layout.load(keyspace, table)), tuple(links), len(nodes))
+             for keyspace, table, links in replayed_loads(root, tables, targets) if links]
+    return nodes, loads, reused_from
 
 
 @task(name="remove-scratch", **TASK_DEFAULTS)
 def remove_scratch(root: Path) -> None:
-    """Once its SSTables are loaded. Dies before: the next run removes it first."""
-    shutil.rmtree(Layout.under(str(root)).home, ignore_errors=True)
+    """Once its SSTables are loaded, unless the files are kept. Dies before: the next run reuses the
+    replay if it is for the same inputs, else removes it first."""
+    remove_leftovers(Path(Layout.under(str(root)).home))

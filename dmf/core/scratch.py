@@ -1,9 +1,11 @@
 """Point-in-time replay in a scratch Cassandra (issue 25), the pure part: its folders under PATH, its
 loopback ports, its cassandra.yaml, the schema it is given, the replay list, the batches of segments
-it replays (one source node per start), the names its SSTables are loaded under, and what it may
-take of the worker's disk and memory. dmf/scratch_cassandra.py runs it."""
+it replays (one source node per start), the names its SSTables are loaded under, what it may
+take of the worker's disk and memory, and whether a rerun may reuse a replay it finds in PATH.
+dmf/scratch_cassandra.py runs it."""
 from __future__ import annotations
 
+import json
 import posixpath
 import re
 from dataclasses import dataclass
@@ -15,6 +17,10 @@ from dmf.core.paths import is_within
 from dmf.core.schema import object_name, split_statements
 
 SCRATCH_DIR = "scratch-cassandra"   # under PATH
+# In SCRATCH_DIR, written last, once the replayed SSTables are whole: what they were made from.
+REPLAY_RECORD = "replay-complete.json"
+# Changes when what a replay leaves, or how it is made, changes: an older record is then not reused.
+RECORD_FORMAT = 1
 CLUSTER_NAME = "dmf-scratch-replay"
 ADDRESS = "127.0.0.1"
 HEAP_MIB = 512
@@ -49,7 +55,7 @@ def check_ports(ports: Ports, taken: set[int]) -> Ports:
 
 @dataclass(frozen=True)
 class Layout:
-    """The scratch node's folders, all below PATH/scratch-cassandra (removed whole at the end)."""
+    """The scratch node's folders, all below PATH/scratch-cassandra (removed whole once loaded, unless kept)."""
     home: str
 
     @classmethod
@@ -76,6 +82,11 @@ class Layout:
     def load(self, keyspace: str, table: str) -> str:
         """sstableloader's <keyspace>/<table> folder: the target's names (`--into`: the copy's)."""
         return self.dir("load", keyspace, table)
+
+    @property
+    def record(self) -> str:
+        """The complete replay's record (REPLAY_RECORD): none while a replay is under way."""
+        return self.dir(REPLAY_RECORD)
 
 
 def scratch_yaml(layout: Layout, ports: Ports, heap_mib: int = HEAP_MIB) -> str:
@@ -218,3 +229,54 @@ def check_version(versions: set[str]) -> str:
     if not re.fullmatch(r"\d+\.\d+\.\d+", version):
         raise InputError(f"Cassandra version {version!r} is not a release version Maven Central has")
     return version
+
+
+def replay_inputs(version: str, at: str, schema: list[str], tables: list[str],
+                  segments: dict[str, tuple[int, str]]) -> dict:
+    """Everything the replayed SSTables depend on: the Cassandra version that wrote them, the restore
+    point (to the second), the schema the scratch node was given, the replayed tables, and every
+    segment (`<host_id>/<name>` → size and SHA-256, the manifest's, checked by the download). The
+    target's name is not among them: the load folder that names it is rebuilt by every run, so a
+    replay made for an in-place restore serves an `--into` copy or another cluster too."""
+    return {"format": RECORD_FORMAT, "cassandra_version": version, "time": at, "schema": list(schema),
+            "tables": sorted(tables),
+            "segments": {name: [size, sha256] for name, (size, sha256) in sorted(segments.items())}}
+
+
+def replay_record(inputs: dict, nodes: dict[str, dict], files: dict[str, int]) -> str:
+    """The record written once the replay is whole: its inputs, its counts per source node (reported
+    again by a run that reuses it) and its files below `replayed/` with their sizes."""
+    return json.dumps({"inputs": inputs, "nodes": nodes, "files": dict(sorted(files.items()))}, indent=1)
+
+
+_INPUT_NAMES = {"format": "record format", "cassandra_version": "Cassandra version", "time": "restore time",
+                "schema": "schema", "tables": "tables", "segments": "segments"}
+
+
+@dataclass(frozen=True)
+class Reuse:
+    """A rerun's decision: `nodes` (the recorded counts) when the replay in PATH serves, else why not."""
+    nodes: dict[str, dict] | None
+    reason: str = ""
+
+
+def reusable(record: str | None, inputs: dict, files: dict[str, int]) -> Reuse:
+    """Whether the replay output in PATH (its record, None if there is none, and the files found below
+    `replayed/` with their sizes) was completed for exactly these inputs and is still whole."""
+    if record is None:
+        return Reuse(None, "no complete replay")
+    try:
+        parsed = json.loads(record)
+        recorded, nodes, listed = parsed["inputs"], parsed["nodes"], parsed["files"]
+        if not (isinstance(recorded, dict) and isinstance(nodes, dict) and isinstance(listed, dict)):
+            raise TypeError
+    except (ValueError, KeyError, TypeError):
+        return Reuse(None, "its record is unreadable")
+    differ = [_INPUT_NAMES.get(k, k) for k in sorted(set(inputs) | set(recorded)) if inputs.get(k) != recorded.get(k)]
+    if differ:
+        return Reuse(None, f"it was made for another {', '.join(differ)}")
+    if listed != files:
+        changed = sorted(set(listed) ^ set(files) | {f for f in set(listed) & set(files) if listed[f] != files[f]})
+        return Reuse(None, f"{len(changed)} of its files are missing, added or of another size since "
+                           f"(e.g. replayed/{changed[0]})")
+    return Reuse(nodes)
