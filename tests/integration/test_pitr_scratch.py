@@ -1,16 +1,23 @@
 """Point-in-time recovery in a scratch Cassandra (issue 25), through the CLI: the shipped segments of
 all three nodes replayed up to a second on the worker, then loaded after the snapshot: in place after
 a DROP, --into a copy while the live table takes writes, and into the one-node second cluster. No
-node of the source cluster restarts."""
+node of the source cluster restarts.
+
+The three restores share one PATH, in this order, as an operator restoring the same point three ways
+would: the first replays (and keeps it with --keep-files), the next two reuse that replay, since it
+was made for the same segments, time, version and schema (the target is not among them), and each
+still gets exactly the rows of the restore point. The last one, without --keep-files, removes it."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
 
 import pytest
 
+from dmf.core.scratch import REPLAY_RECORD
 from dmf.cql import connect
 from dmf.flows.backup_snapshot import backup_snapshot
 from dmf.flows.ship_commitlogs import ship_commitlogs
@@ -31,13 +38,43 @@ def node_pids(testbed) -> list[str]:
     return [node.dir("cassandra.pid").read_text().strip() for node in testbed.nodes(3)]
 
 
-def cli_restore(testbed, path, target: str, at: str, *extra: str, hosts: str = HOSTS) -> str:
+def cli_restore(testbed, path, target: str, at: str, *extra: str, hosts: str = HOSTS
+                ) -> subprocess.CompletedProcess:
+    """The CLI with -v: its summary on stdout, the run's log lines on stderr."""
     env = {**os.environ, "DMF_CACHE_DIR": str(testbed.cache)}
-    result = subprocess.run([sys.executable, "-m", "dmf.cli", "restore", "snapshot", hosts, str(path), target,
+    result = subprocess.run([sys.executable, "-m", "dmf.cli", "-v", "restore", "snapshot", hosts, str(path), target,
                              "--time", at, "--replay-commitlogs", *extra], capture_output=True, text=True,
                             timeout=900, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result.stdout
+    return result
+
+
+def replayed_lines(out: str) -> list[str]:
+    """The summary's line per source node: its mutations and segments."""
+    return [line for line in out.splitlines() if "mutation(s) replayed up to" in line]
+
+
+def assert_reused(result: subprocess.CompletedProcess, path, first: list[str]) -> None:
+    """No scratch start: the log says the replay in PATH was reused and why, the summary says so and
+    reports the counts the first replay recorded."""
+    segments = sum(int(re.search(r"from (\d+) segment\(s\)", line)[1]) for line in first)
+    assert f"replay of {segments} segment(s) reused from {path.resolve() / 'scratch-cassandra'}/replayed: " \
+           "made for the same segments and time" in result.stderr
+    assert "mutation(s) replayed in" not in result.stderr  # the progress line of each source node's start
+    assert "commit-log replay reused from" in result.stdout
+    assert replayed_lines(result.stdout) == first
+
+
+@pytest.fixture(scope="module")
+def replay_path(tmp_path_factory):
+    """The one PATH of the module's three restores (see the module's docstring)."""
+    return tmp_path_factory.mktemp("pitr-scratch")
+
+
+@pytest.fixture(scope="module")
+def first_replay() -> list[str]:
+    """The first restore's per-node summary lines, which the restores reusing its replay report too."""
+    return []
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +115,7 @@ def history(testbed, cluster_block):
     return dict(keyspace=keyspace, table=table, at=at, expected=expected)
 
 
-def test_into_a_copy_while_the_live_table_takes_writes(testbed, cluster_block, history, tmp_path):
+def test_into_a_copy_while_the_live_table_takes_writes(testbed, cluster_block, history, replay_path, first_replay):
     live_before = state(cluster_block, history["table"])
     pids = node_pids(testbed)
     writing, written = threading.Event(), []
@@ -94,8 +131,8 @@ def test_into_a_copy_while_the_live_table_takes_writes(testbed, cluster_block, h
     writer = threading.Thread(target=write_meanwhile)
     writer.start()
     try:
-        out = cli_restore(testbed, tmp_path, history["table"], history["at"], "--into",
-                          f"{history['keyspace']}.copy")
+        result = cli_restore(testbed, replay_path, history["table"], history["at"], "--into",
+                             f"{history['keyspace']}.copy", "--keep-files")
     finally:
         writing.set()
         writer.join()
@@ -104,25 +141,35 @@ def test_into_a_copy_while_the_live_table_takes_writes(testbed, cluster_block, h
     assert written and live_after == {**live_before, **{i: ("live", frozenset(), False) for i in written}}
     assert node_pids(testbed) == pids
     # Every node's segments replayed, each in a start of its own, the count shown per source node.
-    assert out.count("mutation(s) replayed up to") == 3 and "in a scratch Cassandra" in out
-    assert not (tmp_path / "scratch-cassandra").exists()
+    lines = replayed_lines(result.stdout)
+    assert len(lines) == 3 and all("in a scratch Cassandra" in line for line in lines)
+    assert result.stderr.count("mutation(s) replayed in") == 3 and "reused" not in result.stdout
+    # Kept with the files (--keep-files): the replayed SSTables alone, recorded complete last.
+    home = replay_path / "scratch-cassandra"
+    assert sorted(p.name for p in home.iterdir()) == ["load", REPLAY_RECORD, "replayed"]
+    first_replay.extend(lines)
 
 
-def test_in_place_after_a_drop(testbed, cluster_block, history, tmp_path):
+def test_in_place_after_a_drop(testbed, cluster_block, history, replay_path, first_replay):
     with connect(cluster_block) as session:
         session.execute(f"DROP TABLE {history['table']}")
     pids = node_pids(testbed)
-    cli_restore(testbed, tmp_path, history["table"], history["at"], "--schema")
+    result = cli_restore(testbed, replay_path, history["table"], history["at"], "--schema", "--keep-files")
     assert state(cluster_block, history["table"]) == history["expected"]
     assert node_pids(testbed) == pids
+    assert_reused(result, replay_path, first_replay)
 
 
-def test_into_the_one_node_second_cluster(testbed, cluster_block, solo_cluster, history, tmp_path):
-    """Another cluster: its one node has none of the source's host IDs, which a scratch replay needs not."""
+def test_into_the_one_node_second_cluster(testbed, cluster_block, solo_cluster, history, replay_path,
+                                         first_replay):
+    """Another cluster: its one node has none of the source's host IDs, which a scratch replay needs not.
+    Without --keep-files, the replay it reused goes once loaded."""
     save_as(solo_cluster, "pitr-solo")
     pids = node_pids(testbed)
-    cli_restore(testbed, tmp_path, history["table"], history["at"], "--schema", "--replication",
-                "{'class': 'SimpleStrategy', 'replication_factor': 1}", "--cluster-block", "pitr-solo",
-                hosts="127.0.0.4")
+    result = cli_restore(testbed, replay_path, history["table"], history["at"], "--schema", "--replication",
+                         "{'class': 'SimpleStrategy', 'replication_factor': 1}", "--cluster-block", "pitr-solo",
+                         hosts="127.0.0.4")
     assert state(solo_cluster, history["table"]) == history["expected"]
     assert node_pids(testbed) == pids
+    assert_reused(result, replay_path, first_replay)
+    assert not (replay_path / "scratch-cassandra").exists()
