@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from dmf.cql import connect
-
-from .helpers import HOSTS, insert_rows, new_table, tick
+from .helpers import HOSTS, close_active_segments, insert_rows, new_table, tick
 
 
 @pytest.fixture(scope="session")
@@ -31,10 +29,7 @@ def shared_chain(testbed, cluster_block):
     insert_rows(cluster_block, keyspace, table, range(150, 170))            # t3a
     between_t3a_t3b = tick()
     insert_rows(cluster_block, keyspace, table, range(170, 190))            # t3b
-    # Close the active segments (1 MiB each) so every write above is archived, then ship.
-    with connect(cluster_block) as session:
-        session.execute(f"CREATE TABLE {keyspace}.filler (id int PRIMARY KEY, payload text)")
-    insert_rows(cluster_block, keyspace, "filler", range(2500), payload="f" * 1000)
+    close_active_segments(cluster_block, keyspace)  # so every write above is archived, then shipped
     shipped = ship_commitlogs(hosts=HOSTS)
     return dict(keyspace=keyspace, table=table, target=target, full=full, incr=incr, shipped=shipped,
                 between_t2_t3a=between_t2_t3a, between_t3a_t3b=between_t3a_t3b)

@@ -24,7 +24,7 @@ from dmf.flows.backup_snapshot import backup_snapshot
 from dmf.flows.restore_snapshot import restore_snapshot
 from dmf.flows.ship_commitlogs import ship_commitlogs
 
-from .helpers import HOSTS, ids, insert_rows, new_table
+from .helpers import HOSTS, close_active_segments, ids, insert_rows, new_table
 
 pytestmark = pytest.mark.integration
 
@@ -79,10 +79,7 @@ def encrypted(testbed, cluster_block, repository_block):
     insert_rows(cluster_block, keyspace, table, range(60), payload=MARKER)
     full = backup_snapshot(hosts=HOSTS, db_target=f"{keyspace}.{table}", new=True, backup_schema=True,
                            repository_block=BLOCK)
-    # Close the active segments so the marker's writes are archived, then ship them encrypted.
-    with connect(cluster_block) as session:
-        session.execute(f"CREATE TABLE {keyspace}.filler (id int PRIMARY KEY, payload text)")
-    insert_rows(cluster_block, keyspace, "filler", range(2500), payload="f" * 1000)
+    close_active_segments(cluster_block, keyspace)  # the marker's writes archived, then shipped encrypted
     shipped = ship_commitlogs(hosts=HOSTS, repository_block=BLOCK)
     return dict(block=block, keyspace=keyspace, table=table, target=f"{keyspace}.{table}", full=full,
                 shipped=shipped, s3=s3)

@@ -22,7 +22,7 @@ from dmf.cql import connect
 from dmf.flows.backup_snapshot import backup_snapshot
 from dmf.flows.ship_commitlogs import ship_commitlogs
 
-from .helpers import HOSTS, insert_rows, save_as, tick
+from .helpers import HOSTS, close_active_segments, insert_rows, save_as, tick
 
 pytestmark = pytest.mark.integration
 
@@ -102,10 +102,7 @@ def history(testbed, cluster_block):
         session.execute(f"UPDATE {table} SET payload = 'changed-after', tags = tags + {{'late'}} WHERE id = 45")
         session.execute(f"UPDATE {table} SET tags = tags - {{'a'}} WHERE id = 5")
     insert_rows(cluster_block, keyspace, "events", range(60, 80))
-    # Close the active segments (1 MiB each) so every write above is archived, then ship.
-    with connect(cluster_block) as session:
-        session.execute(f"CREATE TABLE {keyspace}.filler (id int PRIMARY KEY, payload text)")
-    insert_rows(cluster_block, keyspace, "filler", range(2500), payload="f" * 1000)
+    close_active_segments(cluster_block, keyspace)  # so every write above is archived, then shipped
     ship_commitlogs(hosts=HOSTS)
     payload = "p" * 100
     expected = {i: (payload, frozenset(), False) for i in range(0, 60) if i != 1}
