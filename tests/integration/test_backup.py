@@ -267,8 +267,9 @@ def test_failed_host_leaves_nothing_complete(testbed, cluster_block, repository_
 def test_commitlogs_shipped_after_writes(testbed, cluster_block, repository_block):
     keyspace, table = new_table(cluster_block)
     backup_snapshot(hosts=HOSTS, db_target=f"{keyspace}.{table}")
-    # ~3 MiB of writes per replica closes several 1 MiB segments on every node.
-    insert_rows(cluster_block, keyspace, table, range(3000), payload="c" * 1000)
+    # ~3 MiB of writes per replica closes several 1 MiB segments on every node (in 10 kB rows: the
+    # round trips at CL ALL, not the bytes, are what cost).
+    insert_rows(cluster_block, keyspace, table, range(300), payload="c" * 10_000)
     results = ship_commitlogs(hosts=HOSTS)
     assert {r["host"] for r in results} == set(HOSTS.split(","))
     for r in results:
