@@ -150,12 +150,20 @@ class S3Recorder:
             s3.meta.events.register("after-call.s3", self.after, unique_id=f"recorder-after-{id(self)}")
             return s3
         monkeypatch.setattr(S3Repository, "client", client)
+        self._patched = client
+
+    @property
+    def active(self) -> bool:
+        """Until monkeypatch.undo(): the shared client keeps the handlers, which then do nothing."""
+        return S3Repository.client is self._patched
 
     @property
     def operations(self) -> list[str]:
         return [operation for operation, _ in self.calls]
 
     def before(self, model, params, context, **_):
+        if not self.active:
+            return
         context["dmf_key"] = params.get("Key", "")
         if (model.name == self.fail_op and self.failures_left > 0 and self.key_part in params.get("Key", "")):
             self.failures_left -= 1
@@ -163,6 +171,8 @@ class S3Recorder:
             raise EndpointConnectionError(endpoint_url="injected-fault")
 
     def after(self, model, http_response, context, **_):
+        if not self.active:
+            return
         self.calls.append((model.name, context["dmf_key"]))
         if model.name in ("PutObject", "CompleteMultipartUpload") and http_response.status_code == 200:
             self.writes.append(context["dmf_key"])
