@@ -301,7 +301,8 @@ def summarize(plan: RestorePlan, fetched: dict, loaded: list[str], replayed: dic
         "commitlog_segments": len(files.segments),
         "commitlog_dir": str(root / COMMITLOG_DIR) if files.segments else None,
         "replayed_mutations": replayed, "replay": report,
-        "path": str(root), "path_peak_bytes": sum(f.size for f in in_path), "kept_files": request.keep_files, "removed_files": removed,
+        "path": str(root), "path_peak_bytes": sum(f.size for f in in_path), "kept_files": request.keep_files,
+        "removed_files": removed,
         **(node_path.summary() if node_path else {}),
     }
 
