@@ -518,7 +518,8 @@ def list_directly(prefect_api, params: dict) -> list[dict]:
 def restore_snapshot_cmd(
     hosts: Annotated[str, typer.Argument(metavar="HOSTS", help="Comma-separated hosts to restore into: live "
                                          "nodes of the cluster's ring.")],
-    path: Annotated[str, typer.Argument(metavar="PATH", help="Local directory for the files fetched from S3 "
+    path: Annotated[str, typer.Argument(metavar="PATH", help="Local directory for what this worker fetches "
+                                        "from S3: the worker path's files, the schemas, commit logs "
                                         "(made owner-only if missing; a relative PATH is taken from the current "
                                         "directory, and refused with -a).")],
     db_target: Annotated[str, typer.Argument(metavar="DB_TARGET", help="keyspace or keyspace.table.")],
@@ -535,15 +536,19 @@ def restore_snapshot_cmd(
     replay_on: Annotated[str, typer.Option("--replay-on", help="Where --replay-commitlogs replays: scratch "
                                            "(default) or nodes (each node restarted in turn with the replay "
                                            "settings, in place only: for workers that cannot run Java).")] = "scratch",
-    mode: Annotated[str, typer.Option("--mode", help="sstableloader (any topology), import (nodetool import "
-                                      "on the same hosts) or node (each node fetches its own files from S3 "
-                                      "and imports them, same tokens; into another topology, or HOSTS "
-                                      "without every backup host, each of HOSTS fetches a share and streams "
-                                      "it with its own sstableloader, one per table).")] = "sstableloader",
-    keep_files: Annotated[bool, typer.Option("--keep-files", help="Keep the downloaded SSTables in PATH after a "
-                                             "successful restore (default: removed; after a failure they always "
-                                             "stay, so a rerun resumes). PATH/cassandra_commitlogs/ is always "
-                                             "kept.")] = False,
+    mode: Annotated[str, typer.Option("--mode", help="node (default): each node fetches its own files from S3 "
+                                      "and imports them (same tokens; into another topology, or HOSTS without "
+                                      "every backup host, each of HOSTS fetches a share and streams it with its "
+                                      "own sstableloader); a node that cannot reach S3 or run python, and every "
+                                      "node when the key must stay on this worker (encryption: client, SSE-C), "
+                                      "takes the worker path, and the run log says why. sstableloader: "
+                                      "everything through this worker, downloaded into PATH and streamed from "
+                                      "here (any topology). import: downloaded into PATH, placed on the hosts "
+                                      "they came from and loaded by nodetool import.")] = "node",
+    keep_files: Annotated[bool, typer.Option("--keep-files", help="Keep the downloaded SSTables (in PATH, or on "
+                                             "the node path in each node's staging folder) after a successful "
+                                             "restore (default: removed; after a failure they always stay, so a "
+                                             "rerun resumes). PATH/cassandra_commitlogs/ is always kept.")] = False,
     allow_host_subset: Annotated[bool, typer.Option("--allow-host-subset", help="Restore from a full taken on only "
                                                     "some of this cluster's nodes (refused by default: it holds "
                                                     "only their share of the data).")] = False,
@@ -564,7 +569,8 @@ def restore_snapshot_cmd(
                                                 "without touching DB_TARGET.")] = None,
     max_download_mib_s: Annotated[Optional[float], typer.Option("--max-download-mib-s", metavar="MIB_S",
                                                                 help="Limit of the download from S3 into PATH, "
-                                                                     "in total, in MiB/s (default: the repository "
+                                                                     "in total, and of each node's fetch on the "
+                                                                     "node path, in MiB/s (default: the repository "
                                                                      "block's max_download_mib_s; none if "
                                                                      "unset).")] = None,
     run_async: Async = False,

@@ -12,7 +12,7 @@ from dmf.core.errors import InputError
 from dmf.core.keys import MANIFEST_NAME, SetKind, table_of
 from dmf.core.manifest import Manifest
 from dmf.core.node_load import LOAD_DIR, loader_shares, renumbered
-from dmf.core.node_restore import NodeShare, node_import_refusal, node_shares
+from dmf.core.node_restore import NodeShare, node_fetch_refusal, node_import_refusal, node_shares
 from dmf.core.restore_checks import RingNode, check_full_covers_ring, check_hosts_in_ring, datacenters
 from dmf.core.restore_request import RestoreRequest
 from dmf.core.segments import shipped_segments
@@ -23,7 +23,7 @@ from dmf.core.topology import check_replay_nodes, fit_replication
 from dmf.download import Fetch, Unpack, safe_join
 
 COMMITLOG_DIR = "cassandra_commitlogs"
-# --mode node into another topology: each node of HOSTS fetches a share and streams it with sstableloader.
+# The node path into another topology: each node of HOSTS fetches a share and streams it with sstableloader.
 NODE_LOADER = "node-sstableloader"
 
 
@@ -197,8 +197,9 @@ class RestorePlan:
     files: Plan
     # How the files reach Cassandra: "sstableloader" (any topology, streamed from here), "import" (each
     # backup host's files by nodetool import on that host), "node" (each node fetches its own share,
-    # node_fetches, from S3 and imports it; dmf.tasks.node_restore) or NODE_LOADER (--mode node where
+    # node_fetches, from S3 and imports it; dmf.tasks.node_restore) or NODE_LOADER (the node path where
     # the nodes cannot import: each node of HOSTS fetches a share and streams it, one sstableloader per table).
+    # --mode node, the default, becomes one of the worker's two where no node may fetch (_load_mode).
     load_mode: str
     schema: str | None = None       # the snapshot's schema.cql, its keyspace's replication fitted to this cluster
     notes: tuple[str, ...] = ()     # what the run log says before the download
@@ -237,18 +238,26 @@ class RestorePlan:
         return len(self.files.tables if self.load_mode == "sstableloader" else self.files.units)
 
 
-def _load_mode(request: RestoreRequest, chain: Chain, files: Plan, placement: Placement) -> tuple[str, str | None]:
-    """--mode node imports each backup host's files on its node when the ring owns the backup's tokens
-    and HOSTS name every host whose files load; otherwise the nodes stream with sstableloader (and the
-    note says why)."""
+def _load_mode(request: RestoreRequest, chain: Chain, files: Plan, placement: Placement,
+               fetch_refusal: str | None) -> tuple[str, str | None]:
+    """--mode node (the default) imports each backup host's files on its node when the ring owns the
+    backup's tokens and HOSTS name every host whose files load; otherwise the nodes stream with
+    sstableloader. When no node may fetch at all (`fetch_refusal`: a key that stays on the worker),
+    the worker path instead: nodetool import of the worker's download where the nodes could import,
+    else sstableloader on the worker. Each choice but the first comes with the note saying why."""
     if request.mode != "node":
         return request.mode, None
     loaded_hosts = {u.host for u in files.units}
     why = node_import_refusal({m.set.node: m.tokens for m in chain.full.manifests if m.set.node in loaded_hosts},
                               placement.tokens, request.hosts)
+    if fetch_refusal is not None:
+        mode, how = (("import", "places each host's files on it with nodetool import") if why is None
+                     else ("sstableloader", "streams them with sstableloader"))
+        return mode, (f"node path: {fetch_refusal}, so no node fetches its own files: the worker downloads every "
+                      f"file into PATH and {how} (the worker path, as --mode {mode})")
     if why is None:
         return "node", None
-    return NODE_LOADER, (f"--mode node: {why}, so the nodes cannot import their own files: each of "
+    return NODE_LOADER, (f"node path: {why}, so the nodes cannot import their own files: each of "
                          f"{', '.join(request.hosts)} fetches a share of them from S3 and streams it with "
                          "sstableloader (one per table)")
 
@@ -269,9 +278,12 @@ def plan_files(request: RestoreRequest, root: Path, chain: Chain, placement: Pla
 
 
 def plan_restore_request(request: RestoreRequest, at: datetime, root: Path, chain: Chain, placement: Placement,
-                         files: Plan, stored_schema: str | None) -> RestorePlan:
+                         files: Plan, stored_schema: str | None, *, sse: str | None = None,
+                         sse_c_key_on_nodes: bool = False) -> RestorePlan:
     """The plan, once the snapshot's schema (None: not stored, or not needed) is read: a keyspace this
-    cluster cannot hold fails here, not mid-load, and so does an import onto hosts that miss some files."""
+    cluster cannot hold fails here, not mid-load, and so does an import onto hosts that miss some files.
+    `sse`, `sse_c_key_on_nodes`: the repository's, which say (with the files' client-side encryption)
+    whether a node may fetch its files itself."""
     target, notes, warnings, schema = request.target, [], [], stored_schema
     if request.restore_schema and stored_schema is not None and target.keyspace not in placement.keyspaces:
         schema, used = fit_replication(stored_schema, target.keyspace, datacenters(placement.ring),
@@ -285,8 +297,9 @@ def plan_restore_request(request: RestoreRequest, at: datetime, root: Path, chai
         missing = sorted({u.host for u in files.units} - set(request.hosts))
         if missing:
             raise InputError(f"--mode import places each host's own files on it: HOSTS must include "
-                             f"{', '.join(missing)} (or use the default sstableloader mode)")
-    load_mode, why = _load_mode(request, chain, files, placement)
+                             f"{', '.join(missing)} (the default node mode, or sstableloader, loads into any hosts)")
+    fetch_refusal = node_fetch_refusal(any(f.plain is not None for f in files.fetches), sse, sse_c_key_on_nodes)
+    load_mode, why = _load_mode(request, chain, files, placement, fetch_refusal)
     if why:
         notes.append(why)
     notes.append(f"restoring {target} at {format_ts(at)}: full {format_ts(chain.full.snapshot_ts)} + "

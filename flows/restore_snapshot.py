@@ -1,9 +1,10 @@
 """restore-snapshot: request → plan → steps. The request (dmf.core.restore_request) is checked before
 anything else; the ring (HOSTS live members) and PATH before anything is resolved; the chain up to
 `time`, its files, the schema fit and the disk need (dmf.restore_plan, pure) before any byte moves.
-Then: verified parallel download into PATH (with --mode node, each node fetches its own share) →
-schema (optional) → load (sstableloader, nodetool import on the same hosts, or each node importing
-what it staged, or, into another topology, streaming it with sstableloader on the node) → commit logs (fetched with get_commitlogs; replayed to the second with
+Then: verified parallel download (by default each node fetches its own share; the worker path
+downloads into PATH) → schema (optional) → load (each node importing what it staged, or, into another
+topology, streaming it with sstableloader on the node; on the worker path sstableloader, or nodetool
+import on the same hosts) → commit logs (fetched with get_commitlogs; replayed to the second with
 replay_commitlogs: in a scratch Cassandra on the worker whose SSTables are then loaded, or,
 replay_on="nodes", on the nodes one by one) → downloaded files removed unless keep_files (fetched
 commit logs always stay)."""
@@ -289,6 +290,9 @@ def summarize(plan: RestorePlan, fetched: dict, loaded: list[str], replayed: dic
               removed: int, node_path: NodePath | None, resolve_seconds: float, download_seconds: float,
               seconds: float) -> dict:
     request, files, root = plan.request, plan.files, plan.root
+    # What PATH held at most: the worker's downloads (on the node path only the fallback nodes' shares
+    # and the schemas) and the commit logs.
+    in_path = (*(node_path.worker_fetches if node_path else files.fetches), *files.commitlog_fetches)
     return {
         "db_target": str(request.target), "into": str(request.into) if request.into else None,
         "time": format_ts(plan.at), "snapshot_ts": format_ts(plan.chain.full.snapshot_ts),
@@ -300,7 +304,8 @@ def summarize(plan: RestorePlan, fetched: dict, loaded: list[str], replayed: dic
         "commitlog_segments": len(files.segments),
         "commitlog_dir": str(root / COMMITLOG_DIR) if files.segments else None,
         "replayed_mutations": replayed, "replay": report,
-        "path": str(root), "path_peak_bytes": files.bytes, "kept_files": request.keep_files, "removed_files": removed,
+        "path": str(root), "path_peak_bytes": sum(f.size for f in in_path), "kept_files": request.keep_files,
+        "removed_files": removed,
         **(node_path.summary() if node_path else {}),
     }
 
@@ -308,7 +313,7 @@ def summarize(plan: RestorePlan, fetched: dict, loaded: list[str], replayed: dic
 @flow(name="restore-snapshot")
 def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_schema: bool = False,
                      time: str | int | None = None, get_commitlogs: bool = False,
-                     mode: str = "sstableloader",
+                     mode: str = "node",
                      replay_commitlogs: bool = False, keep_files: bool = False, allow_host_subset: bool = False,
                      dc_map: str | None = None, replication: str | None = None, truncate_first: bool = False,
                      yes: bool = False, into: str | None = None, cluster_block: str = DEFAULT_BLOCK,
@@ -325,11 +330,14 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
     loading: the backup's rows then replace whatever the tables hold; it needs `yes`. `into` (keyspace.table,
     in an existing keyspace) loads the table's backup into that table instead, created from the backup's
     schema if missing (new table ID, no indexes): the source table is not touched. `max_download_mib_s`
-    limits the download from S3 into PATH, in total (default: the repository block's). `mode`:
-    sstableloader, import, or node (each node fetches its own share from S3 and imports it; where the ring
-    does not own the backup's tokens or HOSTS leave out a backup host, each of HOSTS fetches a share
-    and streams it with sstableloader, one per table). `replay_on`:
-    where `replay_commitlogs` replays, a scratch Cassandra on the worker (default: no node restarted,
+    limits the download from S3 into PATH, in total, and each node's fetch on the node path (default:
+    the repository block's). `mode`: node (the default: each node fetches its own share from S3 and
+    imports it; where the ring does not own the backup's tokens or HOSTS leave out a backup host, each
+    of HOSTS fetches a share and streams it with sstableloader, one per table; where no node may fetch,
+    the key staying on the worker, the worker path, and the run log says why), sstableloader (every
+    byte through the worker, streamed from it by sstableloader) or import (downloaded to the worker,
+    placed on the hosts they came from and loaded by nodetool import). `replay_on`: where
+    `replay_commitlogs` replays, a scratch Cassandra on the worker (default: no node restarted,
     any target) or the nodes themselves (rolling restarts, in place only)."""
     request = RestoreRequest.parse(hosts, os.path.expanduser(path), db_target, time=time, mode=mode,
                                    restore_schema=restore_schema, get_commitlogs=get_commitlogs,
@@ -347,7 +355,8 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
     chain = read_chain(repo, request, at, primary_read)
     files = plan_files(request, root, chain, placement, expected(repository.client_key()))
     stored_schema = repo.read_schema(chain.full.snapshot_ts) if request.reads_schema else None
-    plan = plan_restore_request(request, at, root, chain, placement, files, stored_schema)
+    plan = plan_restore_request(request, at, root, chain, placement, files, stored_schema, sse=repository.sse,
+                                sse_c_key_on_nodes=repository.sse_c_key_on_nodes)
     for line in plan.warnings:
         logger.warning("%s", line)
     node_path, worker_downloads, scratch = stage(cluster, repository, plan, placement)
@@ -370,7 +379,8 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
     summary = summarize(plan, fetched, loaded, replayed, report, removed, node_path, resolve_seconds,
                         download_seconds, seconds)
     logger.info("restore of %s complete: %s loaded in %.1fs; PATH needed %.1f MiB at peak, "
-                "downloaded files %s", request.target, "; ".join(loaded) or "nothing", seconds, files.bytes / 2**20,
+                "downloaded files %s", request.target, "; ".join(loaded) or "nothing", seconds,
+                summary["path_peak_bytes"] / 2**20,
                 "kept" if request.keep_files else "removed")
     publish_summary("restore-snapshot", summary, f"restore of {request.target} as of {format_ts(at)}: every file "
                     "verified against its manifest (size and SHA-256) before loading")

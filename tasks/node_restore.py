@@ -1,8 +1,9 @@
-"""The node path of a restore (--mode node): each node fetches its own share from S3 and imports it
-(NodePath) or, into another topology, each node of HOSTS fetches a share and streams it with
-sstableloader, one JVM per table (NodeLoadPath); nodes that cannot (no python, S3 unreachable, a key
-that must stay on the worker) take the worker path (the worker downloads their share into PATH and
-places it, as --mode import does, or streams it, as the default sstableloader mode does)."""
+"""The node path of a restore (--mode node, the default): each node fetches its own share from S3 and
+imports it (NodePath) or, into another topology, each node of HOSTS fetches a share and streams it with
+sstableloader, one JVM per table (NodeLoadPath); nodes that cannot (no python, S3 unreachable) take
+the worker path (the worker downloads their share into PATH and places it, as --mode import does, or
+streams it, as --mode sstableloader does). A key that must stay on the worker keeps every node off
+this path: the plan chooses the worker path then (dmf.restore_plan)."""
 from __future__ import annotations
 
 import time
@@ -15,7 +16,7 @@ from prefect import get_run_logger, task
 from dmf.blocks.cassandra_cluster import CassandraCluster
 from dmf.blocks.s3_repository import S3Repository
 from dmf.core.errors import InputError
-from dmf.core.node_restore import NodeShare, Room, disk_shortfalls, eta_seconds, node_fetch_refusal, worker_fetches
+from dmf.core.node_restore import NodeShare, Room, disk_shortfalls, eta_seconds, worker_fetches
 from dmf.core.timestamps import format_ts
 from dmf.loader import stream_staged
 from dmf.node_fetch import NodeFetch, import_staged, remove_staged
@@ -133,12 +134,10 @@ class NodePath:
 
     @classmethod
     def prepare(cls, cluster: CassandraCluster, repository: S3Repository, plan: RestorePlan) -> NodePath:
-        """Checked before any byte moves (the plan checked that the ring owns the backup's tokens): who
-        can fetch, each node's room."""
+        """Checked before any byte moves (the plan checked that the ring owns the backup's tokens, and
+        that no key the nodes may not hold is needed): who can fetch, each node's room."""
         shares, fetches = plan.node_fetches, plan.files.fetches
-        refusal = node_fetch_refusal(any(f.plain is not None for f in fetches), repository.sse,
-                                     repository.sse_c_key_on_nodes)
-        fallbacks = {a: refusal for a in shares} if refusal else preflight_nodes(cluster, repository, shares)
+        fallbacks = preflight_nodes(cluster, repository, shares)
         for address, reason in sorted(fallbacks.items()):
             get_run_logger().warning("%s: %s; its %.1f MiB pass through the worker instead (%s)", address,
                                      reason, shares[address].bytes / MIB, cls.worker_path)

@@ -15,7 +15,9 @@ from dmf.core.targets import DbTarget, parse_hosts
 from dmf.core.timestamps import format_ts, parse_ts
 from dmf.core.topology import format_map, parse_dc_map, parse_replication
 
-MODES = ("sstableloader", "import", "node")
+# "node" (the default): the nodes fetch and load their own files; the plan takes the worker path where
+# they cannot (dmf.restore_plan). "sstableloader" and "import": every byte through the worker.
+MODES = ("node", "sstableloader", "import")
 REPLAY_ON = ("scratch", "nodes")
 
 
@@ -25,7 +27,7 @@ class RestoreRequest:
     path: str                         # absolute, as given (the flow resolves symlinks on its machine)
     target: DbTarget                  # a keyspace or keyspace.table
     at: datetime | None               # None: the time the run starts
-    mode: str = "sstableloader"
+    mode: str = "node"
     restore_schema: bool = False
     get_commitlogs: bool = False
     replay_commitlogs: bool = False
@@ -40,7 +42,7 @@ class RestoreRequest:
 
     @classmethod
     def parse(cls, hosts: str | Sequence[str], path: str, db_target: str, *, cwd: str | None = None,
-              time: str | int | None = None, mode: str = "sstableloader", restore_schema: bool = False,
+              time: str | int | None = None, mode: str = "node", restore_schema: bool = False,
               get_commitlogs: bool = False, replay_commitlogs: bool = False, keep_files: bool = False,
               allow_host_subset: bool = False, dc_map: str | None = None, replication: str | None = None,
               truncate_first: bool = False, yes: bool = False, into: str | None = None,
@@ -56,7 +58,7 @@ class RestoreRequest:
             raise InputError("DB_TARGET is required: keyspace or keyspace.table")
         at = parse_ts(time, name="--time") if time is not None and time != "" else None
         if mode not in MODES:
-            raise InputError(f"invalid --mode {mode!r}: sstableloader, import or node")
+            raise InputError(f"invalid --mode {mode!r}: node, sstableloader or import")
         if replay_on not in REPLAY_ON:
             raise InputError(f"invalid --replay-on {replay_on!r}: scratch or nodes")
         renamed, replaced, copy_to = _rewrites(target, dc_map, replication, into, restore_schema,

@@ -104,9 +104,13 @@ def test_the_bucket_holds_ciphertext_only(encrypted, cluster_block):
 def test_the_restore_decrypts_and_authenticates(encrypted, cluster_block, tmp_path):
     with connect(cluster_block) as session:
         session.execute(f"DROP TABLE {encrypted['target']}")
-    restore_snapshot(hosts=HOSTS, path=str(tmp_path), db_target=encrypted["target"], restore_schema=True,
-                     get_commitlogs=True, keep_files=True, repository_block=BLOCK)
+    summary = restore_snapshot(hosts=HOSTS, path=str(tmp_path), db_target=encrypted["target"], restore_schema=True,
+                               get_commitlogs=True, keep_files=True, repository_block=BLOCK)
     assert ids(cluster_block, encrypted["target"]) == set(range(60))
+    # The key never reaches a node: the default node path gives way to the worker's download (every
+    # file through PATH), each host's files placed on it by nodetool import.
+    assert summary["mode"] == "node" and summary["load_mode"] == "import" and "nodes" not in summary
+    assert summary["downloaded_files"] == summary["files"] + summary["commitlog_segments"] > 0
     segments = list((tmp_path / "cassandra_commitlogs").glob("*/CommitLog-*.log"))
     assert any(MARKER.encode() in s.read_bytes() for s in segments)  # decrypted, then decompressed
     assert not list(tmp_path.rglob("*.part")) and not list(tmp_path.rglob("*.gz"))

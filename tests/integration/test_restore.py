@@ -58,9 +58,11 @@ def test_backup_list_shows_the_history(history):
 
 
 def test_restore_to_time_between_t2_and_t3a(history, cluster_block, tmp_path):
+    """The worker path (--mode sstableloader): every file downloaded into PATH, kept, and resumed there."""
     drop(cluster_block, history["target"])
     summary = restore_snapshot(hosts=HOSTS, path=str(tmp_path), db_target=history["target"], restore_schema=True,
-                               time=int(history["between_t2_t3a"]), get_commitlogs=True, keep_files=True)
+                               time=int(history["between_t2_t3a"]), get_commitlogs=True, keep_files=True,
+                               mode="sstableloader")
     assert rows(cluster_block, history["keyspace"], history["table"]) == set(range(150))
     assert summary["snapshot_ts"] == history["full"]["snapshot_ts"]
     assert summary["increments"] == [history["incr"]["set_ts"]]
@@ -77,7 +79,7 @@ def test_restore_to_time_between_t2_and_t3a(history, cluster_block, tmp_path):
     data = next(tmp_path.rglob("*-Data.db"))
     data.write_bytes(b"corrupt" + data.read_bytes()[7:])
     again = restore_snapshot(hosts=HOSTS, path=str(tmp_path), db_target=history["target"],
-                             time=history["between_t2_t3a"], keep_files=True)
+                             time=history["between_t2_t3a"], keep_files=True, mode="sstableloader")
     assert again["downloaded_files"] == 1 and again["files"] == summary["files"]
     assert not data.read_bytes().startswith(b"corrupt")
 

@@ -1,7 +1,7 @@
 """A backup of the three-node cluster restored into another cluster: one node (127.0.0.4), its own
 name, token ring and host ID. Replication it cannot hold is refused before any download and
-rewritten by --replication; with --mode node the one node fetches every host's files itself and
-streams them with its own sstableloader (nothing through the worker but the schema)."""
+rewritten by --replication; by default (the node path) the one node fetches every host's files
+itself and streams them with its own sstableloader (nothing through the worker but the schema)."""
 from __future__ import annotations
 
 import pytest
@@ -37,8 +37,8 @@ def test_a_three_node_backup_restores_into_a_one_node_cluster(testbed, cluster_b
 
     summary = restore_snapshot(hosts="127.0.0.4", path=str(tmp_path), db_target=target, restore_schema=True,
                                replication="{'class': 'SimpleStrategy', 'replication_factor': 1}",
-                               cluster_block=SOLO_BLOCK, mode="node")
-    assert summary["snapshot_ts"] == full["snapshot_ts"]
+                               cluster_block=SOLO_BLOCK)
+    assert summary["snapshot_ts"] == full["snapshot_ts"] and summary["mode"] == "node"
     assert summary["load_mode"] == "node-sstableloader" and list(summary["nodes"]) == ["127.0.0.4"]
     [loaded] = summary["loaded"]  # one loader for every host's SSTables of the table
     assert loaded.startswith(f"{target} on 127.0.0.4 (")

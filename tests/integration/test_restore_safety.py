@@ -57,8 +57,9 @@ def test_a_host_outside_the_ring_stops_the_restore_before_any_download(backed_up
 def test_downloads_are_removed_after_a_successful_restore_unless_kept(backed_up, cluster_block, tmp_path):
     with connect(cluster_block) as session:
         session.execute(f"TRUNCATE {backed_up}")
+    # The worker path: every file through PATH (the node path's staged files: test_restore_nodes.py).
     removed_into = tmp_path / "removed"
-    summary = restore_snapshot(hosts=HOSTS, path=str(removed_into), db_target=backed_up)
+    summary = restore_snapshot(hosts=HOSTS, path=str(removed_into), db_target=backed_up, mode="sstableloader")
     assert rows(cluster_block, backed_up) == set(range(ROWS))
     assert summary["kept_files"] is False and summary["removed_files"] == summary["files"] > 0
     assert summary["path"] == str(removed_into) and summary["path_peak_bytes"] == summary["bytes"] > 0
@@ -66,7 +67,8 @@ def test_downloads_are_removed_after_a_successful_restore_unless_kept(backed_up,
     assert mode(removed_into) == 0o700
 
     kept_into = tmp_path / "kept"
-    kept = restore_snapshot(hosts=HOSTS, path=str(kept_into), db_target=backed_up, keep_files=True)
+    kept = restore_snapshot(hosts=HOSTS, path=str(kept_into), db_target=backed_up, keep_files=True,
+                            mode="sstableloader")
     files = [p for p in kept_into.rglob("*") if p.is_file()]
     dirs = [p for p in kept_into.rglob("*") if p.is_dir()]
     assert kept["kept_files"] is True and kept["removed_files"] == 0 and len(files) == kept["files"]

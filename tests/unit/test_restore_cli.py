@@ -35,6 +35,7 @@ def test_without_async_a_relative_path_is_resolved_before_the_flow_starts(monkey
     result = runner.invoke(app, ["restore", "snapshot", "127.0.0.1", "restore", "ks.t"])
     assert result.exit_code == 0, result.output
     assert received["path"] == f"{tmp_path}/restore" and received["keep_files"] is False
+    assert received["mode"] == "node"  # the node path unless --mode says otherwise
     assert f"PATH {tmp_path}/restore needed 5.0 MiB at peak; downloaded files removed (3)" in result.stdout
 
     result = runner.invoke(app, ["restore", "snapshot", "127.0.0.1", "/abs/restore", "ks.t", "--keep-files"])

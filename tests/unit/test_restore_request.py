@@ -24,7 +24,7 @@ REFUSED = [
     (dict(hosts="127.0.0.1,,127.0.0.2"), [], "invalid HOSTS '127.0.0.1,,127.0.0.2': empty item (two commas in a "
      "row, or one at an end)"),
     (dict(time="2025-01-01"), ["--time", "2025-01-01"], None),
-    (dict(mode="copy"), ["--mode", "copy"], "invalid --mode 'copy': sstableloader, import or node"),
+    (dict(mode="copy"), ["--mode", "copy"], "invalid --mode 'copy': node, sstableloader or import"),
     (dict(replay_commitlogs=True, replay_on="elsewhere"), ["--replay-commitlogs", "--replay-on", "elsewhere"],
      "invalid --replay-on 'elsewhere': scratch or nodes"),
     (dict(into="ks.copy", replay_commitlogs=True, replay_on="nodes"),
@@ -96,9 +96,10 @@ def test_the_target_must_name_a_keyspace():
         RestoreRequest.parse("127.0.0.1", "/abs", "")
 
 
-def test_mode_is_one_of_three():
-    assert parse(mode="import").mode == "import" and parse(mode="node").mode == "node"
-    with pytest.raises(InputError, match="invalid --mode 'nodes': sstableloader, import or node"):
+def test_mode_is_one_of_three_and_the_node_path_by_default():
+    assert parse(mode="import").mode == "import" and parse(mode="sstableloader").mode == "sstableloader"
+    assert parse().mode == "node" and RestoreRequest.parse(**parse().flow_params()).mode == "node"
+    with pytest.raises(InputError, match="invalid --mode 'nodes': node, sstableloader or import"):
         parse(mode="nodes")
 
 
@@ -108,6 +109,19 @@ def test_into_replays_in_a_scratch_cassandra_only():
         parse(into="ks.copy", replay_commitlogs=True, replay_on="nodes")
     assert parse(replay_commitlogs=True, replay_on="nodes").replays_on_nodes
     assert not parse(replay_on="nodes").replays_on_nodes  # nothing replayed: where does not matter
+
+
+def test_the_flow_defaults_each_parameter_as_the_request_does():
+    """A deployment run from the UI gets the flow's defaults, the CLI the request's: the same restore."""
+    import inspect
+
+    from dmf.flows.restore_snapshot import restore_snapshot
+
+    flow_defaults = {name: p.default for name, p in inspect.signature(restore_snapshot.fn).parameters.items()}
+    request_defaults = {name: p.default for name, p in inspect.signature(RestoreRequest.parse).parameters.items()
+                        if p.default is not inspect.Parameter.empty and name != "cwd"}
+    assert {name: flow_defaults[name] for name in request_defaults} == request_defaults
+    assert flow_defaults["mode"] == "node"
 
 
 def test_time_is_parsed_once_and_now_is_left_to_the_run():

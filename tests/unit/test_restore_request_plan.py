@@ -2,6 +2,7 @@
 byte moves, and the per-node shares, load units and load mode the flow's steps take."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from dmf.core.catalog import Catalog, resolve_chain
 from dmf.core.client_encryption import Expected
 from dmf.core.errors import InputError, PermanentError
+from dmf.core.manifest import PlainFile
 from dmf.core.restore_checks import RingNode
 from dmf.core.restore_request import RestoreRequest
 from dmf.encryption import SCHEME, expected
@@ -116,7 +118,7 @@ def test_node_mode_into_another_ring_or_without_every_backup_host_streams_from_t
     other_ring = plan_restore_request(node, ts("20250101130000"), ROOT, chain(), where,
                                       plan_files(node, ROOT, chain(), where, expected(None)), None)
     assert other_ring.load_mode == "node-sstableloader"
-    assert ("--mode node: the ring does not own the backup's tokens (10.0.0.2 owns other tokens now), so the nodes "
+    assert ("node path: the ring does not own the backup's tokens (10.0.0.2 owns other tokens now), so the nodes "
             "cannot import their own files: each of 10.0.0.1, 10.0.0.2 fetches a share of them from S3 and streams "
             "it with sstableloader (one per table)") in other_ring.notes
     # Each host's full and increment (one SSTable each, 10 bytes): balanced, two SSTables per node.
@@ -127,6 +129,44 @@ def test_node_mode_into_another_ring_or_without_every_backup_host_streams_from_t
     subset = plan(one)
     assert subset.load_mode == "node-sstableloader" and list(subset.node_fetches) == ["10.0.0.1"]
     assert "HOSTS leave out 10.0.0.2" in subset.notes[0]
+
+
+def worker_only(req: RestoreRequest, tokens=None, encrypted=True, **repository) -> object:
+    """The plan of a backup whose files are client-side encrypted (or not), under the repository's SSE."""
+    where = placement(req, tokens=tokens)
+    files = plan_files(req, ROOT, chain(), where, expected(None))
+    if encrypted:
+        files = replace(files, fetches=[replace(f, plain=PlainFile(f.size - 1, "0" * 64)) for f in files.fetches])
+    return plan_restore_request(req, ts("20250101130000"), ROOT, chain(), where, files, None, **repository)
+
+
+def test_the_default_is_the_node_path():
+    default = plan()
+    assert default.request.mode == "node" and default.load_mode == "node"
+    assert len(default.node_fetches) == 2 and len(default.notes) == 1  # only the summary line: nothing to explain
+
+
+def test_a_key_that_stays_on_the_worker_takes_the_default_to_the_worker_path_and_says_why():
+    client = worker_only(request())
+    assert client.load_mode == "import" and client.loads == 4  # each host's own files, imported from the worker
+    assert client.notes[0] == (
+        "node path: the backup is encrypted client-side and the key stays on the worker, so no node fetches its "
+        "own files: the worker downloads every file into PATH and places each host's files on it with nodetool "
+        "import (the worker path, as --mode import)")
+    # Into another topology the worker streams them, as it streams any topology.
+    other = worker_only(request(), tokens={"10.0.0.1": (), "10.0.0.2": ("42",)})
+    assert other.load_mode == "sstableloader" and other.notes[0].endswith(
+        "the worker downloads every file into PATH and streams them with sstableloader (the worker path, as "
+        "--mode sstableloader)")
+    # SSE-C's customer key likewise, unless the repository lets the nodes hold it.
+    sse_c = worker_only(request(), encrypted=False, sse="SSE-C")
+    assert sse_c.load_mode == "import" and "sse_c_key_on_nodes is off" in sse_c.notes[0]
+    assert worker_only(request(), encrypted=False, sse="SSE-C", sse_c_key_on_nodes=True).load_mode == "node"
+    assert worker_only(request(), encrypted=False, sse="aws:kms").load_mode == "node"
+    # A worker mode asked for is kept as it is, with nothing to explain.
+    for mode in ("sstableloader", "import"):
+        kept = worker_only(request(mode=mode))
+        assert kept.load_mode == mode and len(kept.notes) == 1
 
 
 def test_node_mode_gives_each_node_its_share_to_fetch_and_stage():
@@ -170,7 +210,8 @@ def test_the_plan_gives_each_node_its_share_and_the_load_its_units():
             f"20250101120000/{h}/incr-20250101123000/ks/t/nb-1-big-Data.db"] for h in ("10.0.0.1", "10.0.0.2")}
     assert {h: [u.set_name for u in units] for h, units in restore.import_units.items()} == {
         h: ["full", "incr-20250101123000"] for h in ("10.0.0.1", "10.0.0.2")}
-    assert restore.loads == 4 and plan().loads == 1  # import: per table set; sstableloader: per table
+    # import: per table set; sstableloader: per table
+    assert restore.loads == 4 and plan(request(mode="sstableloader")).loads == 1
     assert restore.files.bytes == 40
     assert restore.notes[-1] == ("restoring ks.t at 20250101130000: full 20250101120000 + 1 increment(s), 4 files, "
                                  "0.0 MiB into /restore")
