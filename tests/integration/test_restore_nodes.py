@@ -37,10 +37,13 @@ def backed_up(testbed, cluster_block):
     return dict(target=target, mark=mark)
 
 
-def staged_files(cluster_block) -> dict[str, Path]:
-    """Every verified file staged on the nodes (they share this machine), by path."""
+def staged_files(cluster_block, target: str) -> dict[str, Path]:
+    """Every verified file of `target` staged on the nodes (they share this machine), by path: other
+    tests' restores may have kept theirs (--keep-files)."""
+    keyspace, table = target.split(".")
     return {str(p): p for host in cluster_block.hosts for p in Path(host.restore_staging_dir).rglob("*")
-            if p.is_file() and ".import" not in p.parts and not p.name.endswith(".part")}
+            if p.is_file() and ".import" not in p.parts and not p.name.endswith(".part")
+            and (keyspace, table) in zip(p.parts, p.parts[1:])}
 
 
 def test_node_path_restores_to_a_time(backed_up, cluster_block, tmp_path):
@@ -51,7 +54,7 @@ def test_node_path_restores_to_a_time(backed_up, cluster_block, tmp_path):
     assert ids(cluster_block, backed_up["target"]) == set(range(300))
     assert summary["fallbacks"] == {} and set(summary["nodes"]) == set(HOSTS.split(","))
     assert all(n["fetched_bytes"] > 0 and n["skipped_files"] == 0 for n in summary["nodes"].values())
-    assert not staged_files(cluster_block), "the staged files are removed after a successful restore"
+    assert not staged_files(cluster_block, backed_up["target"]), "the staged files are removed after a successful restore"
 
 
 # The restore, held once each node has been handed two files: the kill then lands with some files
@@ -80,7 +83,7 @@ def test_a_killed_node_restore_resumes_without_fetching_verified_files_again(bac
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline and run.poll() is None:
-            staged = staged_files(cluster_block)
+            staged = staged_files(cluster_block, backed_up["target"])
             if all(any(h.restore_staging_dir in p for p in staged) for h in cluster_block.hosts):
                 time.sleep(1)  # each node's second file lands too
                 break
@@ -91,10 +94,11 @@ def test_a_killed_node_restore_resumes_without_fetching_verified_files_again(bac
         if run.poll() is None:
             os.killpg(run.pid, signal.SIGKILL)
         run.wait()
-    before = {path: (p.stat().st_ino, p.stat().st_size) for path, p in staged_files(cluster_block).items()}
+    before = {path: (p.stat().st_ino, p.stat().st_size)
+              for path, p in staged_files(cluster_block, backed_up["target"]).items()}
     try:
         summary = restore_snapshot(**arguments, truncate_first=True, yes=True, keep_files=True)
-        after = staged_files(cluster_block)
+        after = staged_files(cluster_block, backed_up["target"])
         assert ids(cluster_block, backed_up["target"]) == set(range(400))
         assert {path: (after[path].stat().st_ino, after[path].stat().st_size) for path in before} == before
         assert summary["skipped_bytes"] == sum(size for _, size in before.values()) > 0
@@ -135,7 +139,7 @@ def test_into_another_topology_the_nodes_stream_their_shares_with_sstableloader(
         # No SSTable passed through the worker (PATH, kept, holds only the schema it reads), and the
         # nodes' load folders (links) are gone while the staged files are kept.
         assert {p.name for p in tmp_path.rglob("*") if p.is_file()} == {"schema.cql"}
-        staged = staged_files(cluster_block)
+        staged = staged_files(cluster_block, backed_up["target"])
         assert staged and not any("/.load/" in path for path in staged)
         assert sum(n["fetched_files"] for n in summary["nodes"].values()) == len(staged)
     finally:
