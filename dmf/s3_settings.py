@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import threading
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
@@ -15,6 +14,7 @@ from botocore.config import Config
 from pydantic import BaseModel, Field, FilePath, SecretStr, ValidationError, field_validator, model_validator
 
 from dmf.core.errors import DmfError, InputError
+from dmf.core.secrets import settings_digest
 from dmf.core.lifecycle import FullEvery
 from dmf.core.object_lock import lock_span, retain_until
 from dmf.encryption import EncryptionError, parse_key
@@ -242,9 +242,7 @@ class S3Settings(BaseModel):
         only in their key must not share a client), kept only as a digest."""
         fields = self.model_dump(include={"credentials", "region", "max_concurrency", "checksum_mode",
                                           "signature_version", "addressing_style"})
-        fields["endpoint_url"] = endpoint_url
-        text = json.dumps(fields, sort_keys=True, default=_reveal)
-        return hashlib.sha256(text.encode()).hexdigest()
+        return settings_digest({**fields, "endpoint_url": endpoint_url})
 
     def _new_client(self, endpoint_url: str | None) -> Any:
         params = self.credentials.aws_client_parameters.get_params_override()
@@ -283,14 +281,6 @@ class S3Settings(BaseModel):
 
 _clients: dict[str, Any] = {}
 _clients_lock = threading.Lock()
-
-
-def _reveal(value: Any) -> Any:
-    if isinstance(value, SecretStr):
-        return value.get_secret_value()
-    if isinstance(value, BaseModel):
-        return value.model_dump()
-    return repr(value)
 
 
 _SSE_HEADERS = {"ServerSideEncryption": "x-amz-server-side-encryption",

@@ -5,9 +5,7 @@ and unknown keys are refused unless the cluster block says otherwise.
 """
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import logging
 import select
 import shlex
@@ -23,7 +21,7 @@ import paramiko
 
 from dmf.blocks.cassandra_cluster import CassandraCluster, CassandraHost
 from dmf.core.errors import DmfError, PermanentError, failure_line
-from dmf.core.secrets import MASK, mask_text
+from dmf.core.secrets import MASK, mask_text, settings_digest
 
 log = logging.getLogger(__name__)
 
@@ -143,10 +141,6 @@ class IdleConnections:
 _idle_connections = IdleConnections()
 
 
-def _reveal(value):
-    return value.get_secret_value() if hasattr(value, "get_secret_value") else repr(value)
-
-
 class RemoteHost:
     """One SSH connection to one host, taken from the idle ones where it can be and left there on
     close. Not thread-safe for commands; open one per worker."""
@@ -169,8 +163,7 @@ class RemoteHost:
         key, known_hosts and strictness), so that no block reuses a connection another one's rules let in."""
         fields = self.cluster.model_dump(include={"ssh_user", "ssh_private_key", "ssh_private_key_path",
                                                   "known_hosts", "known_hosts_path", "strict_host_key_checking"})
-        fields["host"] = (self.host.ssh_address, self.host.ssh_port)
-        return hashlib.sha256(json.dumps(fields, sort_keys=True, default=_reveal).encode()).hexdigest()
+        return settings_digest({**fields, "host": (self.host.ssh_address, self.host.ssh_port)})
 
     def connect(self) -> RemoteHost:
         client = _idle_connections.take(self._pool_key)

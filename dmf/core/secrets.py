@@ -3,6 +3,8 @@ command lines. Pure functions; a masked value is replaced whole, never shortened
 of a short password can be brute-forced)."""
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from typing import Any
 
@@ -181,3 +183,15 @@ def _mask_settings(pattern: re.Pattern, text: str) -> str:
             out.append(text[pos:match.end("key")])
             pos = match.end("key")
     return "".join(out) + text[pos:]
+
+
+def settings_digest(fields: dict) -> str:
+    """A SHA-256 of settings, secrets included (settings that differ only in a key must not share
+    what was built from them), for an in-memory cache key: the secrets are kept only as the digest."""
+    def reveal(value):
+        if hasattr(value, "get_secret_value"):
+            return value.get_secret_value()
+        if hasattr(value, "model_dump"):
+            return value.model_dump()
+        return repr(value)
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=reveal).encode()).hexdigest()
