@@ -111,8 +111,9 @@ def run_guarded(call):
     quiet_console_tracebacks()
     if not VERBOSE:
         console_warnings_only()
+    from dmf.flow_runs import in_process_flow_runs
     from dmf.reporting import console_progress
-    with console_progress():
+    with console_progress(), in_process_flow_runs():
         return run_direct(call)
 
 

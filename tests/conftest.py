@@ -22,6 +22,14 @@ def _fresh_s3_clients():
         s3_settings._clients.clear()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _flow_runs_as_the_cli_starts_them():
+    """Flows called here run with the settings `dmf` gives the runs it starts in its own process."""
+    from dmf.flow_runs import in_process_flow_runs
+    with in_process_flow_runs():
+        yield
+
+
 def _bed_is_up(tb) -> bool:
     from dmf.testbed import prefect_server, s3, sshd
     from dmf.testbed.__main__ import running_nodes
