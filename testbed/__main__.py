@@ -84,23 +84,22 @@ def status(tb: Testbed) -> int:
 
 
 def down(tb: Testbed) -> None:
-    # The nodes stop at once: one after another, their JVMs' shutdowns added up (~6 s each).
+    # Everything stops at once: one after another, the nodes' JVM shutdowns (~6 s each) and the
+    # Prefect worker's (5 s, then SIGKILL) added up.
     nodes = tb.nodes(MAX_NODES)
-    with ThreadPoolExecutor(max_workers=len(nodes) + 1) as pool:
+    services = {"S3 server": s3.stop, "sshd": sshd.stop, "Prefect worker": prefect_server.stop_worker,
+                "Prefect server": prefect_server.stop}
+    with ThreadPoolExecutor(max_workers=len(nodes) + 1 + len(services)) as pool:
         solo_stopped = pool.submit(solo.stop, tb)  # left running only by a test cut off before its teardown
-        stopped = list(pool.map(lambda node: cassandra.stop(tb, node), nodes))
+        nodes_stopped = [pool.submit(cassandra.stop, tb, node) for node in nodes]
+        services_stopped = {name: pool.submit(stop, tb) for name, stop in services.items()}
         solo_stopped.result()
-    for node, was_running in zip(nodes, stopped):
-        if was_running:
+    for node, stopped in zip(nodes, nodes_stopped):
+        if stopped.result():
             print(f"stopped cassandra {node.name}")
-    if s3.stop(tb):
-        print("stopped S3 server")
-    if sshd.stop(tb):
-        print("stopped sshd")
-    if prefect_server.stop_worker(tb):
-        print("stopped Prefect worker")
-    if prefect_server.stop(tb):
-        print("stopped Prefect server")
+    for name, stopped in services_stopped.items():
+        if stopped.result():
+            print(f"stopped {name}")
     prefect_server.unpoint_profile(tb)
 
 
