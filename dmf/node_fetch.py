@@ -6,9 +6,15 @@ from S3 into its staging folder, checks size and SHA-256 and reports; no restore
 through the worker. Files already staged and matching the manifest are skipped (a rerun resumes).
 Each table set is then imported from hard links of the staged files, so the staged files stay for
 a rerun until the restore has succeeded. URLs travel on stdin only: not in argv (ps), logs or errors.
+
+Client-side encrypted files reach the node path only where the repository says decrypt_on_nodes
+(dmf.core.node_restore): the agent, sent dmf.stream_cipher's source too, first checks that the node's
+python can decrypt (else the node takes the worker path), and is then sent the master key on stdin,
+like the URLs.
 """
 from __future__ import annotations
 
+import base64
 import json
 import posixpath
 from collections.abc import Callable
@@ -16,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dmf import node_agent, node_fetch_agent
+from dmf import node_agent, node_fetch_agent, stream_cipher
+from dmf.core.errors import DmfError
 from dmf.core.node_load import LOAD_DIR
 from dmf.core.node_restore import IMPORT_DIR, NodeFile, Room, StagedUnit
 from dmf.loader import import_folder
@@ -27,11 +34,13 @@ from dmf.storage import Storage
 # A presigned GET is checked when the request starts, not while the body streams: it needs to live
 # only through the agent's retries of the request (4 attempts, 120 s socket timeout) and clock skew.
 URL_EXPIRY_S = 900
-# Loads dmf.node_agent (which the fetch agent builds on) as a module, then runs the fetch agent:
-# both sources come on stdin, each after its length; the rest of stdin is the agent's.
-BOOTSTRAP = ("import sys,types;r=sys.stdin.buffer;m=types.ModuleType('node_agent');"
-             "exec(compile(r.read(int(r.readline())),'dmf-node-agent','exec'),m.__dict__);"
-             "sys.modules['node_agent']=m;exec(compile(r.read(int(r.readline())),'dmf-node-fetch-agent','exec'))")
+# Loads dmf.node_agent and dmf.stream_cipher (which the fetch agent builds on) as modules, then runs
+# the fetch agent: the three sources come on stdin, each after its length; the rest of stdin is the agent's.
+MODULES = (node_agent, stream_cipher)
+BOOTSTRAP = ("import sys,types\nr=sys.stdin.buffer\n"
+             f"for n in {tuple(m.__name__.rpartition('.')[2] for m in MODULES)!r}:\n"
+             " m=types.ModuleType(n);exec(compile(r.read(int(r.readline())),n,'exec'),m.__dict__);sys.modules[n]=m\n"
+             "exec(compile(r.read(int(r.readline())),'dmf-node-fetch-agent','exec'))")
 
 
 @dataclass(frozen=True)
@@ -47,7 +56,7 @@ class Fetched:
 
 def _payload() -> bytes:
     return b"".join(b"%d\n" % len(source) + source for source in
-                    (Path(node_agent.__file__).read_bytes(), Path(node_fetch_agent.__file__).read_bytes()))
+                    (Path(module.__file__).read_bytes() for module in (*MODULES, node_fetch_agent)))
 
 
 class NodeFetch:
@@ -62,13 +71,30 @@ class NodeFetch:
         self.max_bytes_per_s = max_bytes_per_s
         self._presigner = node_presigner(storage)
 
-    def _header(self, **extra: Any) -> dict:
-        return {**endpoint_header(self._presigner), "root": self.staging, **extra}
+    def _header(self, share: tuple[NodeFile, ...], send_key: bool, **extra: Any) -> dict:
+        """The agent's header; where files of `share` are client-side encrypted, it is asked to decrypt,
+        and sent the key with `send_key`."""
+        header = {**endpoint_header(self._presigner), "root": self.staging, **extra}
+        if any(f.plain is not None for f in share):
+            repository = self.storage.repository
+            if not repository.decrypt_on_nodes:  # the plan keeps such files off the node path: never reached
+                raise DmfError("client-side encrypted files, and decrypt_on_nodes is off: the key stays on the worker")
+            header["decrypt"] = True
+            if send_key:
+                header["key"] = base64.b64encode(repository.client_key()).decode("ascii")
+        return header
+
+    def _start(self, header: dict) -> tuple[Any, Any, dict] | str:
+        started = start_agent(self.remote, BOOTSTRAP, _payload(), header)
+        if isinstance(started, str) or "cannot_decrypt" not in started[2]:
+            return started
+        started[0].close()
+        return f"the node's python cannot decrypt: {started[2]['cannot_decrypt']}"
 
     def preflight(self, files: tuple[NodeFile, ...]) -> Room | str:
-        """The room on the node for `files`, or why the node cannot fetch (no python, S3 unreachable)."""
-        started = start_agent(self.remote, BOOTSTRAP, _payload(),
-                              self._header(files=[[f.path, f.size] for f in files]))
+        """The room on the node for `files`, or why the node cannot fetch (no python, S3 unreachable,
+        encrypted files and no `cryptography`)."""
+        started = self._start(self._header(files, send_key=False, files=[[f.path, f.staged_size] for f in files]))
         if isinstance(started, str):
             return started
         channel, _, message = started
@@ -78,9 +104,9 @@ class NodeFetch:
     def run(self, files: tuple[NodeFile, ...]) -> Fetched:
         """Fetches `files` (the largest first, so the last to finish is a small one); raises
         RemoteError naming the first file that failed, after the others have finished."""
-        header = self._header(concurrency=self.storage.repository.max_concurrency,
+        header = self._header(files, send_key=True, concurrency=self.storage.repository.max_concurrency,
                               max_bytes_per_s=self.max_bytes_per_s, backoff_s=self.backoff_s)
-        started = start_agent(self.remote, BOOTSTRAP, _payload(), header)
+        started = self._start(header)
         if isinstance(started, str):
             raise RemoteError(f"{self.remote.host.address}: node fetch did not start: {started}")
         channel, lines, _ = started
@@ -117,9 +143,10 @@ class NodeFetch:
         if job is None:
             return b"\n"  # no more jobs: a blank line for each downloader that asks
         number, file = job
+        encrypted = {} if file.plain is None else {"plain": [file.plain.size, file.plain.sha256], "key": file.key}
         return json.dumps({"id": number, "path": file.path, "size": file.size, "sha256": file.sha256,
                            "url": self.storage.presign_get(file.key, URL_EXPIRY_S, self._presigner),
-                           "headers": self.storage.repository.key_headers()}).encode() + b"\n"
+                           "headers": self.storage.repository.key_headers(), **encrypted}).encode() + b"\n"
 
 
 def import_staged(remote: RemoteHost, staging: str, unit: StagedUnit) -> None:

@@ -1,24 +1,32 @@
 """Runs ON a Cassandra node, sent over SSH by the manager (dmf.node_fetch): downloads the node's own
 share of a restore straight from S3 through presigned GETs into a staging folder on the node, each
 file checked (size and SHA-256) while it streams. Standard library only, like dmf.node_agent, whose
-source the manager sends first and which this agent builds on (emit, probe, TokenBucket).
+source the manager sends first and which this agent builds on (emit, probe, TokenBucket); the
+manager sends dmf.stream_cipher's too, which needs the node's `cryptography` only to decrypt.
 
 Protocol, one JSON object per line:
   stdin   header {"endpoint": [host, port], "tls": bool, "root": staging folder, "concurrency": n,
-          "max_bytes_per_s": rate or null, "backoff_s": first retry's wait (0.5), "files": [[relpath, size], ...] (a preflight only)},
+          "max_bytes_per_s": rate or null, "backoff_s": first retry's wait (0.5), "files": [[relpath, size], ...] (a preflight only),
+          "decrypt": true (some files are client-side encrypted), "key": the master key in base64 (to decrypt them)},
           then, unless a preflight, one job per file, each sent when asked for, then an empty line:
-          {"id", "path" (below root), "size", "sha256", "url", "headers"}
-  stdout  {"unreachable": reason}, or {"ready": true, "free": bytes free where root is, "present": bytes
-          of the listed files already there at their size}; a preflight ends there. Then {"next": true}
+          {"id", "path" (below root), "size", "sha256", "url", "headers", "plain": [size, sha256] and
+          "key" (the object's, which its ciphertext is bound to) when encrypted}
+  stdout  {"cannot_decrypt": reason} (asked to decrypt), {"unreachable": reason}, or {"ready": true,
+          "free": bytes free where root is, "present": bytes of the listed files already there at their
+          size}; a preflight ends there. Then {"next": true}
           when a downloader is free (the manager makes that file's URL only then), {"progress": bytes},
           per file {"id", "skipped": bytes} (already there, verified), {"id", "fetched": bytes} or
           {"id", "error"}; last {"done": true, "rss_kib": peak RSS}.
 
 A file is written to `<name>.part`, checked, fsynced and only then renamed to its name: a file under
 its final name is a verified one. A rerun hashes such a file and skips it when it matches (resume);
-a `.part` left by a killed run is started over. URLs and the headers signed into them (an SSE-C key)
-grant access: read from stdin only, never printed.
+a `.part` left by a killed run is started over. An encrypted file is decrypted as it streams, each
+chunk written once it has authenticated, and checked twice: the object against its size and SHA-256,
+the plaintext against the manifest's; a chunk that fails authentication fails the file at once (not
+retried), its `.part` removed. URLs, the headers signed into them (an SSE-C key) and the master key
+grant access: read from stdin only, held in memory, never printed.
 """
+import base64
 import hashlib
 import http.client
 import json
@@ -31,9 +39,10 @@ import time
 import urllib.parse
 
 try:
-    import node_agent  # on the node: the manager's bootstrap loaded it from stdin first
+    import node_agent  # on the node: the manager's bootstrap loaded both from stdin first
+    import stream_cipher
 except ImportError:  # run from the source tree (tests)
-    from dmf import node_agent
+    from dmf import node_agent, stream_cipher
 
 emit = node_agent.emit
 CHUNK = node_agent.CHUNK
@@ -68,12 +77,34 @@ def sha256_of(path):
     return digest.hexdigest()
 
 
+class Body:
+    """A response's bytes as they arrive, within the node's rate, counted and hashed (the stored
+    object's size and SHA-256), each block reported as progress."""
+
+    def __init__(self, response, bucket):
+        self.response, self.bucket = response, bucket
+        self.digest, self.size = hashlib.sha256(), 0
+
+    def __iter__(self):
+        while True:
+            block = self.response.read(CHUNK)
+            if not block:
+                return
+            if self.bucket is not None:
+                self.bucket.take(len(block))
+            self.digest.update(block)
+            self.size += len(block)
+            emit({"progress": len(block)})
+            yield block
+
+
 class Downloader(threading.Thread):
     """Takes jobs from stdin one at a time and streams each file over its own keep-alive connection."""
 
-    def __init__(self, root, bucket, no_more_jobs, backoff_s):
+    def __init__(self, root, bucket, no_more_jobs, backoff_s, key):
         super().__init__(daemon=True)
         self.root, self.bucket, self.no_more_jobs, self.backoff_s = root, bucket, no_more_jobs, backoff_s
+        self.key = key  # the master key, for client-side encrypted files (None: none was sent)
         self.conn = None
 
     def run(self):
@@ -94,10 +125,13 @@ class Downloader(threading.Thread):
 
     def one(self, job):
         dest = os.path.join(self.root, job["path"])
+        size, sha256 = job.get("plain") or (job["size"], job["sha256"])  # of the file staged
         if os.path.isfile(dest) and not os.path.islink(dest):
-            if os.path.getsize(dest) == job["size"] and sha256_of(dest) == job["sha256"]:
+            if os.path.getsize(dest) == size and sha256_of(dest) == sha256:
                 return {"skipped": job["size"]}
             os.unlink(dest)  # not what the manifest says: fetched again
+        if "plain" in job and self.key is None:
+            raise node_agent.PartFailed("client-side encrypted, and the agent was sent no key")
         os.makedirs(os.path.dirname(dest), exist_ok=True)
         part = dest + ".part"
         error = None
@@ -110,6 +144,10 @@ class Downloader(threading.Thread):
                 error = str(exc)
                 if "HTTP 4" in error and "HTTP 408" not in error and "HTTP 429" not in error:
                     break
+            except stream_cipher.StreamError as exc:  # the object as stored does not authenticate
+                error = str(exc)
+                self.close()  # its body is left unread
+                break
             except (OSError, http.client.HTTPException) as exc:
                 error = "%s: %s" % (type(exc).__name__, exc)
             self.close()
@@ -120,7 +158,8 @@ class Downloader(threading.Thread):
         raise node_agent.PartFailed(error)
 
     def get(self, job, part):
-        """Streams the object into `part`, hashing as it goes; raises unless size and SHA-256 match."""
+        """Streams the object into `part` (decrypted, when encrypted), hashing as it goes; raises unless
+        size and SHA-256 match, the stored object's and the plaintext's."""
         url = urllib.parse.urlsplit(job["url"])
         conn = self.connect(url)
         conn.request("GET", url.path + "?" + url.query, headers=job.get("headers", {}))
@@ -128,26 +167,27 @@ class Downloader(threading.Thread):
         if response.status != 200:
             reason = node_agent._s3_code(response.read()) or response.reason
             raise node_agent.PartFailed("HTTP %d %s" % (response.status, reason))
-        digest, size = hashlib.sha256(), 0
+        body = Body(response, self.bucket)
+        plain = job.get("plain")
+        blocks = body if plain is None else stream_cipher.decrypt_chunks(body, self.key, job["key"], job["key"])
+        digest, size = hashlib.sha256(), 0  # of what is written: the plaintext of an encrypted file
         if os.path.lexists(part):
             os.unlink(part)
         fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
         with os.fdopen(fd, "wb") as out:
-            while True:
-                block = response.read(CHUNK)
-                if not block:
-                    break
-                if self.bucket is not None:
-                    self.bucket.take(len(block))
-                digest.update(block)
+            for block in blocks:
+                if plain is not None:
+                    digest.update(block)
+                    size += len(block)
                 out.write(block)
-                size += len(block)
-                emit({"progress": len(block)})
             out.flush()
             os.fsync(out.fileno())
-        if size != job["size"] or digest.hexdigest() != job["sha256"]:
+        if body.size != job["size"] or body.digest.hexdigest() != job["sha256"]:
             raise node_agent.PartFailed("got %d bytes with SHA-256 %s, the manifest says %d bytes, %s"
-                                        % (size, digest.hexdigest(), job["size"], job["sha256"]))
+                                        % (body.size, body.digest.hexdigest(), job["size"], job["sha256"]))
+        if plain is not None and [size, digest.hexdigest()] != plain:
+            raise node_agent.PartFailed("decrypted to %d bytes with SHA-256 %s, the manifest says %d bytes, %s"
+                                        % (size, digest.hexdigest(), plain[0], plain[1]))
 
     def connect(self, url):
         if self.conn is None:
@@ -166,6 +206,11 @@ def main():
     header = json.loads(sys.stdin.buffer.readline().decode())
     host, port = header["endpoint"]
     root = header["root"]
+    why = stream_cipher.unavailable() if header.get("decrypt") else None
+    if why:
+        emit({"cannot_decrypt": why})
+        return
+    key = base64.b64decode(header["key"]) if "key" in header else None
     try:
         node_agent.probe(host, port, header.get("tls", False))
     except OSError as exc:  # includes a certificate this node does not trust
@@ -177,7 +222,7 @@ def main():
     rate = header.get("max_bytes_per_s")
     bucket = node_agent.TokenBucket(rate) if rate else None  # one for the node, shared by its downloaders
     no_more_jobs = threading.Event()
-    downloaders = [Downloader(root, bucket, no_more_jobs, header.get("backoff_s", 0.5))
+    downloaders = [Downloader(root, bucket, no_more_jobs, header.get("backoff_s", 0.5), key)
                    for _ in range(header["concurrency"])]
     for thread in downloaders:
         thread.start()

@@ -279,11 +279,11 @@ def plan_files(request: RestoreRequest, root: Path, chain: Chain, placement: Pla
 
 def plan_restore_request(request: RestoreRequest, at: datetime, root: Path, chain: Chain, placement: Placement,
                          files: Plan, stored_schema: str | None, *, sse: str | None = None,
-                         sse_c_key_on_nodes: bool = False) -> RestorePlan:
+                         sse_c_key_on_nodes: bool = False, decrypt_on_nodes: bool = False) -> RestorePlan:
     """The plan, once the snapshot's schema (None: not stored, or not needed) is read: a keyspace this
     cluster cannot hold fails here, not mid-load, and so does an import onto hosts that miss some files.
-    `sse`, `sse_c_key_on_nodes`: the repository's, which say (with the files' client-side encryption)
-    whether a node may fetch its files itself."""
+    `sse`, `sse_c_key_on_nodes`, `decrypt_on_nodes`: the repository's, which say (with the files'
+    client-side encryption) whether a node may fetch its files itself."""
     target, notes, warnings, schema = request.target, [], [], stored_schema
     if request.restore_schema and stored_schema is not None and target.keyspace not in placement.keyspaces:
         schema, used = fit_replication(stored_schema, target.keyspace, datacenters(placement.ring),
@@ -298,7 +298,8 @@ def plan_restore_request(request: RestoreRequest, at: datetime, root: Path, chai
         if missing:
             raise InputError(f"--mode import places each host's own files on it: HOSTS must include "
                              f"{', '.join(missing)} (the default node mode, or sstableloader, loads into any hosts)")
-    fetch_refusal = node_fetch_refusal(any(f.plain is not None for f in files.fetches), sse, sse_c_key_on_nodes)
+    fetch_refusal = node_fetch_refusal(any(f.plain is not None for f in files.fetches), sse, sse_c_key_on_nodes,
+                                       decrypt_on_nodes)
     load_mode, why = _load_mode(request, chain, files, placement, fetch_refusal)
     if why:
         notes.append(why)

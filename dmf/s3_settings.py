@@ -97,6 +97,13 @@ class S3Settings(BaseModel):
     encryption_key: SecretStr | None = Field(
         default=None, description="For encryption: client, 32 random bytes in base64 (`dmf key generate`). "
                                   "Kept nowhere else by dmf: losing it loses the backups it encrypted.")
+    decrypt_on_nodes: bool = Field(
+        default=False,
+        description="With encryption: client, let restores take the node path: each restoring node fetches "
+                    "and decrypts its own files, so it is handed the master key (over SSH, in memory) for the "
+                    "restore's duration, and root or the SSH user on any one of them could read every backup. "
+                    "A node whose python lacks the cryptography package takes the worker path. Off: restores "
+                    "stream through the worker and the key never reaches a node. Backups are not affected.")
 
     # The lifecycle (dmf.core.lifecycle): chains end, old ones are purged.
     full_every: str = Field(

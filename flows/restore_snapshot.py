@@ -356,7 +356,8 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
     files = plan_files(request, root, chain, placement, expected(repository.client_key()))
     stored_schema = repo.read_schema(chain.full.snapshot_ts) if request.reads_schema else None
     plan = plan_restore_request(request, at, root, chain, placement, files, stored_schema, sse=repository.sse,
-                                sse_c_key_on_nodes=repository.sse_c_key_on_nodes)
+                                sse_c_key_on_nodes=repository.sse_c_key_on_nodes,
+                                decrypt_on_nodes=repository.decrypt_on_nodes)
     for line in plan.warnings:
         logger.warning("%s", line)
     node_path, worker_downloads, scratch = stage(cluster, repository, plan, placement)

@@ -1,9 +1,9 @@
 """The node path of a restore (--mode node, the default): each node fetches its own share from S3 and
 imports it (NodePath) or, into another topology, each node of HOSTS fetches a share and streams it with
-sstableloader, one JVM per table (NodeLoadPath); nodes that cannot (no python, S3 unreachable) take
-the worker path (the worker downloads their share into PATH and places it, as --mode import does, or
-streams it, as --mode sstableloader does). A key that must stay on the worker keeps every node off
-this path: the plan chooses the worker path then (dmf.restore_plan)."""
+sstableloader, one JVM per table (NodeLoadPath); nodes that cannot (no python, S3 unreachable, no
+`cryptography` to decrypt with) take the worker path (the worker downloads their share into PATH and
+places it, as --mode import does, or streams it, as --mode sstableloader does). A key that must stay
+on the worker keeps every node off this path: the plan chooses the worker path then (dmf.restore_plan)."""
 from __future__ import annotations
 
 import time

@@ -84,7 +84,7 @@ def _sstables(tables: Sequence[TableLoadLike], fetches: Sequence[FetchLike], roo
         groups: dict[str, list[tuple[NodeFile, str]]] = {}
         for source, name in load.links:
             fetch = by_dest[source]
-            staged = NodeFile(fetch.key, source.relative_to(root).as_posix(), fetch.size, fetch.sha256)
+            staged = NodeFile.of(fetch, source.relative_to(root).as_posix())
             groups.setdefault(descriptor(name), []).append((staged, name))
         found += [_SSTable(load.keyspace, load.table, tuple(members)) for members in groups.values()]
     return found

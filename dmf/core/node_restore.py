@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from dmf.core.manifest import PlainFile
+
 
 # The components nodetool import takes from a table folder; others (manifest.json, schema.cql, a
 # secondary index's SSTables in .<index>/, rebuilt by the import) are not data to place.
@@ -25,7 +27,7 @@ class FetchLike(Protocol):
     dest: Path
     size: int
     sha256: str
-    plain: object | None
+    plain: PlainFile | None
 
 
 class UnitLike(Protocol):
@@ -40,8 +42,17 @@ class UnitLike(Protocol):
 class NodeFile:
     key: str
     path: str     # below the node's staging folder: <snapshot>/<host>/<set>/<ks>/<table>/<file>
-    size: int
+    size: int     # of the stored object, and its SHA-256
     sha256: str
+    plain: PlainFile | None = None  # client-side encrypted: what the node decrypts it to (the staged file)
+
+    @classmethod
+    def of(cls, fetch: FetchLike, path: str) -> NodeFile:
+        return cls(fetch.key, path, fetch.size, fetch.sha256, fetch.plain)
+
+    @property
+    def staged_size(self) -> int:
+        return self.size if self.plain is None else self.plain.size
 
 
 @dataclass(frozen=True)
@@ -72,7 +83,13 @@ class NodeShare:
 
     @property
     def bytes(self) -> int:
+        """What the node fetches from S3."""
         return sum(f.size for f in self.files)
+
+    @property
+    def staged_bytes(self) -> int:
+        """What the node's staging folder holds once fetched (client-side encrypted files decrypted)."""
+        return sum(f.staged_size for f in self.files)
 
 
 def node_shares(fetches: Sequence[FetchLike], units: Iterable[UnitLike], root: Path) -> dict[str, NodeShare]:
@@ -82,8 +99,7 @@ def node_shares(fetches: Sequence[FetchLike], units: Iterable[UnitLike], root: P
     names: dict[Path, list[str]] = {}
     for fetch in fetches:
         relative = fetch.dest.relative_to(root)
-        files.setdefault(relative.parts[1], []).append(NodeFile(fetch.key, relative.as_posix(), fetch.size,
-                                                                fetch.sha256))
+        files.setdefault(relative.parts[1], []).append(NodeFile.of(fetch, relative.as_posix()))
         if fetch.dest.name.endswith(SSTABLE_SUFFIXES):
             names.setdefault(fetch.dest.parent, []).append(fetch.dest.name)
     staged: dict[str, list[StagedUnit]] = {}
@@ -120,11 +136,13 @@ def node_import_refusal(backup_tokens: Mapping[str, Sequence[str]], ring_tokens:
     return None
 
 
-def node_fetch_refusal(encrypted: bool, sse: str | None, sse_c_key_on_nodes: bool) -> str | None:
+def node_fetch_refusal(encrypted: bool, sse: str | None, sse_c_key_on_nodes: bool,
+                       decrypt_on_nodes: bool = False) -> str | None:
     """Why no node may fetch its files itself, whatever it could: it would need a key that opens every
-    backup. The worker path then serves every node (its bytes pass through the worker)."""
-    if encrypted:
-        return "the backup is encrypted client-side and the key stays on the worker"
+    backup, which the repository keeps off the nodes. The worker path then serves every node (its bytes
+    pass through the worker)."""
+    if encrypted and not decrypt_on_nodes:
+        return "the backup is encrypted client-side and the key stays on the worker (decrypt_on_nodes is off)"
     if sse == "SSE-C" and not sse_c_key_on_nodes:
         return "sse: SSE-C keeps the customer key on the worker (sse_c_key_on_nodes is off)"
     return None
@@ -140,11 +158,11 @@ class Room:
 
 
 def disk_shortfalls(rooms: Mapping[str, Room], shares: Mapping[str, NodeShare]) -> list[str]:
-    """The nodes without room for the part of their share still to fetch. The import moves hard
-    links of the staged files, so the share costs its size once."""
+    """The nodes without room for the part of their share still to stage. The import moves hard
+    links of the staged files, so the share costs its staged size once."""
     return [f"{host} has {room.free / 2**30:.2f} GiB free for its staging folder and needs "
-            f"{(shares[host].bytes - room.present) / 2**30:.2f} GiB"
-            for host, room in sorted(rooms.items()) if room.free < shares[host].bytes - room.present]
+            f"{(shares[host].staged_bytes - room.present) / 2**30:.2f} GiB"
+            for host, room in sorted(rooms.items()) if room.free < shares[host].staged_bytes - room.present]
 
 
 def worker_fetches(fetches: Sequence[FetchLike], fallback_shares: Iterable[NodeShare], root: Path) -> list:

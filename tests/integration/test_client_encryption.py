@@ -1,8 +1,8 @@
 """Client-side encryption on the bed: a backup and its commit logs reach the bucket as ciphertext
-only, a restore decrypts and authenticates them, and another key or what an attacker with write
-access to the bucket can put there (a plaintext set, an object swapped in under a rewritten
-manifest) is refused before any download. Its own bucket, so the other tests' chains never meet an
-encrypted set; one backup run, every attack put back after its test."""
+only, a restore decrypts and authenticates them (on the worker, or on the nodes with decrypt_on_nodes),
+and another key or what an attacker with write access to the bucket can put there (a plaintext set,
+an object swapped in under a rewritten manifest) is refused before any download. Its own bucket, so
+the other tests' chains never meet an encrypted set; one backup run, every attack put back after its test."""
 from __future__ import annotations
 
 import hashlib
@@ -114,6 +114,22 @@ def test_the_restore_decrypts_and_authenticates(encrypted, cluster_block, tmp_pa
     segments = list((tmp_path / "cassandra_commitlogs").glob("*/CommitLog-*.log"))
     assert any(MARKER.encode() in s.read_bytes() for s in segments)  # decrypted, then decompressed
     assert not list(tmp_path.rglob("*.part")) and not list(tmp_path.rglob("*.gz"))
+
+
+def test_with_decrypt_on_nodes_each_node_fetches_and_decrypts_its_own_share(encrypted, cluster_block, tmp_path):
+    block = S3Repository(bucket=BUCKET, credentials=encrypted["block"].credentials, encryption="client",
+                         encryption_key=encrypted["block"].encryption_key, decrypt_on_nodes=True)
+    block.save(BLOCK + "-nodes", overwrite=True)
+    with connect(cluster_block) as session:
+        session.execute(f"DROP TABLE {encrypted['target']}")
+    summary = restore_snapshot(hosts=HOSTS, path=str(tmp_path), db_target=encrypted["target"], restore_schema=True,
+                               repository_block=BLOCK + "-nodes")
+    assert ids(cluster_block, encrypted["target"]) == set(range(60))
+    assert summary["load_mode"] == "node" and summary["fallbacks"] == {}
+    assert set(summary["nodes"]) == set(HOSTS.split(","))
+    # Every file fetched (and decrypted) by its node; through the worker only the three hosts' schema.cql.
+    assert sum(n["fetched_files"] for n in summary["nodes"].values()) == summary["files"]
+    assert summary["downloaded_files"] == 3
 
 
 def test_another_key_is_refused_before_any_download(encrypted, tmp_path):

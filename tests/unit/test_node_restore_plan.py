@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from dmf.core.manifest import PlainFile
 from dmf.core.node_restore import (NodeFile, NodeShare, Room, disk_shortfalls, eta_seconds, node_fetch_refusal,
                                    node_import_refusal, node_shares, token_mismatches, worker_fetches)
 
@@ -18,7 +19,7 @@ class F:
     dest: Path
     size: int
     sha256: str = "0" * 64
-    plain: object | None = None
+    plain: PlainFile | None = None
 
 
 @dataclass(frozen=True)
@@ -68,9 +69,26 @@ def test_the_ring_must_own_the_backup_tokens_and_hosts_name_every_node():
 
 def test_keys_that_stay_on_the_worker_send_every_node_the_worker_path():
     assert node_fetch_refusal(False, None, False) is None
-    assert "client-side" in node_fetch_refusal(True, None, False)
+    assert node_fetch_refusal(True, None, False) == (
+        "the backup is encrypted client-side and the key stays on the worker (decrypt_on_nodes is off)")
     assert "SSE-C" in node_fetch_refusal(False, "SSE-C", False)
     assert node_fetch_refusal(False, "SSE-C", True) is None
+    # decrypt_on_nodes hands the nodes the client-side key; SSE-C's is its own setting's.
+    assert node_fetch_refusal(True, None, False, decrypt_on_nodes=True) is None
+    assert "SSE-C" in node_fetch_refusal(True, "SSE-C", False, decrypt_on_nodes=True)
+
+
+def test_an_encrypted_file_is_staged_decrypted():
+    a = unit("10.0.0.1")
+    sealed = F("key/a/nb-1-big-Data.db", a.directory / "nb-1-big-Data.db", 3 * GIB, "1" * 64,
+               PlainFile(2 * GIB, "2" * 64))
+    [staged] = node_shares([sealed], [a], ROOT)["10.0.0.1"].files
+    assert staged.plain == PlainFile(2 * GIB, "2" * 64) and (staged.size, staged.staged_size) == (3 * GIB, 2 * GIB)
+    share = NodeShare("a", (staged, NodeFile("k", "s/y", GIB, "0" * 64)))
+    assert (share.bytes, share.staged_bytes) == (4 * GIB, 3 * GIB)  # fetched from S3; held in the staging folder
+    assert disk_shortfalls({"a": Room(free=3 * GIB, present=0)}, {"a": share}) == []
+    assert disk_shortfalls({"a": Room(free=2 * GIB, present=0)}, {"a": share}) == [
+        "a has 2.00 GiB free for its staging folder and needs 3.00 GiB"]
 
 
 def test_a_node_needs_room_for_what_it_has_not_staged_yet():

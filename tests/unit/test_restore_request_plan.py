@@ -150,9 +150,9 @@ def test_a_key_that_stays_on_the_worker_takes_the_default_to_the_worker_path_and
     client = worker_only(request())
     assert client.load_mode == "import" and client.loads == 4  # each host's own files, imported from the worker
     assert client.notes[0] == (
-        "node path: the backup is encrypted client-side and the key stays on the worker, so no node fetches its "
-        "own files: the worker downloads every file into PATH and places each host's files on it with nodetool "
-        "import (the worker path, as --mode import)")
+        "node path: the backup is encrypted client-side and the key stays on the worker (decrypt_on_nodes is off), "
+        "so no node fetches its own files: the worker downloads every file into PATH and places each host's files "
+        "on it with nodetool import (the worker path, as --mode import)")
     # Into another topology the worker streams them, as it streams any topology.
     other = worker_only(request(), tokens={"10.0.0.1": (), "10.0.0.2": ("42",)})
     assert other.load_mode == "sstableloader" and other.notes[0].endswith(
@@ -163,6 +163,14 @@ def test_a_key_that_stays_on_the_worker_takes_the_default_to_the_worker_path_and
     assert sse_c.load_mode == "import" and "sse_c_key_on_nodes is off" in sse_c.notes[0]
     assert worker_only(request(), encrypted=False, sse="SSE-C", sse_c_key_on_nodes=True).load_mode == "node"
     assert worker_only(request(), encrypted=False, sse="aws:kms").load_mode == "node"
+    # decrypt_on_nodes lets the nodes decrypt: each stages its own share, told what it decrypts to.
+    decrypting = worker_only(request(), decrypt_on_nodes=True)
+    assert decrypting.load_mode == "node" and len(decrypting.notes) == 1
+    staged = [f for share in decrypting.node_fetches.values() for f in share.files]
+    assert staged and all(f.plain == PlainFile(f.size - 1, "0" * 64) for f in staged)
+    into_other = worker_only(request(), tokens={"10.0.0.1": (), "10.0.0.2": ("42",)}, decrypt_on_nodes=True)
+    assert into_other.load_mode == "node-sstableloader"
+    assert all(f.plain is not None for share in into_other.node_fetches.values() for f in share.files)
     # A worker mode asked for is kept as it is, with nothing to explain.
     for mode in ("sstableloader", "import"):
         kept = worker_only(request(mode=mode))
