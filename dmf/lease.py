@@ -20,14 +20,17 @@ from datetime import datetime
 
 from dmf.core.errors import DmfError, LayoutError, PermanentError
 from dmf.core.keys import cluster_slug, leases_prefix
-from dmf.core.lease import DEFAULT_TTL_S, Lease, blocking, holder_deadline, lapsed, renewal_delay
+from dmf.core.lease import DEFAULT_TTL_S, SKEW_S, Lease, blocking, holder_deadline, lapsed, renewal_delay
 from dmf.core.timestamps import utcnow
 from dmf.storage import Storage
 
 log = logging.getLogger(__name__)
-# How long a crashed holder blocks the cluster: both leases lapse this long after their last renewal
-# (Prefect takes 60 s at the least).
-LEASE_TTL_S = max(60, int(os.environ.get("DMF_LEASE_TTL_SECONDS", str(DEFAULT_TTL_S))))
+# How long a crashed holder blocks the bucket: its lease lapses this long after its last renewal (plus
+# SKEW_S). No shorter than 3 x SKEW_S: a holder renews every third of it and must land each renewal
+# within TTL - SKEW_S of the last. Prefect's slot, held by backups, purges and cleanups with it, takes
+# 60 s at the least; a copy holds only the bucket's lease.
+LEASE_TTL_S = max(3 * SKEW_S, int(os.environ.get("DMF_LEASE_TTL_SECONDS", str(DEFAULT_TTL_S))))
+SLOT_LEASE_S = max(60, LEASE_TTL_S)
 
 
 class ClusterBusy(DmfError):
@@ -175,7 +178,7 @@ def _ensure_prefect_limit(name: str) -> None:
 @contextmanager
 def cluster_lease(storage: Storage, cluster_name: str, holder: str, wait_s: float) -> Iterator[HeldLease]:
     """Waits up to `wait_s` for the cluster, then holds it: first the Prefect slot (queued fairly by the
-    server; its lease lapses LEASE_TTL_S after a killed holder's last renewal, like the bucket's), then
+    server; its lease lapses SLOT_LEASE_S after a killed holder's last renewal), then
     the bucket lease. Refuses with ClusterBusy when the wait runs out."""
     from prefect.concurrency.sync import concurrency
 
@@ -185,7 +188,7 @@ def cluster_lease(storage: Storage, cluster_name: str, holder: str, wait_s: floa
     with ExitStack() as held:
         try:
             held.enter_context(concurrency(limit, occupy=1, timeout_seconds=max(wait_s, 1), strict=True,
-                                           lease_duration=LEASE_TTL_S))
+                                           lease_duration=SLOT_LEASE_S))
         except TimeoutError:
             raise ClusterBusy(f"cluster {cluster_name!r} is busy: another run of this Prefect server has held "
                               f"it for over {wait_s:.0f}s; nothing was done, try again when it finishes") from None

@@ -101,11 +101,13 @@ def drop_and_restore(cluster_block, path, table: str, db_target: str | None = No
     return restore_snapshot(hosts=HOSTS, path=str(path), db_target=db_target or table, restore_schema=True)
 
 
-def kill_when(script: str, args: list[str], ready: Callable[[], bool], what: str, timeout: float = 300) -> None:
+def kill_when(script: str, args: list[str], ready: Callable[[], bool], what: str, timeout: float = 300,
+              env: dict[str, str] | None = None) -> None:
     """Runs `python -c script args` (the real CLI, `script` holding one of its steps so that the kill lands
-    at a known point) and kills it (SIGKILL, its whole session) once `ready()`; fails if it ended before."""
+    at a known point; `env` added to its environment) and kills it (SIGKILL, its whole session) once
+    `ready()`; fails if it ended before."""
     run = subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, start_new_session=True)
+                           stderr=subprocess.DEVNULL, start_new_session=True, env={**os.environ, **(env or {})})
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline and run.poll() is None:

@@ -12,6 +12,7 @@ import pytest
 
 from dmf.blocks import S3Repository
 from dmf.core.errors import InputError
+from dmf.core.lease import SKEW_S
 from dmf.flows.backup_copy import backup_copy
 from dmf.flows.backup_list import backup_list
 from dmf.flows.backup_purge import backup_purge
@@ -55,6 +56,9 @@ main()
 """
 
 
+SHORT_TTL_S = 3 * SKEW_S  # the shortest DMF_LEASE_TTL_SECONDS dmf takes
+
+
 def kill_midway(primary: str, copy: str, snapshot_ts: str) -> list[str]:
     """`dmf backup copy --to COPY` killed (SIGKILL) once two objects of the set are there; what it left."""
     block, left = S3Repository.load(copy), []
@@ -63,7 +67,7 @@ def kill_midway(primary: str, copy: str, snapshot_ts: str) -> list[str]:
         left[:] = keys_under(block, f"{snapshot_ts}/")
         return sum("/snapshots/" in key for key in left) >= 2
     kill_when(HELD_COPY, ["backup", "copy", "--to", copy, "--repository-block", primary], two_are_there,
-              "two objects were copied", timeout=120)
+              "two objects were copied", timeout=120, env={"DMF_LEASE_TTL_SECONDS": str(SHORT_TTL_S)})
     return left
 
 
@@ -81,7 +85,8 @@ def test_a_chain_copied_to_two_stores_survives_its_primary_and_a_purge_there(tes
     first = backup_snapshot(hosts=HOSTS, db_target=target, backup_schema=True, repository_block=primary)
 
     # Killed with a set half copied: nothing listed or verified as complete on the copy. Its lease in the
-    # copy's bucket lapses ~70 s after the kill, while the next backups run; the rerun below waits the rest.
+    # copy's bucket (the shortest TTL, as an operator may set it) lapses TTL + 10 s after its last
+    # renewal, while the next backups run; the rerun below waits the rest.
     left = kill_midway(primary, here, first["snapshot_ts"])
     # Data only (a table's own snapshot manifest.json is data): no set's manifest, no schema.
     assert left and all("/snapshots/" in key and not key.endswith("/snapshots/manifest.json") for key in left)

@@ -2,6 +2,9 @@
 from the same time line the runs' monotonic clocks read; sleeping only advances it."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from datetime import timedelta
 
@@ -179,3 +182,15 @@ def test_a_waiter_gives_up_after_its_wait_naming_the_holder(store, time):
                 pass
         assert 30 <= time.t - started < 31
         assert [o["Key"] for o in store.list_objects(leases_prefix("prod"))] == [held.lease.key]
+
+
+@pytest.mark.parametrize("configured, bucket, slot", [(None, 60, 60), ("5", 3 * SKEW_S, 60), ("45", 45, 60),
+                                                      ("90", 90, 90)])
+def test_the_bucket_lease_ttl_is_no_shorter_than_a_holder_can_renew_in_and_prefects_slot_no_shorter_than_60(
+        configured, bucket, slot):
+    env = {k: v for k, v in os.environ.items() if k != "DMF_LEASE_TTL_SECONDS"}
+    if configured is not None:
+        env["DMF_LEASE_TTL_SECONDS"] = configured
+    out = subprocess.run([sys.executable, "-c", "from dmf.lease import LEASE_TTL_S, SLOT_LEASE_S; "
+                          "print(LEASE_TTL_S, SLOT_LEASE_S)"], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [str(bucket), str(slot)]
