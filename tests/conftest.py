@@ -37,10 +37,21 @@ def _bed_is_up(tb) -> bool:
             and prefect_server.is_running(tb))
 
 
+def pytest_collection_modifyitems(items):
+    """Every test of the bed in one xdist group: one worker runs them all, in order, sharing the session
+    fixtures (the bed, the shared chain), while the other worker runs the rest."""
+    for item in items:
+        if "testbed" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("bed"))
+
+
 def pytest_collection_finish(session):
-    """Starts the bed in the background while the unit and storage tests run (they come first and
-    need no service): its minutes of JVM and apt start-up then overlap them."""
-    if not any("testbed" in getattr(item, "fixturenames", ()) for item in session.items):
+    """Without xdist (`-p no:xdist`, `-n 0`), starts the bed in the background while the unit and storage
+    tests run (they come first and need no service): its minutes of JVM and apt start-up then overlap
+    them. Under xdist the bed's worker starts it in its `testbed` fixture, the other worker meanwhile
+    running the unit and storage tests."""
+    if hasattr(session.config, "workerinput") or not any(
+            "testbed" in getattr(item, "fixturenames", ()) for item in session.items):
         return
     from dmf.testbed.layout import Testbed
     tb = Testbed.from_env()
