@@ -154,3 +154,7 @@ class CassandraCluster(Block):
 
     def contact_points(self) -> list[str]:
         return self.cql_contact_points or [h.address for h in self.hosts]
+
+    def cql_secret(self) -> str:
+        """The CQL password in the clear ("" when unset), for the one client call that needs it."""
+        return self.cql_password.get_secret_value() if self.cql_password else ""

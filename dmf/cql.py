@@ -41,7 +41,7 @@ def connect(cluster: CassandraCluster, contact_points: list[str] | None = None,
             timeout: float = 30) -> Iterator[Session]:
     auth = None
     if cluster.cql_username:
-        password = cluster.cql_password.get_secret_value() if cluster.cql_password else ""
+        password = cluster.cql_secret()
         auth = PlainTextAuthProvider(username=cluster.cql_username, password=password)
     profile = ExecutionProfile(load_balancing_policy=RoundRobinPolicy(), request_timeout=timeout)
     driver = Cluster(contact_points or cluster.contact_points(), port=cluster.cql_port, auth_provider=auth,

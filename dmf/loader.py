@@ -40,7 +40,7 @@ def run_sstableloader(cluster: CassandraCluster, hosts: tuple[str, ...], unit: L
     argv = [*shlex.split(cluster.sstableloader), *loader_options(cluster, hosts)]
     secret = None
     if cluster.cql_username:
-        secret = cluster.cql_password.get_secret_value() if cluster.cql_password else ""
+        secret = cluster.cql_secret()
         argv += ["-u", cluster.cql_username, "-pw", secret]
     argv.append(str(unit.directory))
     try:
@@ -72,7 +72,7 @@ def stream_staged(remote: RemoteHost, staging: str, load: NodeTableLoad, hosts: 
     folder = posixpath.join(staging, load.directory)
     loader = [*shlex.split(remote.host.sstableloader_command), *loader_options(cluster, hosts)]
     if cluster.cql_username:
-        secret = cluster.cql_password.get_secret_value() if cluster.cql_password else ""
+        secret = cluster.cql_secret()
         script = _LOADER_WITH_PASSWORD.format(loader=shlex.join(loader), user=shlex.quote(cluster.cql_username),
                                               folder=shlex.quote(folder))
         remote.run(["sh", "-c", script], stdin=f"{secret}\n".encode(), timeout=LOAD_TIMEOUT_S,
