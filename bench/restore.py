@@ -3,8 +3,8 @@ replication factor 1: each node holds, backs up and restores its own third, so t
 moved once, whichever method; RF 3 would move every byte three times on one machine and say nothing
 more about the node path). Per size, one run each:
 
-- raw boto3 download of the latest dmf full's objects (all three hosts' sets, every object submitted
-  at once to one transfer manager on the worker, dmf's part size and concurrency);
+- raw boto3 download of the latest dmf full's objects (all three hosts' sets, on the worker, dmf's
+  concurrency in files, each file's ranged GETs of dmf's part size in sequence);
 - `dmf restore snapshot` with `--mode node` (each node fetches its own share from S3 and imports it:
   no restored byte through the worker), `--mode import` and `--mode sstableloader` (the worker path);
 - cassandra-medusa 0.31's `restore-node --use-sstableloader` on the three nodes at once, each of its
@@ -27,6 +27,7 @@ import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import boto3.s3.transfer
@@ -109,15 +110,16 @@ def phase_raw(params: dict) -> dict:
     chain = latest_chain()
     keys = [(m.set.file_key(f.path), f.size) for m in chain.manifests for f in m.files]
     s3 = repo.client()
+    # max_concurrency files at a time, each one's ranged GETs in sequence: one transfer manager given
+    # every file at once deadlocks in s3transfer 0.19 (the threads that finished a file's first chunk
+    # wait for a slot to schedule its other chunks, and hold every slot).
     config = boto3.s3.transfer.TransferConfig(multipart_chunksize=repo.part_size_mib * MIB,
-                                              multipart_threshold=repo.part_size_mib * MIB,
-                                              max_concurrency=repo.max_concurrency)
+                                              multipart_threshold=repo.part_size_mib * MIB, use_threads=False)
     target = Path(tempfile.mkdtemp(prefix="bench-raw-"))
     started = time.monotonic()
-    with boto3.s3.transfer.create_transfer_manager(s3, config) as manager:
-        downloads = [manager.download(repo.bucket, key, str(target / f"{i}")) for i, (key, _) in enumerate(keys)]
-        for download in downloads:
-            download.result()
+    with ThreadPoolExecutor(repo.max_concurrency) as pool:
+        list(pool.map(lambda item: s3.download_file(repo.bucket, item[1][0], str(target / f"{item[0]}"), Config=config),
+                      enumerate(keys)))
     seconds = time.monotonic() - started
     shutil.rmtree(target)
     return {"bytes": sum(size for _, size in keys), "files": len(keys), "seconds": seconds,
@@ -167,7 +169,7 @@ def measure(tb, block, size: int, rows_written: int) -> tuple[list[list[str]], l
     remove_medusa_objects(bed()[2])
 
     medusa = results["medusa"]["seconds"]
-    labels = {"raw": "raw boto3 download (worker, one transfer manager)", "node": "dmf restore --mode node",
+    labels = {"raw": "raw boto3 download (worker, files in parallel)", "node": "dmf restore --mode node",
               "import": "dmf restore --mode import", "sstableloader": "dmf restore --mode sstableloader",
               "medusa": "medusa restore-node --use-sstableloader x3 nodes"}
     table_rows = []
