@@ -37,12 +37,17 @@ def _bed_is_up(tb) -> bool:
             and prefect_server.is_running(tb))
 
 
-def pytest_collection_modifyitems(items):
-    """Every test of the bed in one xdist group: one worker runs them all, in order, sharing the session
-    fixtures (the bed, the shared chain), while the other worker runs the rest."""
-    for item in items:
-        if "testbed" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("bed"))
+def pytest_xdist_make_scheduler(config, log):
+    """The bed tests (tests/integration) as one unit of work: one worker runs them all, in order, with
+    one bed and the session fixtures (the shared chain) they share, and is given them first; the other
+    worker meanwhile runs the unit and storage tests, one at a time as it asks. (xdist's loadgroup
+    would do it from marks, but renames node ids as pytest 9.2 no longer lets it.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class BedTestsInOneWorker(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "tests/integration" if nodeid.startswith("tests/integration/") else nodeid
+    return BedTestsInOneWorker(config, log)
 
 
 def pytest_collection_finish(session):
