@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import fcntl
 import sys
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -17,8 +20,23 @@ def running_nodes(tb: Testbed) -> list:
     return [n for n in tb.nodes(MAX_NODES) if cassandra.is_running(n)]
 
 
+@contextmanager
+def exclusive(tb: Testbed) -> Iterator[None]:
+    """One start or stop of this bed at a time: two at once would each start a service whose pid file
+    the other then overwrites, leaving one running that no stop finds (and holding its port)."""
+    tb.root.mkdir(parents=True, exist_ok=True)
+    with open(tb.root / "bed.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def up(tb: Testbed, count: int, save_blocks: bool = True) -> None:
     """Idempotent: starts only what is not running; a 1-node bed grows to 3 by adding nodes 2 and 3."""
+    with exclusive(tb):
+        _up(tb, count, save_blocks)
+
+
+def _up(tb: Testbed, count: int, save_blocks: bool) -> None:
     maven.ensure_jars(tb)
     cassandra.write_tool_wrappers(tb)
     tb.logs.mkdir(parents=True, exist_ok=True)
@@ -84,6 +102,11 @@ def status(tb: Testbed) -> int:
 
 
 def down(tb: Testbed) -> None:
+    with exclusive(tb):
+        _down(tb)
+
+
+def _down(tb: Testbed) -> None:
     # Everything stops at once: one after another, the nodes' JVM shutdowns (~6 s each) and the
     # Prefect worker's (5 s, then SIGKILL) added up.
     nodes = tb.nodes(MAX_NODES)
