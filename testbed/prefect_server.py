@@ -45,11 +45,15 @@ def start(tb: Testbed) -> None:
     tb.run.mkdir(parents=True, exist_ok=True)
     log = tb.logs / "prefect-server.log"
     prefect = shutil.which("prefect", path=str(Path(sys.executable).parent)) or "prefect"
-    # Expired concurrency leases are revoked within 1 s instead of Prefect's 15 s: the tests of a
-    # killed run (its slot lease lapses 60 s after its last renewal) wait no longer than they must.
+    # Concurrency slots: expired leases revoked within 1 s instead of Prefect's 15 s, and a run queued
+    # for a slot asks again within 2 s instead of up to 30 s, so the tests of killed and queued runs
+    # wait no longer than the leases make them; leases kept on disk (as the README advises), so a
+    # server restarted while a run held a slot still sees the lease lapse and frees the slot.
     env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
            "PREFECT_API_URL": "", "PREFECT_UI_API_URL": api_url(tb),
-           "PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS": "1"}
+           "PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS": "1",
+           "PREFECT_SERVER_CONCURRENCY_MAXIMUM_CONCURRENCY_SLOT_WAIT_SECONDS": "2",
+           "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect.server.concurrency.lease_storage.filesystem"}
     procs.spawn([prefect, "server", "start", "--host", "127.0.0.1", "--port", str(tb.prefect_port)],
                 log_file=log, pid_file=_pid_file(tb), env=env)
     procs.wait_until(lambda: healthy(tb), what="Prefect server", timeout=120, pid_file=_pid_file(tb), log_file=log)
