@@ -537,6 +537,11 @@ def restore_snapshot_cmd(
     replay_on: Annotated[str, typer.Option("--replay-on", help="Where --replay-commitlogs replays: scratch "
                                            "(default) or nodes (each node restarted in turn with the replay "
                                            "settings, in place only: for workers that cannot run Java).")] = "scratch",
+    scratch_heap_mib: Annotated[Optional[int], typer.Option("--scratch-heap-mib", metavar="MIB", help="Heap of the "
+                                                            "scratch Cassandra that --replay-commitlogs starts "
+                                                            "(default 512; 256 to 65536): more for commit logs "
+                                                            "of wide or many tables, so it flushes less often. "
+                                                            "This worker needs it and ~384 MiB more free.")] = None,
     mode: Annotated[str, typer.Option("--mode", help="node (default): each node fetches its own files from S3 "
                                       "and imports them (same tokens; into another topology, or HOSTS without "
                                       "every backup host, each of HOSTS fetches a share and streams it with its "
@@ -589,7 +594,7 @@ def restore_snapshot_cmd(
             time=time, mode=mode, restore_schema=schema, get_commitlogs=get_commitlogs,
             replay_commitlogs=replay_commitlogs, keep_files=keep_files, allow_host_subset=allow_host_subset,
             dc_map=dc_map, replication=replication, truncate_first=truncate_first, yes=yes, into=into,
-            max_download_mib_s=max_download_mib_s, replay_on=replay_on)
+            max_download_mib_s=max_download_mib_s, replay_on=replay_on, scratch_heap_mib=scratch_heap_mib)
     except InputError as exc:
         fail(str(exc), 2)
     params = dict(request.flow_params(), cluster_block=cluster_block, repository_block=repository_block)

@@ -175,7 +175,8 @@ def stage(cluster: CassandraCluster, repository: S3Repository, plan: RestorePlan
     scratch replay's, and the room in PATH for what the worker downloads and the replay writes. Returns
     the node path, the data files the worker downloads (all of them but on the node path) and the
     scratch plan."""
-    scratch = scratch_replay.preflight(placement.versions, plan.files) if plan.replays_in_scratch else None
+    scratch = (scratch_replay.preflight(placement.versions, plan.files, plan.request.scratch_heap)
+               if plan.replays_in_scratch else None)
     path_type = NODE_PATHS.get(plan.load_mode)
     node_path = path_type.prepare(cluster, repository, plan) if path_type else None
     worker = node_path.worker_fetches if node_path else plan.files.fetches
@@ -318,7 +319,7 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
                      dc_map: str | None = None, replication: str | None = None, truncate_first: bool = False,
                      yes: bool = False, into: str | None = None, cluster_block: str = DEFAULT_BLOCK,
                      repository_block: str = DEFAULT_BLOCK, max_download_mib_s: float | None = None,
-                     replay_on: str = "scratch") -> dict:
+                     replay_on: str = "scratch", scratch_heap_mib: int | None = None) -> dict:
     """Restore DB_TARGET (keyspace or keyspace.table) into HOSTS as it was at `time` (UTC, default now).
 
     PATH must be absolute. The files downloaded into it are removed after a successful restore
@@ -338,13 +339,15 @@ def restore_snapshot(hosts: str | list[str], path: str, db_target: str, restore_
     byte through the worker, streamed from it by sstableloader) or import (downloaded to the worker,
     placed on the hosts they came from and loaded by nodetool import). `replay_on`: where
     `replay_commitlogs` replays, a scratch Cassandra on the worker (default: no node restarted,
-    any target) or the nodes themselves (rolling restarts, in place only)."""
+    any target) or the nodes themselves (rolling restarts, in place only). `scratch_heap_mib`: the
+    scratch Cassandra's heap (default 512 MiB; the worker must have it and ~384 MiB more free)."""
     request = RestoreRequest.parse(hosts, os.path.expanduser(path), db_target, time=time, mode=mode,
                                    restore_schema=restore_schema, get_commitlogs=get_commitlogs,
                                    replay_commitlogs=replay_commitlogs, keep_files=keep_files,
                                    allow_host_subset=allow_host_subset, dc_map=dc_map, replication=replication,
                                    truncate_first=truncate_first, yes=yes, into=into,
-                                   max_download_mib_s=max_download_mib_s, replay_on=replay_on)
+                                   max_download_mib_s=max_download_mib_s, replay_on=replay_on,
+                                   scratch_heap_mib=scratch_heap_mib)
     logger = get_run_logger()
     started, at, root = clock.monotonic(), request.at or utcnow(), Path(request.path).resolve()
     cluster = CassandraCluster.load(cluster_block)

@@ -24,6 +24,7 @@ from dmf.tasks.scratch_replay import replay_in_scratch
 class ScratchPlan:
     version: str
     disk: int
+    heap_mib: int
 
 
 def segment_files(plan) -> dict[Path, tuple[int, str]]:
@@ -34,11 +35,11 @@ def segment_files(plan) -> dict[Path, tuple[int, str]]:
     return {segment: unpacked[segment] if segment in unpacked else placed[segment] for segment in plan.segments}
 
 
-def preflight(versions: Iterable[str], plan) -> ScratchPlan:
+def preflight(versions: Iterable[str], plan, heap_mib: int) -> ScratchPlan:
     """Java, the worker's memory, the nodes' one Cassandra version and its jars (fetched once into the
     cache), and the disk the replay takes in PATH: each refused with one line before any download."""
     require_java()
-    check_memory(available_memory())
+    check_memory(available_memory(), heap_mib)
     version = check_version(set(versions))
     try:
         cassandra_jvm.ensure_jars(cache_dir(), version)
@@ -47,7 +48,7 @@ def preflight(versions: Iterable[str], plan) -> ScratchPlan:
     sizes: dict[str, int] = {}
     for segment, (size, _) in segment_files(plan).items():
         sizes[segment.parent.name] = sizes.get(segment.parent.name, 0) + size
-    return ScratchPlan(version, disk_needed(sizes))
+    return ScratchPlan(version, disk_needed(sizes), heap_mib)
 
 
 def replay_and_load(scratch: ScratchPlan, cluster, host_list: tuple[str, ...], root: Path, cql: str,
@@ -64,7 +65,8 @@ def replay_and_load(scratch: ScratchPlan, cluster, host_list: tuple[str, ...], r
     else:
         targets = {t: t for t in sorted({f"{u.keyspace}.{u.table}" for u in plan.units})}
     files = {str(path): identity for path, identity in segment_files(plan).items()}
-    nodes, loads, reused_from = replay_in_scratch(cluster, root, scratch.version, cql, targets, files, at)
+    nodes, loads, reused_from = replay_in_scratch(cluster, root, scratch.version, cql, targets, files, at,
+                                                  scratch.heap_mib)
     replayed_at = time.monotonic()
     for load in loads:
         load_table_sstableloader(cluster, host_list, root, load)

@@ -7,7 +7,7 @@ from pathlib import Path
 from prefect import get_run_logger, task
 
 from dmf.blocks.cassandra_cluster import CassandraCluster
-from dmf.core.scratch import HEAP_MIB, Layout, replay_inputs, scratch_schema
+from dmf.core.scratch import Layout, replay_inputs, scratch_schema
 from dmf.core.timestamps import format_ts
 from dmf.restore_plan import TableLoad
 from dmf.scratch_cassandra import previous_replay, remove_leftovers, replay, replayed_loads
@@ -21,7 +21,7 @@ def taken_ports(cluster: CassandraCluster) -> set[int]:
 
 @task(name="scratch-replay", **TASK_DEFAULTS)
 def replay_in_scratch(cluster: CassandraCluster, root: Path, version: str, cql: str, targets: dict[str, str],
-                      segments: dict[str, tuple[int, str]], at: datetime
+                      segments: dict[str, tuple[int, str]], at: datetime, heap_mib: int
                       ) -> tuple[dict[str, dict], list[TableLoad], str | None]:
     """Not retried: a failed replay is removed and reported; a rerun replays again from the segments.
     A replay an earlier run of the restore completed in PATH from the same segments (`segments`: path
@@ -45,10 +45,11 @@ def replay_in_scratch(cluster: CassandraCluster, root: Path, version: str, cql: 
     else:
         if Path(layout.home).exists():
             logger.info("%s is not reused (%s): replaying again", layout.home, found.reason)
-        logger.info("replaying %d segment(s) of %d node(s) up to %s into %s in a scratch Cassandra %s",
-                    len(paths), len({p.parent.name for p in paths}), format_ts(at), ", ".join(tables), version)
+        logger.info("replaying %d segment(s) of %d node(s) up to %s into %s in a scratch Cassandra %s (heap %d MiB)",
+                    len(paths), len({p.parent.name for p in paths}), format_ts(at), ", ".join(tables), version,
+                    heap_mib)
         reused_from = None
-        nodes = replay(root, version, schema, tables, paths, at, taken_ports(cluster), HEAP_MIB, inputs,
+        nodes = replay(root, version, schema, tables, paths, at, taken_ports(cluster), heap_mib, inputs,
                        lambda host_id, counts: logger.info(
                            "source node %s: %d segment(s), %d mutation(s) replayed in %.1fs", host_id,
                            counts["segments"], counts["mutations"], counts["seconds"]))

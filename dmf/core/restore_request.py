@@ -11,6 +11,7 @@ from datetime import datetime
 from dmf.core.errors import InputError
 from dmf.core.limits import check_limit
 from dmf.core.restore_checks import absolute_path, check_into
+from dmf.core.scratch import HEAP_MIB, HEAP_RANGE_MIB
 from dmf.core.targets import DbTarget, parse_hosts
 from dmf.core.timestamps import format_ts, parse_ts
 from dmf.core.topology import format_map, parse_dc_map, parse_replication
@@ -39,6 +40,7 @@ class RestoreRequest:
     into: DbTarget | None = None
     max_download_mib_s: float | None = None
     replay_on: str = "scratch"        # where replay_commitlogs replays: a scratch Cassandra or the nodes
+    scratch_heap_mib: int | None = None  # the scratch Cassandra's heap (None: HEAP_MIB)
 
     @classmethod
     def parse(cls, hosts: str | Sequence[str], path: str, db_target: str, *, cwd: str | None = None,
@@ -46,7 +48,8 @@ class RestoreRequest:
               get_commitlogs: bool = False, replay_commitlogs: bool = False, keep_files: bool = False,
               allow_host_subset: bool = False, dc_map: str | None = None, replication: str | None = None,
               truncate_first: bool = False, yes: bool = False, into: str | None = None,
-              max_download_mib_s: float | None = None, replay_on: str = "scratch") -> RestoreRequest:
+              max_download_mib_s: float | None = None, replay_on: str = "scratch",
+              scratch_heap_mib: int | None = None) -> RestoreRequest:
         """The CLI's words and the flow's parameters alike; InputError, one line, on the first rule broken.
 
         `cwd`: the operator's working directory, against which a relative PATH is taken (None: a
@@ -63,12 +66,13 @@ class RestoreRequest:
             raise InputError(f"invalid --replay-on {replay_on!r}: scratch or nodes")
         renamed, replaced, copy_to = _rewrites(target, dc_map, replication, into, restore_schema,
                                                replay_commitlogs and replay_on == "nodes")
+        _check_heap(scratch_heap_mib, replay_commitlogs and replay_on == "scratch")
         if truncate_first and not yes:
             raise InputError(f"--truncate-first empties {target} (every row written since the backup is lost; "
                              "Cassandra's auto_snapshot keeps a copy on each node): add --yes to confirm")
         return cls(host_list, absolute_path(path, cwd), target, at, mode, restore_schema, get_commitlogs,
                    replay_commitlogs, keep_files, allow_host_subset, renamed, replaced, truncate_first, copy_to,
-                   max_download_mib_s, replay_on)
+                   max_download_mib_s, replay_on, scratch_heap_mib)
 
     def flow_params(self) -> dict:
         """The restore-snapshot flow's parameters that parse back into this request (blocks aside)."""
@@ -80,7 +84,7 @@ class RestoreRequest:
                     replication=format_map(self.replication) if self.replication else None,
                     truncate_first=self.truncate_first, yes=self.truncate_first,
                     into=str(self.into) if self.into else None, max_download_mib_s=self.max_download_mib_s,
-                    replay_on=self.replay_on)
+                    replay_on=self.replay_on, scratch_heap_mib=self.scratch_heap_mib)
 
     @property
     def with_commitlogs(self) -> bool:
@@ -93,9 +97,25 @@ class RestoreRequest:
         return self.replay_commitlogs and self.replay_on == "nodes"
 
     @property
+    def scratch_heap(self) -> int:
+        """The scratch Cassandra's heap in MiB."""
+        return self.scratch_heap_mib or HEAP_MIB
+
+    @property
     def reads_schema(self) -> bool:
         """The snapshot's schema is needed: to create the keyspace/table, or the --into copy."""
         return self.restore_schema or self.into is not None
+
+
+def _check_heap(heap_mib: int | None, replays_in_scratch: bool) -> None:
+    if heap_mib is None:
+        return
+    low, high = HEAP_RANGE_MIB
+    if isinstance(heap_mib, bool) or not isinstance(heap_mib, int) or not low <= heap_mib <= high:
+        raise InputError(f"--scratch-heap-mib must be a whole number of MiB from {low} to {high}, not {heap_mib!r}")
+    if not replays_in_scratch:
+        raise InputError("--scratch-heap-mib sizes the scratch Cassandra of --replay-commitlogs (--replay-on "
+                         "scratch): add --replay-commitlogs, or leave it out")
 
 
 def _rewrites(target: DbTarget, dc_map: str | None, replication: str | None, into: str | None, restore_schema: bool,

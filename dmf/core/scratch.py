@@ -23,7 +23,8 @@ REPLAY_RECORD = "replay-complete.json"
 RECORD_FORMAT = 1
 CLUSTER_NAME = "dmf-scratch-replay"
 ADDRESS = "127.0.0.1"
-HEAP_MIB = 512
+HEAP_MIB = 512   # the default: enough for a node at rest and memtables of a quarter of it
+HEAP_RANGE_MIB = (256, 65536)
 # Beyond the heap: metaspace, thread stacks, direct buffers of a one-node Cassandra at rest.
 JVM_OVERHEAD_MIB = 384
 # The scratch node's own system tables, commit log (32 MiB segments) and hints, whatever it replays.
@@ -215,8 +216,8 @@ def check_memory(available_bytes: int, heap_mib: int = HEAP_MIB) -> None:
     needed = (heap_mib + JVM_OVERHEAD_MIB) * 2**20
     if available_bytes < needed:
         raise InputError(f"the scratch Cassandra needs {needed / 2**20:.0f} MiB of memory (heap {heap_mib} MiB); "
-                         f"the worker has {available_bytes / 2**20:.0f} MiB available: free some, or use "
-                         "--replay-on nodes")
+                         f"the worker has {available_bytes / 2**20:.0f} MiB available: free some, give a smaller "
+                         "--scratch-heap-mib, or use --replay-on nodes")
 
 
 def check_version(versions: set[str]) -> str:

@@ -157,6 +157,20 @@ def test_the_flow_parameters_parse_back_into_the_same_request():
                     keep_files=True, allow_host_subset=True, replication=NTS, truncate_first=True, yes=True,
                     max_download_mib_s=7.0)
     assert RestoreRequest.parse(**request.flow_params()) == request
+    scratch = parse(replay_commitlogs=True, scratch_heap_mib=2048)
+    assert RestoreRequest.parse(**scratch.flow_params()) == scratch
     copy = parse(dc_map="dc1:dc2,dc3:dc4", restore_schema=True)
     assert RestoreRequest.parse(**copy.flow_params()) == copy
     assert RestoreRequest.parse(**parse(into="ks.copy").flow_params()).into == DbTarget("ks", "copy")
+
+
+def test_the_scratch_heap_is_a_bounded_number_of_mib_for_a_scratch_replay_only():
+    assert parse(replay_commitlogs=True).scratch_heap == 512
+    assert parse(replay_commitlogs=True, scratch_heap_mib=4096).scratch_heap == 4096
+    for heap in (255, 65537, 0, -1, 1.5, True):
+        with pytest.raises(InputError, match=f"--scratch-heap-mib must be a whole number of MiB from 256 to 65536, "
+                                             f"not {heap!r}$"):
+            parse(replay_commitlogs=True, scratch_heap_mib=heap)
+    for options in (dict(), dict(get_commitlogs=True), dict(replay_commitlogs=True, replay_on="nodes")):
+        with pytest.raises(InputError, match="sizes the scratch Cassandra of --replay-commitlogs"):
+            parse(scratch_heap_mib=1024, **options)

@@ -110,7 +110,7 @@ def test_disk_and_memory_are_preflighted():
     assert disk_needed({}) == 0
     assert disk_needed({"h1": 100, "h2": 300}) == 300 + 400 + DISK_OVERHEAD_BYTES
     check_memory(2**30, heap_mib=512)
-    with pytest.raises(InputError, match="needs 896 MiB of memory.*--replay-on nodes"):
+    with pytest.raises(InputError, match="needs 896 MiB of memory.*smaller --scratch-heap-mib, or use --replay-on nodes"):
         check_memory(800 * 2**20, heap_mib=512)
 
 
