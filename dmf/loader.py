@@ -4,6 +4,7 @@ from __future__ import annotations
 import posixpath
 import shlex
 import subprocess
+from collections.abc import Collection
 
 from dmf.blocks.cassandra_cluster import CassandraCluster
 from dmf.core.errors import DmfError
@@ -88,23 +89,29 @@ def import_unit(remote: RemoteHost, unit: LoadUnit) -> None:
     staging = posixpath.join(host.restore_staging_dir, unit.set_name, unit.keyspace, unit.table)
     remote.run(["rm", "-rf", "--", staging])
     remote.run(["mkdir", "-p", "--", staging])
+    placed = []
     for local in sorted(p for p in unit.directory.rglob("*") if p.is_file() and p.name.endswith(SSTABLE_COMPONENT)):
         relative = local.relative_to(unit.directory).as_posix()
         if "/" in relative:
             continue  # secondary-index SSTables are rebuilt by import, not placed
         with open(local, "rb") as source:
             remote.write_file(posixpath.join(staging, relative), source)
-    import_folder(remote, unit.keyspace, unit.table, staging, unit.describe())
+        placed.append(relative)
+    import_folder(remote, unit.keyspace, unit.table, staging, unit.describe(), placed)
 
 
-def import_folder(remote: RemoteHost, keyspace: str, table: str, folder: str, label: str) -> None:
-    """`nodetool import` of the folder's SSTables into the table, then the folder removed; what the
-    import left behind (it refused) fails the load."""
+def import_folder(remote: RemoteHost, keyspace: str, table: str, folder: str, label: str,
+                  placed: Collection[str]) -> None:
+    """`nodetool import` of the folder's SSTables (`placed`: their file names) into the table, then the
+    folder removed. A placed file the import left behind (it refused that SSTable) fails the load; a
+    file the import wrote itself does not: opening an SSTable without its bloom filter, as
+    sstableloader's streaming leaves them on a node (and so a later backup holds them), writes a
+    Filter.db beside it, and the import then moves only the components it found."""
     Node(remote).nodetool("import", keyspace, table, folder)
-    leftovers = remote.list_files(folder)
+    placed = set(placed)
+    left = [f.path for f in remote.list_files(folder)]
     remote.run(["rm", "-rf", "--", folder])
-    if leftovers:
-        raise LoadError(f"nodetool import left {len(leftovers)} file(s) of {label} unimported "
+    refused = sorted(name for name in left if name in placed)
+    if refused:
+        raise LoadError(f"nodetool import left {len(refused)} file(s) of {label} unimported, e.g. {refused[0]} "
                         "(see the node's system.log)")
-
-

@@ -159,7 +159,7 @@ def import_staged(remote: RemoteHost, staging: str, unit: StagedUnit) -> None:
     remote.run(["mkdir", "-p", "--", folder])
     for start in range(0, len(unit.names), 500):  # argv stays well under the kernel's limit
         remote.run(["ln", "--", *(posixpath.join(source, n) for n in unit.names[start:start + 500]), folder])
-    import_folder(remote, unit.keyspace, unit.table, folder, unit.label)
+    import_folder(remote, unit.keyspace, unit.table, folder, unit.label, unit.names)
 
 
 def remove_staged(remote: RemoteHost, staging: str, snapshot: str, keep_files: bool) -> None:
