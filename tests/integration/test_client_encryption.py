@@ -9,6 +9,7 @@ import hashlib
 import json
 import re
 import uuid
+import venv
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -117,19 +118,30 @@ def test_the_restore_decrypts_and_authenticates(encrypted, cluster_block, tmp_pa
 
 
 def test_with_decrypt_on_nodes_each_node_fetches_and_decrypts_its_own_share(encrypted, cluster_block, tmp_path):
+    """...except 127.0.0.2, whose python (a bare venv) has no `cryptography`: that node takes the worker
+    path, and says why."""
     block = S3Repository(bucket=BUCKET, credentials=encrypted["block"].credentials, encryption="client",
                          encryption_key=encrypted["block"].encryption_key, decrypt_on_nodes=True)
     block.save(BLOCK + "-nodes", overwrite=True)
+    bare = tmp_path / "bare-python"
+    venv.create(bare)  # the standard library only
+    hosts = [h.model_copy(update={"python": str(bare / "bin" / "python")}) if h.address == "127.0.0.2" else h
+             for h in cluster_block.hosts]
+    cluster_block.model_copy(update={"hosts": hosts}).save("one-node-without-cryptography", overwrite=True)
     with connect(cluster_block) as session:
         session.execute(f"DROP TABLE {encrypted['target']}")
-    summary = restore_snapshot(hosts=HOSTS, path=str(tmp_path), db_target=encrypted["target"], restore_schema=True,
-                               repository_block=BLOCK + "-nodes")
+    summary = restore_snapshot(hosts=HOSTS, path=str(tmp_path / "restore"), db_target=encrypted["target"],
+                               restore_schema=True, repository_block=BLOCK + "-nodes",
+                               cluster_block="one-node-without-cryptography")
     assert ids(cluster_block, encrypted["target"]) == set(range(60))
-    assert summary["load_mode"] == "node" and summary["fallbacks"] == {}
-    assert set(summary["nodes"]) == set(HOSTS.split(","))
-    # Every file fetched (and decrypted) by its node; through the worker only the three hosts' schema.cql.
-    assert sum(n["fetched_files"] for n in summary["nodes"].values()) == summary["files"]
-    assert summary["downloaded_files"] == 3
+    assert list(summary["fallbacks"]) == ["127.0.0.2"]
+    assert "the node's python cannot decrypt: no cryptography package" in summary["fallbacks"]["127.0.0.2"]
+    assert set(summary["nodes"]) == {"127.0.0.1", "127.0.0.3"}
+    # The other nodes fetched (and decrypted) every file of theirs; through the worker only 127.0.0.2's
+    # share and the other hosts' schema.cql (the worker reads each table's schema).
+    fetched_on_nodes = sum(n["fetched_files"] for n in summary["nodes"].values())
+    assert 0 < fetched_on_nodes < summary["files"]
+    assert summary["downloaded_files"] == summary["files"] - fetched_on_nodes + len(summary["nodes"])
 
 
 def test_another_key_is_refused_before_any_download(encrypted, tmp_path):
