@@ -80,6 +80,7 @@ class Case:
         self.name, self.argv, self.medusa, self.before_each = name, argv, medusa, before_each
         self.times: dict[str, list[float]] = {}
         self.beyond: dict[str, list[float]] = {}  # a backup flow's own seconds beyond its transfer
+        self.wall_beyond: dict[str, list[float]] = {}  # the command's wall clock beyond the transfer
         self.codes: dict[str, int] = {}
 
     def run(self, variant: str, command: list[str] | None, env: dict) -> None:
@@ -92,13 +93,15 @@ class Case:
         self.codes[variant] = code or self.codes.get(variant, 0)
         if match := SUMMARY.search(out):  # the flow's own seconds, as its summary gives them (no interpreter start)
             self.beyond.setdefault(variant, []).append(float(match.group(1)) - float(match.group(2)))
+            self.wall_beyond.setdefault(variant, []).append(seconds - float(match.group(2)))
 
     def cell(self, variant: str) -> str:
         if variant not in self.times:
             return ""
         text = f"{statistics.median(self.times[variant]):.2f}"
         if variant in self.beyond:
-            text += f" ({statistics.median(self.beyond[variant]):.2f})"
+            text += (f" ({statistics.median(self.wall_beyond[variant]):.2f} / "
+                     f"{statistics.median(self.beyond[variant]):.2f})")
         return text + ("" if self.codes[variant] == 0 else f" exit {self.codes[variant]}")
 
 
@@ -182,7 +185,8 @@ def main() -> None:
         header.append(f"Medusa, median of {args.runs} s")
     print(table([[c.name, c.cell("after"), *([c.cell("before")] if args.before else []),
                   *([] if args.no_medusa else [c.cell("medusa")])] for c in cases], header))
-    print("Wall clock of the command; (s): the backup flow's own seconds beyond its transfer, from its summary. "
+    print("Wall clock of the command; (a / b): beyond the backup's transfer, a: the command's wall clock, "
+          "b: the backup flow's own seconds (its summary; no interpreter start or imports). "
           f"Load average at the end: {load:.1f} on {os.cpu_count()} CPU(s)")
 
 
