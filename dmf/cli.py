@@ -92,16 +92,22 @@ def quiet_console_tracebacks() -> None:
     PrefectFormatter.format = without_traceback
 
 
+# Whose warnings reach the terminal without -v: a flow's or task's run logger, and dmf's modules.
+OPERATOR_LOGGERS = ("prefect.flow_runs", "prefect.task_runs", "dmf.")
+
+
 def console_warnings_only() -> None:
     """Without -v the terminal shows the run's warnings and nothing else of its log: its INFO lines and
     the engine's ERROR lines about a failure belong to the run in the UI, where the API handler still
-    sends every line; dmf prints its own one-line error. Patched on the class, as the formatter is
-    above: Prefect makes its console handler only when the first run starts."""
+    sends every line; dmf prints its own one-line error. Only the run's and dmf's own warnings: not
+    those of Prefect's background services (its events worker warns when a failed run exits with an
+    event still queued) or of the libraries. Patched on the class, as the formatter is above: Prefect
+    makes its console handler only when the first run starts."""
     from prefect.logging.handlers import PrefectConsoleHandler
     emit = PrefectConsoleHandler.emit
 
     def warnings_only(self, record):
-        if record.levelno == logging.WARNING:
+        if record.levelno == logging.WARNING and record.name.startswith(OPERATOR_LOGGERS):
             emit(self, record)
     PrefectConsoleHandler.emit = warnings_only
 

@@ -257,17 +257,21 @@ def test_the_terminal_shows_a_run_s_warnings_only_unless_verbose(monkeypatch, ca
     from dmf import cli
 
     monkeypatch.setattr(PrefectConsoleHandler, "emit", PrefectConsoleHandler.emit)  # restored after the test
-    for verbose, shown in ((True, ["info", "warning", "error"]), (False, ["warning"])):
+    for verbose, shown in ((True, ["info", "warning", "error", "service warning"]), (False, ["warning"])):
         monkeypatch.setattr(cli, "VERBOSE", verbose)
         handler = PrefectConsoleHandler(stream=sys.stderr)
         log = logging.getLogger(f"dmf.test.console.{verbose}")
-        log.addHandler(handler)
-        log.propagate = False
-        log.setLevel(logging.INFO)
+        service = logging.getLogger(f"EventsWorker{verbose}")  # Prefect's services log under their class name
+        for logger in (log, service):
+            logger.addHandler(handler)
+            logger.propagate = False
+            logger.setLevel(logging.INFO)
 
         def run() -> None:
             for level in ("info", "warning", "error"):
                 getattr(log, level)("line at %s", level)
+            service.warning("line at service warning")
         cli.run_guarded(run)
         printed = capsys.readouterr().err
-        assert [level for level in ("info", "warning", "error") if f"line at {level}" in printed] == shown
+        assert [level for level in ("info", "warning", "error", "service warning")
+                if f"line at {level}" in printed] == shown
