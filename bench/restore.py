@@ -133,7 +133,8 @@ def phase_dmf(params: dict) -> dict:
     target = Path(tempfile.mkdtemp(prefix="bench-dmf-"))
     started = time.monotonic()
     try:
-        summary = restore_snapshot(hosts=HOSTS, path=str(target), db_target=TARGET, mode=params["mode"])
+        summary = restore_snapshot(hosts=HOSTS, path=str(target), db_target=TARGET, mode=params.get("mode", "node"),
+                                   repository_block=params.get("block", "default"))
     finally:
         shutil.rmtree(target)
     nodes = summary.get("nodes", {})
@@ -142,7 +143,7 @@ def phase_dmf(params: dict) -> dict:
             "download_seconds": summary["download_seconds"], "rss": peak_rss_mib(),
             "child_rss": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
             "worker_bytes": summary.get("worker_bytes", summary["bytes"]),
-            "fallbacks": summary.get("fallbacks", {}),
+            "fallbacks": summary.get("fallbacks", {}), "load_mode": summary["load_mode"],
             "node_bytes": {a: n["fetched_bytes"] for a, n in nodes.items()},
             "node_rss": max((n["agent_rss_kib"] / 1024 for n in nodes.values()), default=None)}
 

@@ -16,16 +16,14 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
-import shutil
-import time
 from pathlib import Path
 
 from pydantic import SecretStr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import bed, parse_args, run_child, table, wait_idle, write_rows  # noqa: E402
-from restore import HOSTS, MIB, TARGET, check_rows, create_table, drop_keyspace, empty_table  # noqa: E402
+from restore import (HOSTS, MIB, TARGET, check_rows, create_table, drop_keyspace, empty_table,  # noqa: E402
+                     phase_dmf)
 
 from dmf.testbed import prefect_server  # noqa: E402
 
@@ -58,23 +56,8 @@ def phase_backup(params: dict) -> dict:
     return {"bytes": summary["bytes"], "seconds": summary["seconds"]}
 
 
-def phase_restore(params: dict) -> dict:
-    from dmf.flows.restore_snapshot import restore_snapshot
-    target = Path(tempfile.mkdtemp(prefix="bench-decrypt-"))
-    started = time.monotonic()
-    try:
-        summary = restore_snapshot(hosts=HOSTS, path=str(target), db_target=TARGET, repository_block=params["block"])
-    finally:
-        shutil.rmtree(target)
-    nodes = summary.get("nodes", {})
-    return {"seconds": time.monotonic() - started, "download_seconds": summary["download_seconds"],
-            "bytes": summary["bytes"], "worker_bytes": summary.get("worker_bytes", summary["bytes"]),
-            "load_mode": summary["load_mode"], "fallbacks": summary.get("fallbacks", {}),
-            "node_rss": max((n["agent_rss_kib"] / 1024 for n in nodes.values()), default=None)}
-
-
 def main() -> None:
-    args = parse_args(__doc__, {"backup": phase_backup, "restore": phase_restore},
+    args = parse_args(__doc__, {"backup": phase_backup, "restore": phase_dmf},
                       lambda parser: parser.add_argument("--size", type=int, default=1024,
                                                          help="table size in MiB (over the three nodes)"))
     tb, block, _ = bed()
