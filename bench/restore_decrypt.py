@@ -21,9 +21,9 @@ from pathlib import Path
 from pydantic import SecretStr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import bed, parse_args, run_child, table, wait_idle, write_rows  # noqa: E402
-from restore import (HOSTS, MIB, TARGET, check_rows, create_table, drop_keyspace, empty_table,  # noqa: E402
-                     phase_dmf)
+from common import ROW_BYTES, bed, parse_args, run_child, table, wait_idle, write_rows  # noqa: E402
+from restore import (HOSTS, KEYSPACE, MIB, TABLE, TARGET, check_rows, create_table, drop_keyspace,  # noqa: E402
+                     empty_table, phase_dmf)
 
 from dmf.testbed import prefect_server  # noqa: E402
 
@@ -65,9 +65,9 @@ def main() -> None:
     save_blocks()
     drop_keyspace(tb, block)
     create_table(block)
-    rows = args.size * MIB // (64 * 1024)
+    rows = args.size * MIB // ROW_BYTES
     try:
-        write_rows(block, 0, rows, TARGET.split(".")[1], TARGET.split(".")[0])
+        write_rows(block, 0, rows, TABLE, KEYSPACE)
         backups = {name: run_child("backup", block=BLOCKS[name]) for name in ("plain", "nodes")}
         wait_idle()
         results = {}

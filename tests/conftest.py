@@ -53,8 +53,8 @@ def pytest_xdist_make_scheduler(config, log):
 def pytest_collection_finish(session):
     """Without xdist workers (`-n 0`; `-p no:xdist` would refuse addopts' `-n 2`), starts the bed in
     the background while the unit and storage tests run (they come first and need no service): its
-    minutes of JVM and apt start-up then overlap them. Under xdist the bed's worker starts it in its `testbed` fixture, the other worker meanwhile
-    running the unit and storage tests."""
+    minutes of JVM and apt start-up then overlap them. Under xdist the bed's worker starts it in its
+    `testbed` fixture, the other worker meanwhile running the unit and storage tests."""
     if hasattr(session.config, "workerinput") or not any(
             "testbed" in getattr(item, "fixturenames", ()) for item in session.items):
         return

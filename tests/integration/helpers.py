@@ -93,6 +93,12 @@ def ids(cluster_block, table: str) -> set[int]:
         return {r.id for r in session.execute(f"SELECT id FROM {table}")}
 
 
+def drop(cluster_block, table: str) -> None:
+    """The operator's story: the table is gone (whatever an earlier test restored into it)."""
+    with connect(cluster_block) as session:
+        session.execute(f"DROP TABLE IF EXISTS {table}")
+
+
 def drop_and_restore(cluster_block, path, table: str, db_target: str | None = None) -> dict:
     """The operator's story: DROP TABLE, then restore (with the schema) the table or its keyspace."""
     from dmf.flows.restore_snapshot import restore_snapshot

@@ -15,7 +15,7 @@ from dmf.flows.backup_list import backup_list
 from dmf.flows.backup_snapshot import backup_snapshot
 from dmf.flows.restore_snapshot import restore_snapshot
 
-from .helpers import HOSTS, new_table
+from .helpers import HOSTS, drop, new_table
 
 pytestmark = pytest.mark.integration
 
@@ -30,12 +30,6 @@ def history(shared_chain):
     """The session's shared chain (tests/integration/conftest.py): t1 rows + full; t2 rows +
     incremental; t3a rows, t3b rows, commit logs shipped."""
     return shared_chain
-
-
-def drop(cluster_block, target: str) -> None:
-    """The operator's story: the table is gone (whatever an earlier test restored into it)."""
-    with connect(cluster_block) as session:
-        session.execute(f"DROP TABLE IF EXISTS {target}")
 
 
 def test_backup_list_shows_the_history(history):

@@ -24,7 +24,7 @@ from dmf.node import Node
 from dmf.ssh import RemoteHost
 from dmf.testbed import prefect_server
 
-from .helpers import HOSTS, ids, new_table
+from .helpers import HOSTS, drop, ids, new_table
 
 pytestmark = pytest.mark.integration
 
@@ -34,11 +34,6 @@ def backed_up(shared_chain):
     """The session's shared chain (tests/integration/conftest.py): rows 0-99 in its full, rows 100-149
     in its increment. Its table is live: each test drops it and restores the schema (never TRUNCATE it)."""
     return dict(target=shared_chain["target"], full_ts=shared_chain["full"]["set_ts"])
-
-
-def drop(cluster_block, target: str) -> None:
-    with connect(cluster_block) as session:
-        session.execute(f"DROP TABLE IF EXISTS {target}")
 
 
 def staged_files(cluster_block, target: str) -> dict[str, Path]:
