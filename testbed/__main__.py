@@ -41,13 +41,16 @@ def _up(tb: Testbed, count: int, save_blocks: bool) -> None:
     cassandra.write_tool_wrappers(tb)
     tb.logs.mkdir(parents=True, exist_ok=True)
     if not sshd.is_running(tb):
+        require_free(tb, [(f"127.0.0.{i}", tb.ssh_port) for i in range(1, MAX_NODES + 1)], "DMF_TESTBED_SSH_PORT")
         print("starting sshd on 127.0.0.1-3 port", tb.ssh_port, flush=True)
         sshd.start(tb)
     if not s3.is_running(tb):
+        require_free(tb, [("127.0.0.1", tb.s3_port)], "DMF_TESTBED_S3_PORT")
         print("starting S3 server (s3proxy) on", tb.s3_endpoint, flush=True)
         s3.start(tb)
     s3.ensure_bucket(tb)
     if not prefect_server.is_running(tb):
+        require_free(tb, [("127.0.0.1", tb.prefect_port)], "DMF_TESTBED_PREFECT_PORT")
         print("starting Prefect server on", prefect_server.api_url(tb), flush=True)
         prefect_server.start(tb)
     prefect_server.point_profile(tb)
@@ -56,6 +59,7 @@ def _up(tb: Testbed, count: int, save_blocks: bool) -> None:
     wanted = tb.nodes(size)
     for node in wanted:
         if not cassandra.is_running(node):
+            require_free(tb, [(node.address, 7000), (node.address, 9042), ("127.0.0.1", node.jmx_port)])
             print(f"starting cassandra {node.name} on {node.address} (jmx {node.jmx_port})", flush=True)
             cassandra.configure(tb, node, size)
             start_node_with_retry(tb, node, expect_up=wanted[: node.index])
@@ -70,19 +74,36 @@ def _up(tb: Testbed, count: int, save_blocks: bool) -> None:
             prefect_server.start_worker(tb)
 
 
+def require_free(tb: Testbed, endpoints: list[tuple[str, int]], setting: str | None = None) -> None:
+    """A service of this bed's that is not running must find its ports free: one that answers there
+    belongs to someone else (often another checkout's bed), and a start that took its answers for
+    its own would run the tests against that bed, or fail later and obscurely."""
+    taken = [f"{host}:{port}" for host, port in endpoints if procs.port_open(host, port)]
+    if taken:
+        raise procs.StartError(
+            f"{', '.join(taken)} already in use by a process that is not the bed in {tb.root}: stop it "
+            f"(`dmf-testbed down` in its checkout){f' or set {setting}' if setting else ''}")
+
+
+# A joining node that has not heard the seeds' gossip within the ring delay stops ("Unable to contact any
+# seeds"). The bed's 1 s delay is a race on a loaded 2-core machine; Cassandra's own default is 30 s.
+PATIENT_RING_DELAY_MS = 10_000
+
+
 def start_node_with_retry(tb: Testbed, node, expect_up: list, attempts: int = 3) -> None:
-    """A joining node gives up if the seed does not answer within the (short) ring delay, which
-    happens on a loaded 2-core machine; starting it again is what an operator would do."""
+    """Starts `node` again if it exits during start-up, as an operator would, with a ring delay that
+    gives the seeds' gossip time to arrive: the quick start lost that race in CI on every attempt."""
     for attempt in range(1, attempts + 1):
-        cassandra.start(tb, node)
+        cassandra.start(tb, node, ring_delay_ms=None if attempt == 1 else PATIENT_RING_DELAY_MS)
         try:
             cassandra.wait_ready(tb, node, expect_up=expect_up)
             return
         except procs.StartError as exc:
             if attempt == attempts or cassandra.is_running(node):
                 raise
-            print(f"{node.name} exited during start-up (attempt {attempt}); starting it again: "
-                  f"{str(exc).splitlines()[0]}", flush=True)
+            print(f"{node.name} exited during start-up (attempt {attempt}: "
+                  f"{cassandra.startup_failure(node) or str(exc).splitlines()[0]}); starting it again "
+                  f"with a {PATIENT_RING_DELAY_MS // 1000} s ring delay", flush=True)
 
 
 def status(tb: Testbed) -> int:

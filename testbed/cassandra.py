@@ -121,10 +121,12 @@ def jvm_file_options(node: Node) -> list[str]:
     return [line.strip() for line in lines if line.strip().startswith("-")]
 
 
-def start(tb: Testbed, node: Node, heap: str = "768m") -> None:
-    """JVM_EXTRA_OPTS and conf/jvm-server.options are honoured as Cassandra's own start script does."""
+def start(tb: Testbed, node: Node, heap: str = "768m", ring_delay_ms: int | None = None) -> None:
+    """JVM_EXTRA_OPTS and conf/jvm-server.options are honoured as Cassandra's own start script does;
+    `ring_delay_ms` replaces the bed's quick 1 s (a later -D wins)."""
+    patience = [f"-Dcassandra.ring_delay_ms={ring_delay_ms}"] if ring_delay_ms else []
     argv = jvm.server_argv("java", tb.lib, node.dir("conf"), node.home, node.dir("logs"), heap, node.jmx_port,
-                           [*jvm_file_options(node), *shlex.split(os.environ.get("JVM_EXTRA_OPTS", ""))])
+                           [*patience, *jvm_file_options(node), *shlex.split(os.environ.get("JVM_EXTRA_OPTS", ""))])
     procs.spawn(argv, log_file=_log_file(node), pid_file=_pid_file(node))
 
 
@@ -176,8 +178,28 @@ def wait_ready(tb: Testbed, node: Node, expect_up: list[Node], timeout: float = 
             return False
         states = ring_states(tb, node)
         return all(states.get(n.address) == "UN" for n in expect_up)
-    procs.wait_until(ready, what=f"cassandra {node.name} ({node.address})", timeout=timeout,
-                     pid_file=_pid_file(node), log_file=node.dir("logs") / "system.log")
+    try:
+        procs.wait_until(ready, what=f"cassandra {node.name} ({node.address})", timeout=timeout,
+                         pid_file=_pid_file(node), log_file=_system_log(node))
+    except procs.StartError as exc:
+        cause = startup_failure(node)
+        # Last, where a CI log's tail shows it, below the log's shutdown lines.
+        raise procs.StartError(f"{exc}\ncause: {cause}" if cause else str(exc)) from None
+
+
+def _system_log(node: Node) -> Path:
+    return node.dir("logs") / "system.log"
+
+
+def startup_failure(node: Node) -> str | None:
+    """The exception Cassandra logged for its last failed start, e.g. "java.lang.IllegalStateException:
+    Unable to contact any seeds: [/127.0.0.1:7000]"."""
+    try:
+        lines = _system_log(node).read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return None
+    marks = [i for i, line in enumerate(lines) if "Exception encountered during startup" in line]
+    return lines[marks[-1] + 1].strip() if marks and marks[-1] + 1 < len(lines) else None
 
 
 def stop(tb: Testbed, node: Node) -> bool:
