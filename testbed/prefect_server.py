@@ -41,15 +41,23 @@ def healthy(tb: Testbed) -> bool:
         return False
 
 
+def home(tb: Testbed) -> Path:
+    return tb.root / "prefect"
+
+
 def start(tb: Testbed) -> None:
     tb.run.mkdir(parents=True, exist_ok=True)
+    home(tb).mkdir(mode=0o700, exist_ok=True)
     log = tb.logs / "prefect-server.log"
     prefect = shutil.which("prefect", path=str(Path(sys.executable).parent)) or "prefect"
     # Concurrency slots: expired leases revoked within 1 s instead of Prefect's 15 s, and a run queued
     # for a slot asks again within 2 s instead of up to 30 s, so the tests of killed and queued runs
     # wait no longer than the leases make them; leases kept on disk (as the README advises), so a
-    # server restarted while a run held a slot still sees the lease lapse and frees the slot.
-    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
+    # server restarted while a run held a slot still sees the lease lapse and frees the slot. Its
+    # database and leases live in the bed (PREFECT_HOME): a new checkout's bed starts from none, as on a
+    # fresh machine, whatever another bed left in ~/.prefect, and `make clean` removes them.
+    env = {**os.environ, "PREFECT_HOME": str(home(tb)), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "DO_NOT_TRACK": "1",
            "PREFECT_API_URL": "", "PREFECT_UI_API_URL": api_url(tb),
            "PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS": "1",
            "PREFECT_SERVER_CONCURRENCY_MAXIMUM_CONCURRENCY_SLOT_WAIT_SECONDS": "2",
