@@ -101,6 +101,19 @@ def user_keyspaces(session: Session) -> list[str]:
     return sorted(r.keyspace_name for r in rows if r.keyspace_name not in SYSTEM_KEYSPACES)
 
 
+def live_table_folders(session: Session, target: DbTarget) -> tuple[str, ...]:
+    """`<ks>/<table>-<id>` of each table and view the target covers, as they exist now. A dropped
+    table's folder stays on the nodes with its backups/ and snapshots/, and a table created again
+    under the same name gets a folder of its own, a new ID: of two folders of one name, only the
+    one named here is the table's."""
+    folders = []
+    for kind, name in (("tables", "table_name"), ("views", "view_name")):
+        for row in session.execute(f"SELECT keyspace_name, {name} AS name, id FROM system_schema.{kind}"):
+            if target.covers(row.keyspace_name, row.name):
+                folders.append(f"{row.keyspace_name}/{row.name}-{row.id.hex}")
+    return tuple(sorted(folders))
+
+
 def describe_schema(session: Session, target: DbTarget, keyspaces: list[str]) -> str:
     """CQL that recreates the target, table IDs kept (server-side DESCRIBE … WITH INTERNALS)."""
     statements: list[str] = []

@@ -158,9 +158,16 @@ class Node:
                 raise InputError(f"{self.host.address}: no folder for keyspace {keyspace} in the data "
                                  f"directories {', '.join(self.host.data_dirs)} (check the cluster block's data_dirs)")
 
-    def _table_files(self, target: DbTarget, *wanted: tuple[str, str | None]) -> list[list[SourceFile]]:
+    def _table_files(self, target: DbTarget, live: tuple[str, ...],
+                     *wanted: tuple[str, str | None]) -> list[list[SourceFile]]:
         """Per (folder, tag) wanted, the files under `<ks>/<table>-<id>/<folder>/[<tag>/]` of the
-        target's tables, in every data dir: one listing of each data dir for them all."""
+        target's tables, in every data dir: one listing of each data dir for them all. Not the
+        folder of a table that was dropped and created again under its name (`live`, from
+        cql.live_table_folders, names another folder for it): the old one's rows are not the new
+        table's, and a restore of the table would bring them back. A dropped table's folder, the
+        name no longer in use, still counts (its last flushes reach the next incremental)."""
+        live_folders = set(live)
+        live_names = {folder.rsplit("-", 1)[0] for folder in live_folders}
         found: list[list[SourceFile]] = [[] for _ in wanted]
         for data_dir in self.host.data_dirs:
             base = posixpath.join(data_dir, target.keyspace) if target.keyspace else data_dir
@@ -185,18 +192,21 @@ class Node:
                         continue
                     if keyspace in SYSTEM_KEYSPACES or not target.covers(keyspace, table):
                         continue
+                    if f"{keyspace}/{table}" in live_names and f"{keyspace}/{table_dir}" not in live_folders:
+                        continue  # an earlier table of the same name
                     files.append(SourceFile(path, "/".join([keyspace, table_dir, *inner]), f.size))
         return found
 
-    def snapshot_files(self, tag: str, target: DbTarget) -> list[SourceFile]:
-        return self._table_files(target, ("snapshots", tag))[0]
+    def snapshot_files(self, tag: str, target: DbTarget, live: tuple[str, ...]) -> list[SourceFile]:
+        return self._table_files(target, live, ("snapshots", tag))[0]
 
-    def backup_files(self, target: DbTarget) -> list[SourceFile]:
-        return self._table_files(target, ("backups", None))[0]
+    def backup_files(self, target: DbTarget, live: tuple[str, ...]) -> list[SourceFile]:
+        return self._table_files(target, live, ("backups", None))[0]
 
-    def snapshot_and_backup_files(self, tag: str, target: DbTarget) -> tuple[list[SourceFile], list[SourceFile]]:
+    def snapshot_and_backup_files(self, tag: str, target: DbTarget,
+                                  live: tuple[str, ...]) -> tuple[list[SourceFile], list[SourceFile]]:
         """snapshot_files and backup_files from one listing (a remote `find` less)."""
-        snapshot, backups = self._table_files(target, ("snapshots", tag), ("backups", None))
+        snapshot, backups = self._table_files(target, live, ("snapshots", tag), ("backups", None))
         return snapshot, backups
 
     def compress_segments(self, paths: list[str]) -> tuple[dict[str, str], dict[str, int]]:

@@ -26,7 +26,7 @@ from dmf.core.lifecycle import FullEvery
 from dmf.core.plan import CHAIN_IDLE, is_open
 from dmf.core.targets import DbTarget, parse_hosts
 from dmf.core.timestamps import format_ts, utcnow
-from dmf.cql import connect, describe_schema, node_facts, user_keyspaces
+from dmf.cql import connect, describe_schema, live_table_folders, node_facts, user_keyspaces
 from dmf.lease import check_lease, cluster_lease, run_holder
 from dmf.repository import Repository
 from dmf.reporting import publish_summary
@@ -124,6 +124,7 @@ def backup_snapshot(hosts: str | list[str] | None = None, db_target: str | None 
         if missing:
             raise InputError(f"host(s) {', '.join(missing)} are not members of the cluster")
         schema = describe_schema(session, target, keyspaces) if backup_schema else None
+        live = live_table_folders(session, target)
         cluster_name = session.cluster.metadata.cluster_name
 
     storage = Storage(repository)
@@ -155,10 +156,10 @@ def backup_snapshot(hosts: str | list[str] | None = None, db_target: str | None 
             finals.append(clear_leftover_snapshots.submit(cluster, address, keep=tag))
             if incremental:
                 ref = SetRef.incremental(snapshot_ts, address, now)
-                taken[address] = flush_and_list_backups.submit(cluster, address, target, keyspaces)
+                taken[address] = flush_and_list_backups.submit(cluster, address, target, keyspaces, live)
             else:
                 ref = SetRef.snapshot(now, address)
-                taken[address] = take_snapshot.submit(cluster, address, tag, target, keyspaces)
+                taken[address] = take_snapshot.submit(cluster, address, tag, target, keyspaces, live)
             # Quoted: the upload starts beside the step before it (its agent starts meanwhile) and waits for it.
             uploads[address] = upload_set.submit(cluster, repository, ref, quote(taken[address]))
             sealed[address] = seal_set.submit(repository, ref, uploads[address], facts[address], str(target), host_list)

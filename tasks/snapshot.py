@@ -39,18 +39,18 @@ class Taken:
 
 @task(name="take-snapshot", task_run_name="take-snapshot-{address}", **TASK_DEFAULTS, **RETRY)
 def take_snapshot(cluster: CassandraCluster, address: str, tag: str, target: DbTarget,
-                  keyspaces: list[str]) -> Taken:
+                  keyspaces: list[str], live: tuple[str, ...]) -> Taken:
     """One SSH session and one nodetool JVM: the backups/ files present before the snapshot (it makes
     them redundant), the snapshot, then one listing for its files and the backups/ files of the very
     SSTables it holds (its own flush adds them; a later flush's are kept)."""
     with RemoteHost(cluster, cluster.host(address)) as remote:
         node = Node(remote)
         node.check_data_dirs(target, keyspaces)
-        before = node.backup_files(target)
+        before = node.backup_files(target, live)
         if task_run.run_count > 1:  # a retried attempt starts from a clean tag; the first has none (it is this run's)
             node.remove_snapshot(tag)
         node.snapshot(tag, target, keyspaces)
-        files, after = node.snapshot_and_backup_files(tag, target)
+        files, after = node.snapshot_and_backup_files(tag, target, live)
     _log_files(address, f"snapshot {tag}", files)
     in_snapshot = {f.relpath for f in files}
     return Taken(files, [*before, *(f for f in after if f.relpath in in_snapshot and f not in before)], full=True)
@@ -58,12 +58,12 @@ def take_snapshot(cluster: CassandraCluster, address: str, tag: str, target: DbT
 
 @task(name="flush-and-list-backups", task_run_name="flush-{address}", **TASK_DEFAULTS, **RETRY)
 def flush_and_list_backups(cluster: CassandraCluster, address: str, target: DbTarget,
-                           keyspaces: list[str]) -> Taken:
+                           keyspaces: list[str], live: tuple[str, ...]) -> Taken:
     with RemoteHost(cluster, cluster.host(address)) as remote:
         node = Node(remote)
         node.check_data_dirs(target, keyspaces)
         node.flush(target, keyspaces)
-        files = node.backup_files(target)
+        files = node.backup_files(target, live)
     _log_files(address, "incremental backups", files)
     return Taken(files, files, full=False)
 

@@ -219,11 +219,11 @@ def test_snapshot_retried_after_its_tag_was_taken_starts_from_a_clean_tag(testbe
     original = Node.snapshot_and_backup_files
     failed = []
 
-    def fail_once(self, tag, target):
+    def fail_once(self, tag, target, live):
         if not failed:
             failed.append(tag)
             raise RemoteError("listing dropped")
-        return original(self, tag, target)
+        return original(self, tag, target, live)
     monkeypatch.setattr(Node, "snapshot_and_backup_files", fail_once)
     summary = backup_snapshot(hosts="127.0.0.2", db_target=f"{keyspace}.{table}")
     assert failed and summary["files"] > 0
@@ -608,3 +608,41 @@ def test_a_full_keeps_the_backups_files_of_a_table_dropped_before_any_incrementa
         left = backups_dir_files(cluster_block, address, keyspace)
         assert set(flushed[address]) <= set(left), f"{address} deleted a dropped table's files no backup holds"
         assert not [p for p in left if p.startswith("events-")], f"{address} kept files the full holds"
+
+
+def test_a_table_dropped_and_created_again_under_its_name_backs_up_only_the_new_tables_files(
+        testbed, cluster_block, repository_block):
+    """DROP TABLE leaves the table's folder (`events-<old id>`) with its backups/ files; the table created
+    again under the same name writes to `events-<new id>`. Both folders' backups/ files used to go into
+    the new table's incremental, and a restore then brought the dropped table's rows back into it
+    (found by a second `make demo` on one bed: 300 rows written after the point in time, from the
+    demo run before). Now only the new table's folder is its; the old one's files stay on the nodes."""
+    keyspace, table = new_table(cluster_block, rows=20, prefix="again")
+    addresses = HOSTS.split(",")
+    for address in addresses:
+        with RemoteHost(cluster_block, cluster_block.host(address)) as remote:
+            Node(remote).flush(DbTarget(keyspace, table), [])
+    with connect(cluster_block) as session:
+        old_id = session.execute("SELECT id FROM system_schema.tables WHERE keyspace_name = %s AND table_name = %s",
+                                 (keyspace, table)).one().id.hex
+        session.execute(f"DROP TABLE {keyspace}.{table}")
+        session.execute(f"CREATE TABLE {keyspace}.{table} (id int PRIMARY KEY, payload text)")
+        new_id = session.execute("SELECT id FROM system_schema.tables WHERE keyspace_name = %s AND table_name = %s",
+                                 (keyspace, table)).one().id.hex
+    old_folder_files = {a: [p for p in backups_dir_files(cluster_block, a, keyspace) if f"-{old_id}/" in p]
+                        for a in addresses}
+    assert all(old_folder_files.values()), old_folder_files  # what the old code took into the new table's sets
+    insert_rows(cluster_block, keyspace, table, range(100, 110))
+    full = backup_snapshot(hosts=HOSTS, db_target=f"{keyspace}.{table}", new=True)
+    insert_rows(cluster_block, keyspace, table, range(200, 210))
+    incremental = backup_snapshot(hosts=HOSTS, db_target=f"{keyspace}.{table}")
+    assert incremental["kind"] == "incremental"
+    repo = Repository(Storage(repository_block))
+    group = full_group(repository_block, full, f"{keyspace}.{table}")
+    sets = [*group.sets.values(), *(s for inc in catalog(repository_block).increments_of(group) for s in inc.sets.values())]
+    assert len(sets) == 2 * len(addresses)
+    folders = {f.path.split("/")[1] for info in sets for f in (info.manifest or repo.read_manifest(info.ref)).files}
+    assert folders == {f"{table}-{new_id}"}
+    for address in addresses:
+        left = backups_dir_files(cluster_block, address, keyspace)
+        assert set(old_folder_files[address]) <= set(left), f"{address} deleted the old table's files"

@@ -20,6 +20,7 @@ from dmf.node_upload import EarlyAgent
 from dmf.ssh import CommandResult, RemoteError, RemoteHost, redact
 
 TABLE_DIR = "t-" + "0" * 32
+LIVE = (f"ks/{TABLE_DIR}",)
 
 
 class LocalHost(RemoteHost):
@@ -97,12 +98,32 @@ def test_a_snapshot_and_the_backups_files_come_from_one_listing(tmp_path, monkey
     listings = []
     original = n.remote.list_files
     monkeypatch.setattr(n.remote, "list_files", lambda d: listings.append(d) or original(d))
-    snapshot, backups = n.snapshot_and_backup_files("dmf-1", DbTarget.parse(None))
+    snapshot, backups = n.snapshot_and_backup_files("dmf-1", DbTarget.parse(None), LIVE)
     assert listings == [str(data)]
     assert sorted(f.relpath for f in snapshot) == [f"ks/{TABLE_DIR}/.idx/nb-2-big-Data.db",
                                                    f"ks/{TABLE_DIR}/manifest.json", f"ks/{TABLE_DIR}/nb-2-big-Data.db"]
     assert [(f.relpath, f.size) for f in backups] == [(f"ks/{TABLE_DIR}/nb-2-big-Data.db", 2)]
-    assert (snapshot, backups) == (n.snapshot_files("dmf-1", DbTarget.parse(None)), n.backup_files(DbTarget.parse(None)))
+    assert (snapshot, backups) == (n.snapshot_files("dmf-1", DbTarget.parse(None), LIVE),
+                                   n.backup_files(DbTarget.parse(None), LIVE))
+
+
+def test_the_folder_a_dropped_table_of_the_same_name_left_is_not_the_tables(tmp_path):
+    """DROP TABLE leaves `<table>-<old id>/` with its backups/ (and the drop's snapshot); CREATE TABLE of
+    the same name makes `<table>-<new id>/`. The old folder's rows must not reach the new table's sets,
+    where a restore would bring them back. A dropped table whose name is not in use again keeps
+    reaching the next incremental (its last flushes are in no set yet)."""
+    data = tmp_path / "data"
+    earlier = data / "ks" / f"t-{'e' * 32}"
+    touch(earlier / "backups" / "nb-3-big-Data.db")
+    touch(earlier / "snapshots" / "dmf-1" / "nb-3-big-Data.db")
+    touch(data / "ks" / TABLE_DIR / "backups" / "nb-1-big-Data.db")
+    touch(data / "ks" / TABLE_DIR / "snapshots" / "dmf-1" / "nb-1-big-Data.db")
+    touch(data / "ks" / f"gone-{'d' * 32}" / "backups" / "nb-7-big-Data.db")
+    snapshot, backups = node(data).snapshot_and_backup_files("dmf-1", DbTarget.parse("ks"), LIVE)
+    assert [f.relpath for f in snapshot] == [f"ks/{TABLE_DIR}/nb-1-big-Data.db"]
+    assert sorted(f.relpath for f in backups) == [f"ks/gone-{'d' * 32}/nb-7-big-Data.db",
+                                                  f"ks/{TABLE_DIR}/nb-1-big-Data.db"]
+    assert len(node(data).backup_files(DbTarget.parse("ks"), ())) == 3  # no table of that name now: all are kept
 
 
 def test_segments_are_compressed_hashed_and_sized_in_one_command(tmp_path):
