@@ -81,6 +81,7 @@ class Plan:
     commitlog_fetches: list[Fetch]  # the objects, compressed or not
     segments: list[Path]            # the segments as Cassandra wrote them, once unpacked
     unpacks: list[Unpack]           # compressed segments to give back as they were
+    left_out: tuple[str, ...] = ()  # increments' files of an earlier table of the same name, and why
 
     @property
     def bytes(self) -> int:
@@ -102,11 +103,21 @@ def plan_restore(chain: Chain, target: DbTarget, root: Path, with_commitlogs: bo
     fetches: list[Fetch] = []
     units: dict[tuple, LoadUnit] = {}
     snapshot = format_ts(chain.full.snapshot_ts)
+    # Each host's table folder in the full. An increment taken before dmf told a table's folders apart
+    # can hold the folder a dropped table of the same name left (its backups/ files): not this table's.
+    full_folders = {(m.set.node, *table_of(e.path)[:2]): e.path.split("/")[1]
+                    for m in chain.full.manifests for e in m.files}
+    left_out: dict[tuple[str, str, str, str], int] = {}
     for manifest in chain.manifests:
         name = set_name(manifest)
         for entry in manifest.files:
             keyspace, table, _ = table_of(entry.path)
             if not target.covers(keyspace, table):
+                continue
+            folder, full_folder = entry.path.split("/")[1], full_folders.get((manifest.set.node, keyspace, table))
+            if full_folder is not None and folder != full_folder:
+                key = (manifest.set.node, keyspace, folder, full_folder)
+                left_out[key] = left_out.get(key, 0) + 1
                 continue
             inner = entry.path.split("/")[2:]  # [.index/]file, below <ks>/<table>-<id>/
             if into is not None:
@@ -118,7 +129,10 @@ def plan_restore(chain: Chain, target: DbTarget, root: Path, with_commitlogs: bo
                                  entry.size, entry.sha256, entry.plain))
     commitlogs, segments, unpacks = _commitlog_files(chain, root) if with_commitlogs else ([], [], [])
     ordered = sorted(units.values(), key=lambda u: (u.set_name != "full", u.set_name, u.host))
-    return Plan(fetches, ordered, _table_loads(ordered, fetches, root, snapshot), commitlogs, segments, unpacks)
+    why = tuple(f"{host}: {count} file(s) of {keyspace}/{folder} left out: an earlier table of that name, dropped "
+                f"(the full holds {keyspace}/{full_folder})" for (host, keyspace, folder, full_folder), count
+                in sorted(left_out.items()))
+    return Plan(fetches, ordered, _table_loads(ordered, fetches, root, snapshot), commitlogs, segments, unpacks, why)
 
 
 def _commitlog_files(chain: Chain, root: Path) -> tuple[list[Fetch], list[Path], list[Unpack]]:
@@ -284,7 +298,7 @@ def plan_restore_request(request: RestoreRequest, at: datetime, root: Path, chai
     cluster cannot hold fails here, not mid-load, and so does an import onto hosts that miss some files.
     `sse`, `sse_c_key_on_nodes`, `decrypt_on_nodes`: the repository's, which say (with the files'
     client-side encryption) whether a node may fetch its files itself."""
-    target, notes, warnings, schema = request.target, [], [], stored_schema
+    target, notes, warnings, schema = request.target, [], [*files.left_out], stored_schema
     if request.restore_schema and stored_schema is not None and target.keyspace not in placement.keyspaces:
         schema, used = fit_replication(stored_schema, target.keyspace, datacenters(placement.ring),
                                        request.dc_map, request.replication)

@@ -130,9 +130,10 @@ def test_unpack_gives_back_the_exact_segment_and_refuses_a_damaged_one(tmp_path)
 
 
 def sstables_of(at: str, host: str, files: list[str], increment: str | None = None) -> SetInfo:
+    """`files` below the table's folder, or with a folder of their own (`t-<id>/<file>`)."""
     ref = SetRef.incremental(ts(at), host, ts(increment)) if increment else SetRef.snapshot(ts(at), host)
-    table = "ks/t-" + "0" * 32
-    return SetInfo(ref, Manifest(set=ref, files=tuple(FileEntry(f"{table}/{name}", 10, SHA) for name in files),
+    paths = [f"ks/{name}" if name.startswith("t-") else f"ks/t-{'0' * 32}/{name}" for name in files]
+    return SetInfo(ref, Manifest(set=ref, files=tuple(FileEntry(path, 10, SHA) for path in paths),
                                  host=host, host_id=IDS[host], created_at=ref.time, db_target="ks.t",
                                  hosts=("10.0.0.1", "10.0.0.2")))
 
@@ -179,3 +180,24 @@ def test_into_loads_every_set_into_the_copy_from_one_folder():
     [load] = plan.tables
     assert load.directory.parts[-2:] == ("ks", "copy")
     assert sorted(name for _, name in load.links) == ["nb-1-big-Data.db", "nb-2-big-Data.db"]
+
+
+def test_an_increments_files_of_an_earlier_table_of_the_same_name_are_left_out_and_said():
+    """A backup taken before dmf told a table's folders apart: the increment holds, beside the table's
+    own folder, the one a dropped table of the same name left. Restored, its rows came back into the
+    table; the full's folder is the table's, the other is left out with a warning."""
+    earlier = "e" * 32
+    catalog = Catalog.build([
+        sstables_of("20250101120000", "10.0.0.1", ["nb-1-big-Data.db"]),
+        sstables_of("20250101120000", "10.0.0.2", ["nb-1-big-Data.db"]),
+        sstables_of("20250101120000", "10.0.0.1", ["nb-2-big-Data.db", f"t-{earlier}/nb-3-big-Data.db",
+                                                   f"t-{earlier}/nb-3-big-TOC.txt"], increment="20250101123000"),
+        sstables_of("20250101120000", "10.0.0.2", ["nb-5-big-Data.db"], increment="20250101123000")])
+    chain = resolve_chain(catalog, DbTarget.parse("ks.t"), ts("20250101130000"))
+    plan = plan_restore(chain, DbTarget.parse("ks.t"), ROOT, with_commitlogs=False)
+    assert sorted(str(f.dest.relative_to(ROOT / "20250101120000")) for f in plan.fetches) == [
+        "10.0.0.1/full/ks/t/nb-1-big-Data.db", "10.0.0.1/incr-20250101123000/ks/t/nb-2-big-Data.db",
+        "10.0.0.2/full/ks/t/nb-1-big-Data.db", "10.0.0.2/incr-20250101123000/ks/t/nb-5-big-Data.db"]
+    assert plan.left_out == (f"10.0.0.1: 2 file(s) of ks/t-{earlier} left out: an earlier table of that name, "
+                             f"dropped (the full holds ks/t-{'0' * 32})",)
+
