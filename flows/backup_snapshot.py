@@ -23,7 +23,7 @@ from dmf.core.catalog import Group
 from dmf.core.errors import DmfError, InputError
 from dmf.core.keys import SetKind, SetRef
 from dmf.core.lifecycle import FullEvery
-from dmf.core.plan import CHAIN_IDLE, is_open
+from dmf.core.plan import CHAIN_IDLE, is_open, recreated_tables
 from dmf.core.targets import DbTarget, parse_hosts
 from dmf.core.timestamps import format_ts, utcnow
 from dmf.cql import connect, describe_schema, live_table_folders, node_facts, user_keyspaces
@@ -52,12 +52,13 @@ def check_target(target: DbTarget, tables: dict[str, list[str]]) -> None:
 
 
 def recent_history(repo: Repository, target: DbTarget, hosts: tuple[str, ...], now: datetime,
-                   full_every: FullEvery) -> tuple[Group | None, str, list[Group]]:
+                   full_every: FullEvery, live: tuple[str, ...]) -> tuple[Group | None, str, list[Group]]:
     """The newest complete full of this target and host set if its chain goes on (the seed's rule), else
     None and why not; and every data group read on the way to it. Snapshots are read newest first,
     only their fulls' manifests until the lineage's full is found, then that chain whole: a run reads
     back to its own chain, not the whole history. An incomplete set a failed run left is read (and
-    cleaned) by the runs after it."""
+    cleaned) by the runs after it. A table of the target dropped and created again since the full
+    (`live`: the live table folders) ends the chain: its full holds the earlier table."""
     seen: list[Group] = []
     # Fulls only on the way (a few manifests per snapshot), then the found chain whole.
     for fulls in repo.newest_first(kinds={SetKind.SNAPSHOT}):
@@ -74,6 +75,11 @@ def recent_history(repo: Repository, target: DbTarget, hosts: tuple[str, ...], n
             ended = full_every.due(full, catalog.increments_of(full), now)
             if ended:
                 return None, f"the chain of {format_ts(full.snapshot_ts)} has ended: {ended}", seen
+            recreated = recreated_tables((e.path for info in full.sets.values()
+                                          for e in (info.manifest or repo.read_manifest(info.ref)).files), live)
+            if recreated:
+                return None, (f"{', '.join(recreated)} was dropped and created again since the full of "
+                              f"{format_ts(full.snapshot_ts)}"), seen
             return full, "", seen
     return None, "no complete full of this target and host set", seen
 
@@ -131,7 +137,7 @@ def backup_snapshot(hosts: str | list[str] | None = None, db_target: str | None 
     with cluster_lease(storage, cluster_name, run_holder(), lease_wait_seconds):
         repo = Repository(storage)
         now = utcnow()
-        seed, why_full, seen = recent_history(repo, target, host_list, now, chain_limit)
+        seed, why_full, seen = recent_history(repo, target, host_list, now, chain_limit, live)
         clean_incomplete(repo, seen, host_list, now - grace)
         previous = None if new else seed
         incremental = previous is not None

@@ -67,3 +67,17 @@ def superseded(relpaths: Iterable[str], snapshot: Iterable[str], held: Iterable[
     holds its rows, not the file: one more upload costs less than a wrong guess)."""
     holds = set(snapshot) | set(held)
     return [relpath for relpath in relpaths if relpath in holds]
+
+
+def recreated_tables(full_paths: Iterable[str], live: Iterable[str]) -> list[str]:
+    """`ks.table` of each table whose folder in the full (`full_paths`: its files' relpaths) is not
+    its live one (`live`: `<ks>/<table>-<id>` folders): dropped and created again since the full, so
+    the chain's full holds another table of that name."""
+    live_by_name = {folder.rsplit("-", 1)[0]: folder for folder in live}
+    found = set()
+    for path in full_paths:
+        folder = "/".join(path.split("/")[:2])
+        name = folder.rsplit("-", 1)[0]
+        if live_by_name.get(name, folder) != folder:
+            found.add(name.replace("/", "."))
+    return sorted(found)

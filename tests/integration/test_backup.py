@@ -616,7 +616,8 @@ def test_a_table_dropped_and_created_again_under_its_name_backs_up_only_the_new_
     again under the same name writes to `events-<new id>`. Both folders' backups/ files used to go into
     the new table's incremental, and a restore then brought the dropped table's rows back into it
     (found by a second `make demo` on one bed: 300 rows written after the point in time, from the
-    demo run before). Now only the new table's folder is its; the old one's files stay on the nodes."""
+    demo run before). Now only the new table's folder is its; the old one's files stay on the nodes.
+    Created again inside a chain, the table ends the chain: the next backup is a full."""
     keyspace, table = new_table(cluster_block, rows=20, prefix="again")
     addresses = HOSTS.split(",")
     for address in addresses:
@@ -646,3 +647,12 @@ def test_a_table_dropped_and_created_again_under_its_name_backs_up_only_the_new_
     for address in addresses:
         left = backups_dir_files(cluster_block, address, keyspace)
         assert set(old_folder_files[address]) <= set(left), f"{address} deleted the old table's files"
+    # Created again inside the chain: the chain's full holds the table before, so the next backup is a full.
+    with connect(cluster_block) as session:
+        session.execute(f"DROP TABLE {keyspace}.{table}")
+        session.execute(f"CREATE TABLE {keyspace}.{table} (id int PRIMARY KEY, payload text)")
+    insert_rows(cluster_block, keyspace, table, range(300, 305))
+    after = backup_snapshot(hosts=HOSTS, db_target=f"{keyspace}.{table}")
+    assert after["kind"] == "full"
+    assert after["why_full"] == (f"{keyspace}.{table} was dropped and created again since the full of "
+                                 f"{full['snapshot_ts']}")

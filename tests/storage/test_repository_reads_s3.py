@@ -58,7 +58,7 @@ def test_a_run_finds_its_chain_reading_fulls_only_on_the_way(repo):
     from dmf.flows.backup_snapshot import recent_history
     from dmf.core.lifecycle import FullEvery
     gets = manifest_gets(repo)
-    full, why, seen = recent_history(repo, DbTarget("ks", "t"), (HOST,), NOW, FullEvery())
+    full, why, seen = recent_history(repo, DbTarget("ks", "t"), (HOST,), NOW, FullEvery(), ())
     assert full is not None and full.snapshot_ts == ACTIVE and why == ""
     assert gets == {format_ts(NEW): 1, format_ts(ACTIVE): 1 + 3}  # NEW's full, ACTIVE's full, then its chain
     assert format_ts(OLD) not in gets

@@ -6,7 +6,7 @@ from datetime import timedelta
 from dmf.core.catalog import Catalog, SetInfo
 from dmf.core.keys import SetRef
 from dmf.core.manifest import Manifest
-from dmf.core.plan import CHAIN_IDLE, ChainFiles, deletable, is_open, open_chains, superseded
+from dmf.core.plan import CHAIN_IDLE, ChainFiles, deletable, is_open, open_chains, recreated_tables, superseded
 from dmf.core.timestamps import parse_ts
 
 T0 = parse_ts("20260101000000")
@@ -70,3 +70,12 @@ def test_a_full_supersedes_only_the_backups_files_it_or_a_complete_set_holds():
     assert superseded(on_node, snapshot) == [live, live_index]
     assert superseded(on_node, snapshot, held={elsewhere}) == [live, live_index, elsewhere]
     assert superseded(on_node, []) == []
+
+
+def test_a_table_whose_live_folder_is_not_the_fulls_was_created_again():
+    old, new, other = "a" * 32, "b" * 32, "c" * 32
+    full = [f"ks/t-{old}/nb-1-big-Data.db", f"ks/t-{old}/schema.cql", f"ks/u-{other}/nb-1-big-Data.db",
+            f"ks/gone-{other}/nb-1-big-Data.db"]
+    assert recreated_tables(full, [f"ks/t-{new}", f"ks/u-{other}", f"ks/later-{new}"]) == ["ks.t"]
+    assert recreated_tables(full, [f"ks/t-{old}", f"ks/u-{other}"]) == []  # the same tables; gone dropped only
+    assert recreated_tables([], [f"ks/t-{new}"]) == []
