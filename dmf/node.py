@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from dmf.blocks.cassandra_cluster import check_jmx_credentials
 
-from dmf.core.keys import split_table_dir
+from dmf.core.keys import live_folder_of, split_table_dir
 from dmf.core.errors import InputError, LayoutError
 from dmf.core.targets import SYSTEM_KEYSPACES, DbTarget
 from dmf.ssh import CommandResult, RemoteError, RemoteHost, command_argv
@@ -166,8 +166,7 @@ class Node:
         cql.live_table_folders, names another folder for it): the old one's rows are not the new
         table's, and a restore of the table would bring them back. A dropped table's folder, the
         name no longer in use, still counts (its last flushes reach the next incremental)."""
-        live_folders = set(live)
-        live_names = {folder.rsplit("-", 1)[0] for folder in live_folders}
+        live_folder = live_folder_of(live)
         found: list[list[SourceFile]] = [[] for _ in wanted]
         for data_dir in self.host.data_dirs:
             base = posixpath.join(data_dir, target.keyspace) if target.keyspace else data_dir
@@ -192,7 +191,8 @@ class Node:
                         continue
                     if keyspace in SYSTEM_KEYSPACES or not target.covers(keyspace, table):
                         continue
-                    if f"{keyspace}/{table}" in live_names and f"{keyspace}/{table_dir}" not in live_folders:
+                    folder = f"{keyspace}/{table_dir}"
+                    if live_folder.get(f"{keyspace}/{table}", folder) != folder:
                         continue  # an earlier table of the same name
                     files.append(SourceFile(path, "/".join([keyspace, table_dir, *inner]), f.size))
         return found

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
@@ -75,6 +76,12 @@ def split_table_dir(dirname: str) -> tuple[str, str]:
     if parts is None:
         raise LayoutError(f"{quote(dirname)} is not a <table>-<table_id> folder (table_id: 32 lowercase hex)")
     return parts
+
+
+def live_folder_of(live: Iterable[str]) -> dict[str, str]:
+    """`<ks>/<table>` → its live folder `<ks>/<table>-<id>` (from cql.live_table_folders). Another
+    folder of that name is an earlier table's, dropped before this one was created."""
+    return {folder.rpartition("-")[0]: folder for folder in live}
 
 
 def _is_table_file(parts: list[str]) -> bool:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from dmf.core.catalog import Catalog, Group, covers
-from dmf.core.keys import split_table_dir
+from dmf.core.keys import live_folder_of, split_table_dir, table_of
 from dmf.core.targets import DbTarget
 
 CHAIN_IDLE = timedelta(days=7)
@@ -73,11 +73,11 @@ def recreated_tables(full_paths: Iterable[str], live: Iterable[str]) -> list[str
     """`ks.table` of each table whose folder in the full (`full_paths`: its files' relpaths) is not
     its live one (`live`: `<ks>/<table>-<id>` folders): dropped and created again since the full, so
     the chain's full holds another table of that name."""
-    live_by_name = {folder.rsplit("-", 1)[0]: folder for folder in live}
+    live_folder = live_folder_of(live)
     found = set()
     for path in full_paths:
-        folder = "/".join(path.split("/")[:2])
-        name = folder.rsplit("-", 1)[0]
-        if live_by_name.get(name, folder) != folder:
-            found.add(name.replace("/", "."))
+        keyspace, table, table_id = table_of(path)
+        folder = f"{keyspace}/{table}-{table_id}"
+        if live_folder.get(f"{keyspace}/{table}", folder) != folder:
+            found.add(f"{keyspace}.{table}")
     return sorted(found)
